@@ -1,0 +1,1 @@
+"""Experiment definitions (E1, E2), analysis of results, plots. Never trains models."""

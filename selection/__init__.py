@@ -1,0 +1,1 @@
+"""Datasets as uint8 arrays and the training-subset selection criteria (no Ray here)."""

@@ -1,0 +1,34 @@
+"""User-input errors and the one way every command-line entry point reports them.
+
+Bad input (a missing path, an undecodable image, a wrong value) is the user's to fix,
+so it is reported as one line naming the file or key, with exit code 2 and no
+traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+class InputError(ValueError):
+    """A problem with what the user supplied; its message is the whole report."""
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+def run_cli(main: Callable[[Sequence[str] | None], object], argv=None) -> None:
+    """Run `main(argv)`; an InputError becomes one stderr line and exit code 2."""
+    try:
+        main(argv)
+    except InputError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

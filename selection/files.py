@@ -1,0 +1,63 @@
+"""Atomic writes and the on-disk cache location shared by every cache in the project."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+CACHE_ENV = "VAE_SWEEP_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """`$VAE_SWEEP_CACHE`, else `$XDG_CACHE_HOME/vae-sweep`, else ~/.cache/vae-sweep."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "vae-sweep"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `target`; rename it onto `target` on success.
+
+    Readers see either the old file or the whole new one, never a partial write; on an
+    exception the temporary file is removed and `target` is untouched. `suffix` ends the
+    temporary name, for writers that append a missing extension (np.save adds `.npy`).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `target`, renamed onto it on success.
+
+    If another process created `target` meanwhile, its copy wins and ours is dropped:
+    both were built from the same inputs.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,154 @@
+"""Command lines: `python -m fid`, E1 and E2, and their one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import ROOT, random_images
+
+
+def _run(*args, env_extra=None, check_rc=None):
+    env = {**os.environ, **(env_extra or {})}
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if check_rc is not None:
+        assert result.returncode == check_rc, result.stderr
+    return result
+
+
+def _assert_one_line_error(result, needle):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def _folder(path, images):
+    path.mkdir(parents=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(path / f"{i:02d}.png")
+    return path
+
+
+@pytest.mark.real_network
+def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
+    a = _folder(tmp_path / "a", random_images(rng, 5))
+    b = _folder(tmp_path / "b", random_images(rng, 6) // 2)
+    with zipfile.ZipFile(tmp_path / "b.zip", "w") as archive:
+        for file in sorted(b.iterdir()):
+            archive.write(file, f"b/{file.name}")
+    env = {"VAE_SWEEP_CACHE": str(tmp_path / "cache")}
+    direct = _run("-m", "fid", str(a), str(b), "--quiet", env_extra=env, check_rc=0)
+    value = float(direct.stdout.split("FID:")[1])
+    assert value > 0
+    _run(
+        "-m",
+        "fid",
+        "--save-stats",
+        str(a),
+        str(tmp_path / "a.npz"),
+        "--quiet",
+        env_extra=env,
+        check_rc=0,
+    )
+    with np.load(tmp_path / "a.npz") as stats:
+        assert stats["mu"].shape == (2048,) and int(stats["n"]) == 5
+    via_stats = _run(
+        "-m",
+        "fid",
+        str(tmp_path / "a.npz"),
+        str(tmp_path / "b.zip"),
+        "--quiet",
+        env_extra=env,
+        check_rc=0,
+    )
+    assert float(via_stats.stdout.split("FID:")[1]) == pytest.approx(value, rel=1e-9)
+    limited = _run(
+        "-m",
+        "fid",
+        str(a),
+        str(b),
+        "--limit",
+        "4",
+        "--quiet",
+        "--no-cache",
+        env_extra=env,
+        check_rc=0,
+    )
+    assert "samples: 4 vs 4" in limited.stderr
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["-m", "fid", "/no/such/dir", "/tmp"], "/no/such/dir: no such file"),
+        (["-m", "fid", "--save-stats", "/tmp", "out.txt"], "must end in .npz"),
+        (["-m", "fid", "--batch-size", "0", "/tmp", "/tmp"], "--batch-size"),
+        (["-m", "fid", "--network", "/no/net.pt", "{a}", "{a}"], "/no/net.pt"),
+        (["-m", "fid", "{junk}", "{a}"], "junk.npz: not a statistics file"),
+        (["-m", "experiments.fid_repeated", "--data", "/no/data"], "/no/data"),
+        (["-m", "experiments.fid_repeated", "--repetitions", "0"], "--repetitions"),
+        (["-m", "experiments.fid_scrambled", "--tiles", "3"], "--tiles: 3"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
+    a = _folder(tmp_path / "a", random_images(rng, 3))
+    (tmp_path / "junk.npz").write_bytes(b"nonsense")
+    args = [x.format(a=a, junk=tmp_path / "junk.npz") for x in args]
+    out = tmp_path / "out"
+    result = _run(*args, "--out", str(out)) if "experiments" in args[1] else _run(*args)
+    _assert_one_line_error(result, needle)
+    assert not out.exists() and not (ROOT / "out.txt").exists()
+
+
+def test_e1_cli_writes_table_and_plot(tmp_path, rng, monkeypatch):
+    """End to end on a fake CIFAR layout, with the stand-in network patched in."""
+    for split, n in [("train", 60), ("test", 20)]:
+        root = tmp_path / "data" / split
+        for c in ("cat", "dog"):
+            _folder(root / c, random_images(rng, n // 2))
+    import experiments.common as common
+    from experiments import fid_repeated
+    from tests.standin import StandInExtractor
+
+    monkeypatch.setattr(
+        common, "InceptionExtractor", lambda *a, **k: StandInExtractor()
+    )
+    fid_repeated.main(
+        [
+            "--data",
+            str(tmp_path / "data"),
+            "--sizes",
+            "2,5,20",
+            "--total",
+            "20",
+            "--repetitions",
+            "3",
+            "--out",
+            str(tmp_path / "e1"),
+            "--quiet",
+        ]
+    )
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "e1" / "fid_repeated.parquet")
+    assert table["size"].tolist() == [2, 5, 20]
+    assert (table["repetitions"] == 3).all() and (table["sample_count"] == 20).all()
+    for row in table.itertuples():
+        assert row.fid_mean == pytest.approx(np.mean(row.fid_values))
+        assert row.fid_variance == pytest.approx(np.var(row.fid_values, ddof=1))
+    assert (tmp_path / "e1" / "fid_repeated.png").stat().st_size > 1000

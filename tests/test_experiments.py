@@ -1,0 +1,118 @@
+"""E1 (repeated sets) and E2 (scrambled tiles) with the stand-in network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.fid_repeated import draw_repeated_set, plan, run_protocol
+from experiments.fid_scrambled import run_protocol as run_scrambled
+from experiments.fid_scrambled import scramble_tiles, scrambled_batches, tile_grid
+from fid.engine import FIDEngine
+from fid.stats import statistics
+from selection.errors import InputError
+from tests.conftest import random_images
+
+
+def test_repeated_draw_counts_and_determinism():
+    draw = draw_repeated_set(1000, 30, 100, seed=3, repetition=1)
+    assert len(np.unique(draw.indices)) == 30 and draw.counts.sum() == 100
+    assert set(draw.counts.tolist()) == {3, 4}  # 100 = 30 * 3 + 10
+    again = draw_repeated_set(1000, 30, 100, seed=3, repetition=1)
+    np.testing.assert_array_equal(draw.indices, again.indices)
+    np.testing.assert_array_equal(draw.counts, again.counts)
+    other = draw_repeated_set(1000, 30, 100, seed=3, repetition=2)
+    assert not np.array_equal(draw.indices, other.indices)
+
+
+def test_e1_fids_equal_those_of_explicitly_repeated_sets(rng, standin):
+    pool = random_images(rng, 200)
+    engine = FIDEngine(standin, batch_size=16, progress=False)
+    reference = engine.reference(random_images(rng, 50))
+    draws = plan(len(pool), [2, 7, 40], repetitions=2, total=40, seed=0)
+    table = run_protocol(pool, draws, engine, reference)
+    distinct = len(np.unique(np.concatenate([d.indices for d in draws])))
+    assert standin.images_seen == 50 + distinct  # each distinct image once
+    for draw, row in zip(draws, table.itertuples(), strict=True):
+        repeated = np.repeat(pool[draw.indices], draw.counts, axis=0)  # (40, 32, 32, 3)
+        expected = reference.distance(statistics(standin(repeated)))
+        assert row.fid == pytest.approx(expected, rel=1e-9, abs=1e-9)
+        assert row.sample_count == 40
+
+
+def test_e1_refuses_sizes_beyond_the_set():
+    with pytest.raises(InputError, match="--sizes: 50 distinct"):
+        plan(1000, [10, 50], repetitions=1, total=40, seed=0)
+
+
+@pytest.mark.parametrize(
+    "tiles,grid",
+    [
+        (1, (1, 1)),
+        (2, (2, 1)),
+        (4, (2, 2)),
+        (8, (4, 2)),
+        (16, (4, 4)),
+        (1024, (32, 32)),
+    ],
+)
+def test_tile_grid(tiles, grid):
+    assert tile_grid(tiles) == grid
+
+
+@pytest.mark.parametrize("bad", [3, 0, 2048])
+def test_tile_grid_refuses(bad):
+    with pytest.raises(InputError, match="--tiles"):
+        tile_grid(bad)
+
+
+@pytest.mark.parametrize("tiles", [2, 4, 16, 64, 256, 1024])
+def test_scrambling_keeps_each_images_pixels(rng, tiles):
+    images = random_images(rng, 6)
+    scrambled = scramble_tiles(images, tiles, np.random.default_rng(0))
+    for before, after in zip(images, scrambled, strict=True):
+        np.testing.assert_array_equal(
+            np.sort(before.reshape(-1, 3), axis=0),
+            np.sort(after.reshape(-1, 3), axis=0),
+        )
+        # whole pixels move, not channels separately
+        assert sorted(map(tuple, before.reshape(-1, 3))) == sorted(
+            map(tuple, after.reshape(-1, 3))
+        )
+    if tiles >= 16:
+        assert not np.array_equal(images, scrambled)
+
+
+def test_one_tile_is_identity_and_two_tiles_swap_halves(rng):
+    images = random_images(rng, 20)
+    np.testing.assert_array_equal(scramble_tiles(images, 1, rng), images)
+    halves = scramble_tiles(images, 2, np.random.default_rng(5))
+    swapped = np.concatenate([images[:, 16:], images[:, :16]], axis=1)
+    same = (halves == images).all(axis=(1, 2, 3))
+    flipped = (halves == swapped).all(axis=(1, 2, 3))
+    assert (same | flipped).all() and same.any() and flipped.any()
+
+
+def test_scrambled_stream_is_independent_of_batch_size(rng):
+    images = random_images(rng, 10)
+    a = np.concatenate(list(scrambled_batches(images, 16, np.random.default_rng(1), 3)))
+    b = np.concatenate(
+        list(scrambled_batches(images, 16, np.random.default_rng(1), 10))
+    )
+    np.testing.assert_array_equal(a, b)
+
+
+def test_e2_streams_and_matches_explicit_scrambled_set(rng, standin):
+    images = random_images(rng, 30)
+    engine = FIDEngine(standin, batch_size=7, progress=False)
+    reference = engine.reference(random_images(rng, 40))
+    table = run_scrambled(
+        images, [4], repetitions=2, seed=11, engine=engine, reference=reference
+    )
+    for row in table.itertuples():
+        explicit = scramble_tiles(
+            images, 4, np.random.default_rng([11, 4, row.repetition])
+        )
+        expected = reference.distance(statistics(standin(explicit)))
+        assert row.fid == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert table["fid"].nunique() == 2
