@@ -37,7 +37,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="default: the extractor's preferred batch",
+    )
     parser.add_argument(
         "--measure",
         type=int,
@@ -54,7 +59,7 @@ def main() -> None:
     distinct = distinct_indices(draws)
     extractor = InceptionExtractor(device=str(device))
     extract_features(
-        np.array(train.images[distinct[: args.batch_size]]),
+        np.array(train.images[distinct[:64]]),
         extractor,
         batch_size=args.batch_size,
         progress=False,

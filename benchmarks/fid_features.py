@@ -41,7 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None)
     parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-sizes", default="16,50")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -51,25 +51,31 @@ def main() -> None:
 
     helper = FidHelper(device=str(device))
     ours = InceptionExtractor(device=str(device))
-    warm = images[: args.batch_size]
-    _fid_helper_features(helper, warm, args.batch_size)
-    extract_features(warm, ours, batch_size=args.batch_size, progress=False)
-
-    helper_s, theirs = timed(_fid_helper_features, helper, images, args.batch_size)
-    ours_s, mine = timed(
-        extract_features, images, ours, batch_size=args.batch_size, progress=False
-    )
+    runs = []
+    for batch_size in (int(b) for b in args.batch_sizes.split(",")):
+        warm = images[:batch_size]
+        _fid_helper_features(helper, warm, batch_size)
+        extract_features(warm, ours, batch_size=batch_size, progress=False)
+        helper_s, theirs = timed(_fid_helper_features, helper, images, batch_size)
+        ours_s, mine = timed(
+            extract_features, images, ours, batch_size=batch_size, progress=False
+        )
+        runs.append(
+            {
+                "batch_size": batch_size,
+                "fid_helper_images_per_s": len(images) / helper_s,
+                "ours_images_per_s": len(images) / ours_s,
+                "speedup": helper_s / ours_s,
+                "max_abs_feature_difference": float(np.abs(mine - theirs).max()),
+            }
+        )
     write_result(
         f"fid_features_{device.type}",
         {
             "benchmark": "FID feature extraction throughput",
             "device": str(device),
             "images": len(images),
-            "batch_size": args.batch_size,
-            "fid_helper_images_per_s": len(images) / helper_s,
-            "ours_images_per_s": len(images) / ours_s,
-            "speedup": helper_s / ours_s,
-            "max_abs_feature_difference": float(np.abs(mine - theirs).max()),
+            "runs": runs,
         },
     )
 

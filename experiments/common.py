@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,45 @@ def summarise(raw: pd.DataFrame, by: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def plot_fid_curve(
+    axis, table: pd.DataFrame, x: str, *, xlabel: str, title: str, log_base: int = 10
+) -> None:
+    """FID mean with a one-sd error bar against `x` on a log axis."""
+    axis.errorbar(
+        table[x],
+        table["fid_mean"],
+        yerr=np.sqrt(table["fid_variance"]),
+        marker="o",
+        capsize=3,
+    )
+    axis.set_xscale("log", base=log_base)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("FID against x_test (mean ± sd)")
+    axis.set_title(title)
+    axis.grid(True, which="both", alpha=0.3)
+
+
+def finish(
+    args: argparse.Namespace,
+    name: str,
+    table: pd.DataFrame,
+    figure,
+    *,
+    train: ImageSet,
+    engine: FIDEngine,
+    started: float,
+) -> None:
+    """Write the experiment's outputs and print its table."""
+    meta = {
+        **vars(args),
+        "train_sha256": train.sha256,
+        "network": engine.extractor.key,
+        "seconds": time.time() - started,
+    }
+    write_outputs(Path(args.out), name, table, figure, meta)
+    print(table.drop(columns="fid_values").to_string(index=False))
 
 
 def write_outputs(

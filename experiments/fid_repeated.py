@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,11 +22,12 @@ from experiments.common import (
     add_common_options,
     build_engine,
     check_positive,
+    finish,
     int_list,
     load_split,
+    plot_fid_curve,
     summarise,
     test_reference,
-    write_outputs,
 )
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
@@ -119,18 +119,13 @@ def plot(table: pd.DataFrame, total: int):
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4))
-    axis.errorbar(
-        table["size"],
-        table["fid_mean"],
-        yerr=np.sqrt(table["fid_variance"]),
-        marker="o",
-        capsize=3,
+    plot_fid_curve(
+        axis,
+        table,
+        "size",
+        title="E1: FID vs diversity",
+        xlabel=f"distinct training images n (set of {total})",
     )
-    axis.set_xscale("log")
-    axis.set_xlabel(f"distinct training images n (set of {total})")
-    axis.set_ylabel("FID against x_test (mean ± sd)")
-    axis.set_title("E1: FID vs diversity")
-    axis.grid(True, which="both", alpha=0.3)
     return figure
 
 
@@ -163,14 +158,15 @@ def main(argv=None) -> None:
     reference = test_reference(args, engine)
     raw = run_protocol(train.images, draws, engine, reference)
     table = summarise(raw, "size")
-    meta = {
-        **vars(args),
-        "train_sha256": train.sha256,
-        "network": engine.extractor.key,
-        "seconds": time.time() - started,
-    }
-    write_outputs(Path(args.out), "fid_repeated", table, plot(table, args.total), meta)
-    print(table.drop(columns="fid_values").to_string(index=False))
+    finish(
+        args,
+        "fid_repeated",
+        table,
+        plot(table, args.total),
+        train=train,
+        engine=engine,
+        started=started,
+    )
 
 
 if __name__ == "__main__":

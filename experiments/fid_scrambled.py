@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,11 +22,12 @@ from experiments.common import (
     add_common_options,
     build_engine,
     check_positive,
+    finish,
     int_list,
     load_split,
+    plot_fid_curve,
     summarise,
     test_reference,
-    write_outputs,
 )
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
@@ -124,19 +124,15 @@ def plot(table: pd.DataFrame, example: np.ndarray, seed: int):
     figure = plt.figure(figsize=(max(6, 1.1 * len(levels)), 5.5))
     grid = figure.add_gridspec(2, len(levels), height_ratios=[3, 1], hspace=0.45)
     axis = figure.add_subplot(grid[0, :])
-    axis.errorbar(
-        table["tiles"],
-        table["fid_mean"],
-        yerr=np.sqrt(table["fid_variance"]),
-        marker="o",
-        capsize=3,
+    plot_fid_curve(
+        axis,
+        table,
+        "tiles",
+        xlabel="tiles k per image",
+        title="E2: FID vs scrambling",
+        log_base=2,
     )
-    axis.set_xscale("log", base=2)
     axis.set_xticks(table["tiles"], [str(k) for k in table["tiles"]])
-    axis.set_xlabel("tiles k per image")
-    axis.set_ylabel("FID against x_test (mean ± sd)")
-    axis.set_title("E2: FID vs scrambling")
-    axis.grid(True, which="both", alpha=0.3)
     for column, tiles in enumerate(levels):
         ax = figure.add_subplot(grid[1, column])
         ax.imshow(scramble_tiles(example[None], tiles, level_rng(seed, tiles, 0))[0])
@@ -186,16 +182,15 @@ def main(argv=None) -> None:
         images, args.tiles, args.repetitions, args.seed, engine, reference
     )
     table = summarise(raw, "tiles")
-    meta = {
-        **vars(args),
-        "train_sha256": train.sha256,
-        "network": engine.extractor.key,
-        "seconds": time.time() - started,
-    }
-    write_outputs(
-        Path(args.out), "fid_scrambled", table, plot(table, images[0], args.seed), meta
+    finish(
+        args,
+        "fid_scrambled",
+        table,
+        plot(table, images[0], args.seed),
+        train=train,
+        engine=engine,
+        started=started,
     )
-    print(table.drop(columns="fid_values").to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -115,23 +116,28 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
     assert not out.exists() and not (ROOT / "out.txt").exists()
 
 
-def test_e1_cli_writes_table_and_plot(tmp_path, rng, monkeypatch):
-    """End to end on a fake CIFAR layout, with the stand-in network patched in."""
-    for split, n in [("train", 60), ("test", 20)]:
-        root = tmp_path / "data" / split
-        for c in ("cat", "dog"):
-            _folder(root / c, random_images(rng, n // 2))
+@pytest.fixture
+def fake_cifar(tmp_path, rng, monkeypatch):
+    """A two-class CIFAR layout of random images; the stand-in network patched in."""
     import experiments.common as common
-    from experiments import fid_repeated
     from tests.standin import StandInExtractor
 
+    for split, n in [("train", 60), ("test", 20)]:
+        for c in ("cat", "dog"):
+            _folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
     monkeypatch.setattr(
         common, "InceptionExtractor", lambda *a, **k: StandInExtractor()
     )
+    return tmp_path / "data"
+
+
+def test_e1_cli_writes_table_and_plot(fake_cifar, tmp_path):
+    from experiments import fid_repeated
+
     fid_repeated.main(
         [
             "--data",
-            str(tmp_path / "data"),
+            str(fake_cifar),
             "--sizes",
             "2,5,20",
             "--total",
@@ -143,8 +149,6 @@ def test_e1_cli_writes_table_and_plot(tmp_path, rng, monkeypatch):
             "--quiet",
         ]
     )
-    import pandas as pd
-
     table = pd.read_parquet(tmp_path / "e1" / "fid_repeated.parquet")
     assert table["size"].tolist() == [2, 5, 20]
     assert (table["repetitions"] == 3).all() and (table["sample_count"] == 20).all()
@@ -152,3 +156,27 @@ def test_e1_cli_writes_table_and_plot(tmp_path, rng, monkeypatch):
         assert row.fid_mean == pytest.approx(np.mean(row.fid_values))
         assert row.fid_variance == pytest.approx(np.var(row.fid_values, ddof=1))
     assert (tmp_path / "e1" / "fid_repeated.png").stat().st_size > 1000
+
+
+def test_e2_cli_writes_table_and_plot(fake_cifar, tmp_path):
+    from experiments import fid_scrambled
+
+    fid_scrambled.main(
+        [
+            "--data",
+            str(fake_cifar),
+            "--tiles",
+            "2,16,1024",
+            "--count",
+            "12",
+            "--repetitions",
+            "2",
+            "--out",
+            str(tmp_path / "e2"),
+            "--quiet",
+        ]
+    )
+    table = pd.read_parquet(tmp_path / "e2" / "fid_scrambled.parquet")
+    assert table["tiles"].tolist() == [2, 16, 1024]
+    assert (table["sample_count"] == 12).all() and (table["repetitions"] == 2).all()
+    assert (tmp_path / "e2" / "fid_scrambled.png").stat().st_size > 1000

@@ -161,3 +161,15 @@ def test_bad_input_names_the_file(tmp_path, rng, case):
         load_images(path, cache=False)
     assert needle in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "cache").exists()
+
+
+def test_failed_download_is_one_line(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(InputError, match="could not download CIFAR-10") as info:
+        load_cifar10(tmp_path / "data", "train", download=True)
+    assert "\n" not in str(info.value)
