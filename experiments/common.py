@@ -133,6 +133,8 @@ def plot_fid_curve(
         capsize=3,
     )
     axis.set_xscale("log", base=log_base)
+    axis.set_xticks(table[x], [str(v) for v in table[x]], rotation=45, fontsize=8)
+    axis.minorticks_off()
     axis.set_xlabel(xlabel)
     axis.set_ylabel("FID against x_test (mean ± sd)")
     axis.set_title(title)

@@ -132,7 +132,6 @@ def plot(table: pd.DataFrame, example: np.ndarray, seed: int):
         title="E2: FID vs scrambling",
         log_base=2,
     )
-    axis.set_xticks(table["tiles"], [str(k) for k in table["tiles"]])
     for column, tiles in enumerate(levels):
         ax = figure.add_subplot(grid[1, column])
         ax.imshow(scramble_tiles(example[None], tiles, level_rng(seed, tiles, 0))[0])
