@@ -31,6 +31,7 @@ from experiments.common import (
 )
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
+from fid.features import iter_batches
 from selection.errors import InputError, run_cli
 
 DEFAULT_TILES = (2, 4, 16, 64, 256, 1024)
@@ -77,8 +78,8 @@ def scrambled_batches(
     images: np.ndarray, tiles: int, rng: np.random.Generator, batch_size: int
 ) -> Iterator[np.ndarray]:
     """Scrambled copies batch by batch; the draws do not depend on the batch size."""
-    for start in range(0, len(images), batch_size):
-        yield scramble_tiles(np.asarray(images[start : start + batch_size]), tiles, rng)
+    for batch in iter_batches(images, batch_size):
+        yield scramble_tiles(np.asarray(batch), tiles, rng)
 
 
 def level_rng(seed: int, tiles: int, repetition: int) -> np.random.Generator:
