@@ -1,0 +1,226 @@
+"""Training-subset selection criteria, a registry by name (DESIGN section 6).
+
+`select(criterion, train, n, seed=..., scores=...)` returns the sorted indices of the
+chosen `n` images and the per-image scores the choice was made on:
+
+* `all`: the whole set (n must be its size).
+* `random`: the n images with the lowest seeded uniform keys, i.e. a uniform subset.
+* `class_balanced`: n / classes per class (the remainder to seeded random classes),
+  random within each class.
+* `lowest_recon` / `highest_recon`: per-image reconstruction error of a reference VAE
+  trained on the whole set.
+* `lowest_mahalanobis` / `highest_mahalanobis`: Mahalanobis distance of each image's FID
+  features to the x_test feature distribution (the most / least "FID-typical" images).
+
+Any criterion asked for the whole set returns the whole set, without computing scores:
+such trials are the same trial (DESIGN section 6). Ties in a score break by index, so a
+seed and a score vector fix the subset.
+
+Mahalanobis distances use the Moore-Penrose pseudo-inverse of the x_test covariance
+(eigenvalues below d * eps * the largest are treated as zero), which equals the inverse
+whenever the covariance is invertible, so the numbers are the textbook ones;
+`ridge > 0` adds ridge * mean(diag) to the diagonal instead, for users who want a
+regularised distance on poorly conditioned features.
+
+Scores that cost training or feature extraction come from a `ScoreBook`, which computes
+each kind once and caches it on disk under a key naming everything it depends on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from selection.datasets import ImageSet
+from selection.errors import InputError
+from selection.files import atomic_path, default_cache_dir
+
+
+@dataclass(frozen=True)
+class Selection:
+    criterion: str
+    indices: np.ndarray  # (n,) int64, ascending
+    scores: np.ndarray | None  # (N,) float64 per image of the full set, or None
+
+
+class ScoreBook:
+    """Per-image scores by kind ('recon', 'mahalanobis'), computed once, cached on disk.
+
+    `providers` maps a kind to (key, compute): the key must change whenever the
+    scores would (dataset hash, model and training options, feature network).
+    """
+
+    def __init__(
+        self,
+        providers: dict[str, tuple[str, Callable[[], np.ndarray]]],
+        cache_dir: str | os.PathLike | None = None,
+    ):
+        self.providers = providers
+        root = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.root = root / "scores"
+        self._memory: dict[str, np.ndarray] = {}
+        self.computed: list[str] = []  # kinds computed (not read) by this book
+
+    def path(self, kind: str) -> Path:
+        return self.root / f"{kind}-{self.providers[kind][0]}.npy"
+
+    def get(self, kind: str) -> np.ndarray:
+        if kind not in self.providers:
+            raise InputError(
+                f"no {kind!r} scores available here (have: "
+                f"{', '.join(sorted(self.providers)) or 'none'})"
+            )
+        if kind in self._memory:
+            return self._memory[kind]
+        path = self.path(kind)
+        if path.is_file():
+            scores = np.load(path)
+        else:
+            scores = np.asarray(self.providers[kind][1](), dtype=np.float64)
+            with atomic_path(path, suffix=".npy") as tmp:
+                np.save(tmp, scores)
+            self.computed.append(kind)
+        self._memory[kind] = scores
+        return scores
+
+
+def mahalanobis_distances(
+    features: np.ndarray,
+    mean: np.ndarray,
+    cov: np.ndarray,
+    *,
+    ridge: float = 0.0,
+    chunk: int = 4096,
+) -> np.ndarray:
+    """sqrt((f - mean)^T cov^+ (f - mean)) for each row f of (N, d) features."""
+    cov = np.asarray(cov, dtype=np.float64)
+    d = len(cov)
+    if ridge > 0:
+        cov = cov + ridge * np.trace(cov) / d * np.eye(d)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)
+    keep = eigenvalues > d * np.finfo(np.float64).eps * max(eigenvalues.max(), 0.0)
+    # cov^+ = W W^T, so the distance is the norm of the whitened difference
+    whiten = eigenvectors[:, keep] / np.sqrt(eigenvalues[keep])  # (d, rank)
+    mean = np.asarray(mean, dtype=np.float64)
+    out = np.empty(len(features))
+    for start in range(0, len(features), chunk):
+        diff = np.asarray(features[start : start + chunk], dtype=np.float64) - mean
+        out[start : start + chunk] = np.linalg.norm(diff @ whiten, axis=1)
+    return out
+
+
+def _keys(n_total: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(n_total)
+
+
+def _lowest(scores: np.ndarray, n: int) -> np.ndarray:
+    # lexsort: last key is primary; ties go to the lower index
+    return np.lexsort((np.arange(len(scores)), scores))[:n]
+
+
+def _all(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+    raise InputError(
+        f"criterion 'all' takes the whole set: n must be {len(train)}, got {n}"
+    )
+
+
+def _random(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+    keys = _keys(len(train), seed)
+    return _lowest(keys, n), keys
+
+
+def _class_balanced(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+    labels = np.asarray(train.labels)
+    if (labels < 0).any():
+        raise InputError(
+            f"criterion 'class_balanced' needs class labels; {train.source} has none"
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(seed)
+    quota = np.full(len(classes), n // len(classes))
+    quota[rng.choice(len(classes), n % len(classes), replace=False)] += 1
+    short = classes[quota > counts]
+    if len(short):
+        raise InputError(
+            f"criterion 'class_balanced': n={n} needs {quota.max()} images of class "
+            f"{int(short[0])}, which has {int(counts[classes == short[0]][0])}"
+        )
+    keys = rng.random(len(labels))
+    chosen = [
+        np.flatnonzero(labels == cls)[_lowest(keys[labels == cls], int(q))]
+        for cls, q in zip(classes, quota, strict=True)
+    ]
+    return np.concatenate(chosen), keys
+
+
+def _by_score(kind: str, highest: bool):
+    def choose(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+        if scores is None:
+            raise InputError(f"{kind} scores are needed but no score source was given")
+        values = scores.get(kind)
+        if len(values) != len(train):
+            raise InputError(
+                f"{kind} scores cover {len(values)} images, the set has {len(train)}"
+            )
+        return _lowest(-values if highest else values, n), values
+
+    return choose
+
+
+CRITERIA = {
+    "all": _all,
+    "random": _random,
+    "class_balanced": _class_balanced,
+    "lowest_recon": _by_score("recon", highest=False),
+    "highest_recon": _by_score("recon", highest=True),
+    "lowest_mahalanobis": _by_score("mahalanobis", highest=False),
+    "highest_mahalanobis": _by_score("mahalanobis", highest=True),
+}
+
+# which ScoreBook kind a criterion reads, for callers deciding what to precompute
+SCORE_KIND = {
+    name: kind
+    for kind in ("recon", "mahalanobis")
+    for name in (f"lowest_{kind}", f"highest_{kind}")
+}
+
+
+def check_criterion(name: str) -> str:
+    if name not in CRITERIA:
+        raise InputError(
+            f"unknown criterion {name!r}; choose one of: {', '.join(CRITERIA)}"
+        )
+    return name
+
+
+def check_size(n: int, total: int) -> int:
+    if not 1 <= n <= total:
+        raise InputError(
+            f"n_train={n} must be between 1 and the training set size ({total})"
+        )
+    return n
+
+
+def select(
+    criterion: str,
+    train: ImageSet,
+    n: int | None = None,
+    *,
+    seed: int = 0,
+    scores: ScoreBook | None = None,
+) -> Selection:
+    """The `n` images of `train` that `criterion` picks (all of them when n is None)."""
+    check_criterion(criterion)
+    n = check_size(len(train) if n is None else int(n), len(train))
+    if n == len(train):
+        return Selection(criterion, np.arange(n, dtype=np.int64), None)
+    indices, values = CRITERIA[criterion](train, n, seed, scores)
+    return Selection(
+        criterion,
+        np.sort(np.asarray(indices, dtype=np.int64)),
+        np.asarray(values, dtype=np.float64),
+    )

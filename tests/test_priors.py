@@ -1,0 +1,110 @@
+"""Latent priors: the shared uint8 conversion, each prior's output, seeding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from selection.errors import InputError
+from tests.tiny import TINY_STAGE1
+from vae.inference import decode, encode, to_uint8
+from vae.models import Stage1VAE
+from vae.priors import (
+    PRIORS,
+    GMMOptions,
+    PriorContext,
+    TwoStageOptions,
+    prior_seed,
+    sample_images,
+)
+from vae.train import TrainConfig
+
+
+def test_to_uint8_scales_rounds_and_clips_by_hand():
+    # channel-first floats -> channel-last bytes
+    x = torch.tensor([-0.1, 0.0, 0.5 / 255, 1.5 / 255, 0.5, 1.0, 1.2]).reshape(
+        1, 1, 1, 7
+    )
+    x = x.expand(1, 3, 1, 7)
+    out = to_uint8(x)
+    assert out.dtype == np.uint8 and out.shape == (1, 1, 7, 3)
+    # 0.5 and 1.5 round half to even: 0 and 2; 0.5 * 255 = 127.5 -> 128
+    assert out[0, 0, :, 0].tolist() == [0, 0, 0, 2, 128, 255, 255]
+
+
+@pytest.fixture
+def context(rng) -> PriorContext:
+    torch.manual_seed(0)
+    model = Stage1VAE(TINY_STAGE1).eval()
+    train = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    means, _ = encode(model, train)
+    return PriorContext(
+        model,
+        means,
+        seed=3,
+        recon_images=rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8),
+        gmm=GMMOptions(components=3, reg_covar=1e-4),
+        two_stage=TwoStageOptions(
+            latent_dim=2, hidden=(8,), train=TrainConfig(epochs=2, batch_size=10)
+        ),
+    )
+
+
+@pytest.mark.parametrize("name", list(PRIORS))
+def test_every_prior_gives_seeded_uint8_images(context, name):
+    images = sample_images(name, context, 10)
+    assert images.shape == (10, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, sample_images(name, context, 10))
+
+
+def test_gaussian_prior_decodes_standard_normal_draws(context):
+    generator = torch.Generator().manual_seed(prior_seed(3, "gaussian"))
+    z = torch.randn(5, TINY_STAGE1.latent_dim, generator=generator)
+    expected = to_uint8(decode(context.model, z))
+    assert np.array_equal(sample_images("gaussian", context, 5), expected)
+
+
+def test_recon_prior_decodes_encoder_means(context):
+    means, _ = encode(context.model, context.recon_images[:4])
+    expected = to_uint8(decode(context.model, torch.as_tensor(means)))
+    assert np.array_equal(sample_images("recon", context, 4), expected)
+    with pytest.raises(InputError, match="13 reconstructions of 12 images"):
+        sample_images("recon", context, 13)
+
+
+def test_gmm_prior_fits_the_training_means(context, monkeypatch):
+    import vae.priors as priors
+
+    fitted = {}
+    real = priors.GaussianMixture
+
+    def spy(**options):
+        fitted.update(options)
+        return real(**options)
+
+    monkeypatch.setattr(priors, "GaussianMixture", spy)
+    sample_images("gmm", context, 6)
+    assert fitted["n_components"] == 3 and fitted["covariance_type"] == "full"
+    assert fitted["reg_covar"] == 1e-4
+
+
+def test_two_stage_trains_stage2_once_on_the_means(context):
+    sample_images("two_stage", context, 4)
+    stage2 = context.stage2
+    assert stage2.config.input_dim == TINY_STAGE1.latent_dim
+    assert context.stage2_result.epochs == 2
+    sample_images("two_stage", context, 4)
+    assert context.stage2 is stage2  # not retrained
+
+
+def test_priors_draw_independent_streams(context):
+    assert prior_seed(3, "gaussian") != prior_seed(3, "gmm")
+    assert prior_seed(3, "gaussian") != prior_seed(4, "gaussian")
+
+
+def test_unknown_prior_lists_choices(context):
+    with pytest.raises(
+        InputError, match="choose from: gaussian, gmm, two_stage, recon"
+    ):
+        sample_images("flow", context, 3)

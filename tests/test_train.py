@@ -1,0 +1,156 @@
+"""The training loop: exact resume, callbacks, LR halving, divergence, checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from selection.errors import InputError
+from tests.tiny import TINY_STAGE1, TINY_STAGE2
+from vae.train import (
+    TrainConfig,
+    batch_bounds,
+    load_model,
+    new_trainer,
+    read_checkpoint,
+)
+
+
+@pytest.fixture
+def images(rng) -> torch.Tensor:
+    return torch.as_tensor(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8))
+
+
+def _config(**options) -> TrainConfig:
+    return TrainConfig(**{"epochs": 4, "batch_size": 16, "seed": 7, **options})
+
+
+def _weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_from_checkpoint_file_is_bit_exact(images, tmp_path):
+    straight = new_trainer(TINY_STAGE1, images, _config())
+    straight.run()
+
+    first = new_trainer(TINY_STAGE1, images, _config(epochs=2))
+    first.run(checkpoint=tmp_path / "stage1.pt")
+    # a different process would draw other random numbers between the two halves
+    torch.manual_seed(999)
+    torch.randn(100)
+    resumed = new_trainer(TINY_STAGE1, images, _config())
+    resumed.load_state_dict(read_checkpoint(tmp_path / "stage1.pt"))
+    assert resumed.epoch == 2
+    resumed.run()
+
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
+    assert torch.equal(straight.loss.log_gamma, resumed.loss.log_gamma)
+    assert [r.loss for r in straight.history] == [r.loss for r in resumed.history]
+
+
+def test_runs_are_seeded_and_seeds_differ(images):
+    a = new_trainer(TINY_STAGE1, images, _config(epochs=1))
+    b = new_trainer(TINY_STAGE1, images, _config(epochs=1))
+    c = new_trainer(TINY_STAGE1, images, _config(epochs=1, seed=8))
+    for trainer in (a, b, c):
+        trainer.run()
+    assert a.history[0].loss == b.history[0].loss != c.history[0].loss
+
+
+def test_callback_sees_each_epoch_and_can_stop(images, tmp_path):
+    seen = []
+
+    def stop_after_two(report):
+        seen.append((report.epoch, report.mse))
+        return report.epoch == 2
+
+    trainer = new_trainer(TINY_STAGE1, images, _config())
+    result = trainer.run([stop_after_two], checkpoint=tmp_path / "ck.pt")
+    assert result.outcome == "stopped" and result.epochs == 2
+    assert [epoch for epoch, _ in seen] == [1, 2]
+    assert all(0 < mse < 1 for _, mse in seen)  # per-pixel MSE on [0, 1] pixels
+    assert read_checkpoint(tmp_path / "ck.pt")["outcome"] == "stopped"
+
+
+def test_nan_loss_ends_as_diverged(images):
+    trainer = new_trainer(TINY_STAGE1, images, _config())
+    with torch.no_grad():
+        trainer.model.mean.weight.fill_(float("nan"))
+    result = trainer.run()
+    assert result.outcome == "diverged" and result.epochs == 0 and not result.history
+
+
+def test_lr_halves_when_epoch_loss_stops_falling(images):
+    trainer = new_trainer(TINY_STAGE1, images, _config(epochs=3, lr_patience=0))
+    losses = iter([5.0, 4.0, 4.5])  # the third epoch does not improve
+    trainer._epoch = _fake_epochs(trainer, losses)
+    trainer.run()
+    assert [r.lr for r in trainer.history] == [1e-4, 1e-4, 1e-4]
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
+
+
+def _fake_epochs(trainer, losses):
+    from vae.train import EpochReport
+
+    def epoch():
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        return EpochReport(trainer.epoch + 1, next(losses), 0.1, 0.0, lr, 1.0, 1.0)
+
+    return epoch
+
+
+def test_stage2_trains_on_latents_and_reloads(tmp_path, rng):
+    latents = torch.as_tensor(rng.standard_normal((30, 4)), dtype=torch.float32)
+    trainer = new_trainer(TINY_STAGE2, latents, _config(epochs=2), loss="mse")
+    trainer.run(checkpoint=tmp_path / "stage2.pt")
+    model = load_model(tmp_path / "stage2.pt")
+    assert not model.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, trainer.model.state_dict()[key])
+
+
+def test_batch_bounds_never_leave_a_single_sample():
+    assert batch_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert batch_bounds(9, 4) == [(0, 4), (4, 9)]
+    assert batch_bounds(3, 100) == [(0, 3)]
+
+
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"precision": "fp16"}, "precision"),
+        ({"lr": 0.0}, "lr"),
+    ],
+)
+def test_bad_training_options(options, needle):
+    with pytest.raises(InputError, match=needle):
+        _config(**options)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal")
+def test_bf16_needs_cuda(images):
+    with pytest.raises(InputError, match="bf16 needs a CUDA device"):
+        new_trainer(TINY_STAGE1, images, _config(precision="bf16"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bf16_trains_on_cuda(images):
+    trainer = new_trainer(
+        TINY_STAGE1, images, _config(precision="bf16", device="cuda", epochs=1)
+    )
+    assert trainer.run().outcome == "completed"
+
+
+def test_checkpoint_of_another_model_is_refused(images, tmp_path):
+    trainer = new_trainer(TINY_STAGE1, images, _config(epochs=1))
+    trainer.run(checkpoint=tmp_path / "a.pt")
+    other = new_trainer(TINY_STAGE2, torch.zeros(4, 4), _config(epochs=1))
+    with pytest.raises(InputError, match="checkpoint holds model"):
+        other.load_state_dict(read_checkpoint(tmp_path / "a.pt"))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="bad.pt: not a readable checkpoint"):
+        read_checkpoint(tmp_path / "bad.pt")

@@ -1,0 +1,118 @@
+"""`python -m vae.train` end to end on a tiny fake CIFAR, with the stand-in network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import random_images
+from tests.test_cli import _assert_one_line_error, _folder, _run
+from tests.tiny import TINY_CLI
+
+
+@pytest.fixture
+def fake_data(tmp_path, rng, monkeypatch):
+    import vae.cli
+    from tests.standin import StandInExtractor
+
+    for split, n in [("train", 48), ("test", 24)]:
+        for c in ("cat", "dog"):
+            _folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
+    extractors = []
+
+    def standin(*args, **kwargs):
+        extractors.append(StandInExtractor())
+        return extractors[-1]
+
+    monkeypatch.setattr(vae.cli, "InceptionExtractor", standin)
+    return tmp_path / "data", extractors
+
+
+def _train(data, out, *extra):
+    from vae.cli import main
+
+    main(["--data", str(data), "--out", str(out), "--epochs", "2",
+          "--batch-size", "8", "--fid-samples", "16", "--stage2-epochs", "2",
+          "--quiet", *TINY_CLI, *extra])  # fmt: skip
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_cli_writes_checkpoint_metrics_and_sample_grids(fake_data, tmp_path):
+    data, extractors = fake_data
+    out = tmp_path / "run"
+    metrics = _train(data, out, "--n", "20", "--criterion", "class_balanced")
+    assert metrics["outcome"] == "completed" and metrics["epochs_run"] == 2
+    assert metrics["n_train"] == 20 and len(np.load(out / "selection.npy")) == 20
+    assert 0 < metrics["loss_mse_per_pixel"] < 1
+    assert metrics["loss_mse_per_pixel"] == metrics["history"][-1]["mse"]
+    assert metrics["variance_law"] > 0 and 0 <= metrics["inactive_dims"] <= 4
+    assert set(metrics["priors"]) == {"gaussian", "gmm", "two_stage", "recon"}
+    for prior, record in metrics["priors"].items():
+        assert record["fid"] > 0 and record["fid_samples"] == 16
+        assert (out / f"samples_{prior}.png").stat().st_size > 1000
+    assert metrics["fid_reference"]["n"] == 24
+    assert metrics["stage2"]["epochs_run"] == 2
+    for name in ("stage1.pt", "stage2.pt", "loss.png"):
+        assert (out / name).is_file()
+    # 24 test images for the reference + 16 per prior, one network for the run
+    assert len(extractors) == 1 and extractors[0].images_seen == 24 + 4 * 16
+
+
+def test_cli_resume_continues_the_checkpoint(fake_data, tmp_path):
+    data, _ = fake_data
+    out = tmp_path / "run"
+    first = _train(data, out, "--priors", "gaussian")
+    again = _train(data, out, "--priors", "gaussian", "--resume", "--epochs", "3")
+    assert first["epochs_run"] == 2 and again["epochs_run"] == 3
+    assert again["history"][:2] == first["history"]
+
+
+@pytest.mark.parametrize("criterion", ["lowest_recon", "highest_mahalanobis"])
+def test_cli_score_criteria(fake_data, tmp_path, criterion):
+    data, _ = fake_data
+    metrics = _train(
+        data,
+        tmp_path / "run",
+        "--n",
+        "10",
+        "--criterion",
+        criterion,
+        "--reference-epochs",
+        "1",
+        "--priors",
+        "gaussian",
+    )
+    assert metrics["n_train"] == 10 and metrics["criterion"] == criterion
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--criterion", "nearest"], "unknown criterion 'nearest'; choose one of"),
+        (["--n", "500"], "n_train=500 must be between 1 and the training set size"),
+        (["--priors", "gaussian,flow"], "unknown prior 'flow'; choose from"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--decoder-channels", "64"], "decoder_channels (64,): the decoder starts"),
+        (
+            ["--priors", "recon", "--fid-samples", "25"],
+            "reconstructions of 24 test images",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(fake_data, tmp_path, args, needle):
+    data, _ = fake_data
+    out = tmp_path / "bad"
+    result = _run("-m", "vae.train", "--data", str(data), "--out", str(out),
+                  "--fid-samples", "0", *args)  # fmt: skip
+    _assert_one_line_error(result, needle)
+    assert not out.exists()
+
+
+def test_cli_refuses_to_overwrite_a_run(fake_data, tmp_path):
+    data, _ = fake_data
+    _train(data, tmp_path / "run", "--priors", "gaussian")
+    result = _run("-m", "vae.train", "--data", str(data), "--out",
+                  str(tmp_path / "run"))  # fmt: skip
+    _assert_one_line_error(result, "stage1.pt exists: pass --resume")

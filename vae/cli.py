@@ -1,0 +1,409 @@
+"""Train one VAE on a selected CIFAR-10 subset and score its priors by FID.
+
+    python -m vae.train --data ../shared/data/cifar10-jpeg --n 25000 \\
+        --criterion random --epochs 600 --out runs/random-25k
+
+Writes into --out: `stage1.pt` (full training state; `--resume` continues it),
+`stage2.pt` (with the two_stage prior), `metrics.json`, `selection.npy` (the chosen
+indices), `loss.png` and `samples_<prior>.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fid.cache import FIDCache
+from fid.distance import FrechetReference
+from fid.engine import FIDEngine
+from fid.features import InceptionExtractor
+from fid.network import NETWORK_SHA1
+from selection.criteria import CRITERIA, SCORE_KIND, ScoreBook, check_criterion, select
+from selection.datasets import ImageSet, load_cifar10
+from selection.errors import InputError
+from selection.files import atomic_path
+from selection.scores import mahalanobis_source
+from vae.evaluate import evaluate_priors, latent_summary
+from vae.losses import LOSSES
+from vae.models import Stage1Config
+from vae.plots import save_loss_curve, save_sample_grid
+from vae.priors import PRIORS, GMMOptions, PriorContext, TwoStageOptions, check_priors
+from vae.reference import recon_source
+from vae.train import (
+    PRECISIONS,
+    TrainConfig,
+    Trainer,
+    new_trainer,
+    read_checkpoint,
+    save_model,
+)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 128,256, got {text!r}"
+        ) from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m vae.train", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-10 root: python batches, or "
+        "train/test image folders or zips (default $VAE_SWEEP_DATA, ./data)",
+    )
+    p.add_argument("--download", action="store_true", help="fetch CIFAR-10 if missing")
+    p.add_argument("--n", type=int, default=None, help="training images (default: all)")
+    p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
+    p.add_argument("--epochs", type=int, default=600)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--priors",
+        type=_names,
+        default=list(PRIORS),
+        help=f"comma-separated, from: {','.join(PRIORS)}",
+    )
+    p.add_argument(
+        "--fid-samples",
+        type=int,
+        default=10_000,
+        help="generated images per prior for FID (0: no FID)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-patience", type=int, default=5)
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--encoder-channels", type=_ints, default=(128, 256, 512, 1024))
+    p.add_argument("--decoder-channels", type=_ints, default=(1024, 256))
+    p.add_argument("--loss", choices=sorted(LOSSES), default="gamma")
+    p.add_argument("--kl-weight", type=float, default=1.0)
+    p.add_argument(
+        "--stage2-epochs",
+        type=int,
+        default=None,
+        help="default: twice --epochs (the study's 1200 for 600)",
+    )
+    p.add_argument("--stage2-latent-dim", type=int, default=64)
+    p.add_argument("--stage2-hidden", type=_ints, default=(2048, 512))
+    p.add_argument("--gmm-reg-covar", type=float, default=1e-6)
+    p.add_argument(
+        "--reference-epochs",
+        type=int,
+        default=None,
+        help="epochs of the recon criterion's reference VAE (default --epochs)",
+    )
+    p.add_argument(
+        "--mahalanobis-ridge",
+        type=float,
+        default=0.0,
+        help="0: pseudo-inverse covariance; >0: ridge * mean variance added",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        help="FID reference from the first N test images (quick runs only)",
+    )
+    p.add_argument("--fid-batch-size", type=int, default=None)
+    p.add_argument("--network", default=None, help="FID network file")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--preview", type=int, default=64, help="samples in each PNG grid")
+    p.add_argument("--resume", action="store_true", help="continue --out/stage1.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    check_criterion(args.criterion)
+    check_priors(args.priors)
+    for name in ("epochs", "batch_size", "latent_dim", "preview"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("fid_samples", "gmm_reg_covar", "mahalanobis_ridge"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0")
+    stage1 = Path(args.out) / "stage1.pt"
+    if stage1.exists() and not args.resume:
+        raise InputError(
+            f"{stage1} exists: pass --resume to continue it, or a new --out"
+        )
+
+
+def _engine(args) -> FIDEngine:
+    extractor = InceptionExtractor(
+        args.network, device=args.device, expected_sha1=NETWORK_SHA1
+    )
+    cache = FIDCache(Path(args.cache_dir) / "fid" if args.cache_dir else None)
+    return FIDEngine(
+        extractor, cache=cache, batch_size=args.fid_batch_size, progress=not args.quiet
+    )
+
+
+class Run:
+    """One invocation; the FID engine and test statistics are built only if needed."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out)
+        self._engine: FIDEngine | None = None
+        self._test: ImageSet | None = None
+        self._reference: FrechetReference | None = None
+        self.model_config = Stage1Config(
+            latent_dim=args.latent_dim,
+            encoder_channels=args.encoder_channels,
+            decoder_channels=args.decoder_channels,
+        )
+        self.training = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_patience=args.lr_patience,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+        )
+
+    def load(self, split: str, limit=None) -> ImageSet:
+        a = self.args
+        return load_cifar10(
+            a.data,
+            split,
+            download=a.download,
+            limit=limit,
+            cache_dir=a.cache_dir,
+            progress=not a.quiet,
+        )
+
+    @property
+    def engine(self) -> FIDEngine:
+        if self._engine is None:
+            self._engine = _engine(self.args)
+        return self._engine
+
+    @property
+    def test(self) -> ImageSet:
+        if self._test is None:
+            self._test = self.load("test", self.args.test_limit)
+        return self._test
+
+    @property
+    def reference(self) -> FrechetReference:
+        """x_test statistics with their square root, built once for every prior."""
+        if self._reference is None:
+            stats = self.engine.stats(
+                np.asarray(self.test.images), sha256=self.test.sha256, desc="x_test"
+            )
+            self._reference = FrechetReference(stats)
+        return self._reference
+
+    def scores(self, train: ImageSet) -> ScoreBook:
+        a = self.args
+        reference = self.training
+        if a.reference_epochs is not None:
+            reference = replace(reference, epochs=a.reference_epochs)
+        providers = {}
+        kind = SCORE_KIND.get(a.criterion)
+        if kind == "recon":
+            providers["recon"] = recon_source(
+                train,
+                model=self.model_config,
+                training=reference,
+                loss=a.loss,
+                kl_weight=a.kl_weight,
+                cache_dir=a.cache_dir,
+                progress=not a.quiet,
+            )
+        elif kind == "mahalanobis":
+            providers["mahalanobis"] = mahalanobis_source(
+                train, self.engine, self.reference.stats, ridge=a.mahalanobis_ridge
+            )
+        return ScoreBook(providers, cache_dir=a.cache_dir)
+
+    def train_stage1(self, images: np.ndarray) -> Trainer:
+        a = self.args
+        trainer = new_trainer(
+            self.model_config,
+            torch.as_tensor(images),
+            self.training,
+            loss=a.loss,
+            kl_weight=a.kl_weight,
+            progress=not a.quiet,
+            desc="stage 1",
+        )
+        checkpoint = self.out / "stage1.pt"
+        if a.resume and checkpoint.exists():
+            trainer.load_state_dict(read_checkpoint(checkpoint))
+        if trainer.epoch < self.training.epochs and trainer.outcome != "diverged":
+            trainer.run(checkpoint=checkpoint)
+        return trainer
+
+    def prior_context(self, trainer: Trainer, means: np.ndarray) -> PriorContext:
+        a = self.args
+        stage2_training = replace(
+            self.training,
+            epochs=a.stage2_epochs or 2 * a.epochs,
+            channels_last=False,
+            compile=False,
+        )
+        return PriorContext(
+            trainer.model.eval(),
+            means,
+            seed=a.seed,
+            recon_images=np.asarray(self.test.images) if "recon" in a.priors else None,
+            gmm=GMMOptions(reg_covar=a.gmm_reg_covar),
+            two_stage=TwoStageOptions(
+                latent_dim=a.stage2_latent_dim,
+                hidden=a.stage2_hidden,
+                loss=a.loss,
+                train=stage2_training,
+            ),
+            progress=not a.quiet,
+        )
+
+    def check_recon_budget(self) -> None:
+        """`recon` reconstructs x_test images: refuse a sample count it cannot meet
+        now, not after hours of training."""
+        if "recon" not in self.args.priors:
+            return
+        if self.args.fid_samples > len(self.test):
+            raise InputError(
+                f"--fid-samples {self.args.fid_samples}: the recon prior can make "
+                f"{len(self.test)} reconstructions of {len(self.test)} test images"
+            )
+        self.args.preview = min(self.args.preview, len(self.test))
+
+    def fid(self, images: np.ndarray) -> float:
+        stats = self.engine.stats(images, cache=False, desc="samples")
+        return self.reference.distance(stats)
+
+    def selection(self) -> tuple[ImageSet, np.ndarray]:
+        """The full x_train and the chosen subset's images, indices saved to --out."""
+        a = self.args
+        train = self.load("train")
+        chosen = select(a.criterion, train, a.n, seed=a.seed, scores=self.scores(train))
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.out / "selection.npy", suffix=".npy") as tmp:
+            np.save(tmp, chosen.indices)
+        return train, np.asarray(train.images)[chosen.indices]
+
+    def stage1_metrics(self, train: ImageSet, subset, trainer: Trainer) -> dict:
+        a = self.args
+        history = [asdict(r) for r in trainer.history]
+        if history:
+            save_loss_curve(
+                history,
+                self.out / "loss.png",
+                f"stage 1: {a.criterion}, n={len(subset)}",
+            )
+        last = history[-1] if history else {}
+        return {
+            "n_train": len(subset),
+            "criterion": a.criterion,
+            "seed": a.seed,
+            "outcome": trainer.outcome,
+            "epochs_run": trainer.epoch,
+            "loss_mse_per_pixel": last.get("mse"),
+            "objective": last.get("loss"),
+            "train_sha256": train.sha256,
+            "model": trainer.model.describe(),
+            "training": asdict(self.training),
+            "loss": a.loss,
+            "kl_weight": a.kl_weight,
+            "history": history,
+        }
+
+    def prior_metrics(self, ctx: PriorContext, subset) -> dict:
+        a = self.args
+        fid = self.fid if a.fid_samples > 0 else None
+        results = evaluate_priors(
+            ctx, a.priors, samples=a.fid_samples, fid=fid, preview=a.preview
+        )
+        for result in results:
+            save_sample_grid(
+                result.preview,
+                self.out / f"samples_{result.prior}.png",
+                f"{result.prior} prior: {a.criterion}, n={len(subset)}",
+            )
+        metrics = {"priors": {r.prior: r.record() for r in results}}
+        if ctx.stage2_result is not None:
+            save_model(ctx.stage2, self.out / "stage2.pt")
+            final = ctx.stage2_result.final
+            metrics["stage2"] = {
+                "outcome": ctx.stage2_result.outcome,
+                "epochs_run": ctx.stage2_result.epochs,
+                "loss_mse": final.mse if final else None,
+            }
+        if fid is not None:
+            metrics["fid_reference"] = {
+                "split": "test",
+                "n": len(self.test),
+                "sha256": self.test.sha256,
+                "network": self.engine.extractor.key,
+            }
+        return metrics
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    _check(args)
+    started = time.time()
+    run = Run(args)
+    run.check_recon_budget()
+    train, subset = run.selection()
+    trainer = run.train_stage1(subset)
+    metrics = run.stage1_metrics(train, subset, trainer)
+    if trainer.outcome == "diverged":
+        _write_metrics(run.out, {**metrics, "seconds": time.time() - started})
+        print(
+            f"error: stage 1 diverged (non-finite loss) in epoch {trainer.epoch + 1}; "
+            f"no samples drawn; see {run.out / 'metrics.json'}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    means, latent = latent_summary(trainer.model, subset)
+    metrics.update(latent)
+    metrics.update(run.prior_metrics(run.prior_context(trainer, means), subset))
+    metrics["seconds"] = time.time() - started
+    _write_metrics(run.out, metrics)
+    _print_summary(metrics)
+
+
+def _write_metrics(out: Path, metrics: dict) -> None:
+    with atomic_path(out / "metrics.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, default=str))
+
+
+def _print_summary(metrics: dict) -> None:
+    print(
+        f"{metrics['criterion']} n={metrics['n_train']}: {metrics['epochs_run']} "
+        f"epochs, per-pixel MSE {metrics['loss_mse_per_pixel']:.5f}, variance law "
+        f"{metrics['variance_law']:.3f}, inactive dims {metrics['inactive_dims']}/"
+        f"{metrics['latent_dim']}"
+    )
+    for prior, record in metrics["priors"].items():
+        fid = "-" if record["fid"] is None else f"{record['fid']:.2f}"
+        print(f"  {prior:10s} FID {fid} ({record['fid_samples']} samples)")

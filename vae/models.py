@@ -1,0 +1,188 @@
+"""The two VAEs of the study (DESIGN section 5): a convolutional stage 1 on 32x32 images
+and a dense stage 2 on stage-1 latents (Dai & Wipf's two-stage VAE).
+
+Each model is built from a small frozen config, which checkpoints store so that resume
+and sampling rebuild the same network without the caller repeating its options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from selection.errors import InputError
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    kind = "Stage1VAE"  # class attributes, not fields: the model this config builds
+    latent_dim: int = 128
+    # one conv 4x4 stride 2 per entry: 32 -> 16 -> 8 -> 4 -> 2 pixels
+    encoder_channels: tuple[int, ...] = (128, 256, 512, 1024)
+    # dense to (decoder_channels[0], 8, 8), then one transposed conv per further entry
+    decoder_channels: tuple[int, ...] = (1024, 256)
+    image_size: int = 32
+    decoder_start = 8  # pixels per side of the dense decoder output (not a field)
+
+    def __post_init__(self):
+        _check_widths("encoder_channels", self.encoder_channels)
+        _check_widths("decoder_channels", self.decoder_channels)
+        if self.latent_dim < 1:
+            raise InputError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if self.image_size % 2 ** len(self.encoder_channels):
+            raise InputError(
+                f"image_size {self.image_size} is not divisible by "
+                f"2^{len(self.encoder_channels)} (one halving per encoder layer)"
+            )
+        if self.decoder_start * 2 ** len(self.decoder_channels) != self.image_size:
+            raise InputError(
+                f"decoder_channels {self.decoder_channels}: the decoder starts at 8x8 "
+                f"and doubles once per entry, so it needs "
+                f"{_log2(self.image_size // 8)} entries for {self.image_size} pixels"
+            )
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    kind = "Stage2VAE"
+    input_dim: int = 128
+    latent_dim: int = 64
+    hidden: tuple[int, ...] = (2048, 512)  # encoder; the decoder mirrors it
+
+    def __post_init__(self):
+        _check_widths("hidden", self.hidden)
+        for name in ("input_dim", "latent_dim"):
+            if getattr(self, name) < 1:
+                raise InputError(
+                    f"{name} must be at least 1, got {getattr(self, name)}"
+                )
+
+
+def _check_widths(name: str, widths: tuple[int, ...]) -> None:
+    if not widths or any(int(w) < 1 for w in widths):
+        raise InputError(
+            f"{name} must be a non-empty list of positive widths, got {widths}"
+        )
+
+
+def _log2(value: int) -> int:
+    return max(value, 1).bit_length() - 1
+
+
+class VAE(nn.Module):
+    """Shared by both stages: encode -> reparameterise -> decode."""
+
+    config: Stage1Config | Stage2Config
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(x)
+        return self.mean(hidden), self.log_var(hidden)
+
+    def forward(self, x: torch.Tensor):
+        mean, log_var = self.encode(x)
+        # the reparameterisation draws from torch's global generator, which
+        # checkpoints save, so a resumed run draws the same noise
+        z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        return self.decode(z), mean, log_var
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def describe(self) -> dict:
+        return {"kind": type(self).__name__, **asdict(self.config)}
+
+
+class Stage1VAE(VAE):
+    def __init__(self, config: Stage1Config | None = None):
+        super().__init__()
+        self.config = config = config or Stage1Config()
+        layers, channels = [], 3
+        for width in config.encoder_channels:
+            # no conv bias: the batch norm right after it has its own shift
+            layers += [
+                nn.Conv2d(channels, width, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        layers.append(nn.Flatten())
+        self.encoder = nn.Sequential(*layers)
+        side = config.image_size // 2 ** len(config.encoder_channels)
+        flat = channels * side * side
+        self.mean = nn.Linear(flat, config.latent_dim)
+        self.log_var = nn.Linear(flat, config.latent_dim)
+
+        first, start = config.decoder_channels[0], config.decoder_start
+        decoder = [
+            nn.Linear(config.latent_dim, first * start * start, bias=False),
+            nn.BatchNorm1d(first * start * start),
+            nn.ReLU(inplace=True),
+            nn.Unflatten(1, (first, start, start)),
+        ]
+        channels = first
+        for width in config.decoder_channels[1:]:
+            decoder += [
+                nn.ConvTranspose2d(channels, width, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            channels = width
+        # the last layer has no batch norm after it, so it keeps its bias
+        decoder += [
+            nn.ConvTranspose2d(channels, 3, 4, stride=2, padding=1),
+            nn.Sigmoid(),
+        ]
+        self.decoder = nn.Sequential(*decoder)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)  # (B, 3, 32, 32) in (0, 1)
+
+    @staticmethod
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        """(B, 32, 32, 3) uint8 -> (B, 3, 32, 32) float32 in [0, 1]."""
+        return batch.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class Stage2VAE(VAE):
+    def __init__(self, config: Stage2Config | None = None):
+        super().__init__()
+        self.config = config = config or Stage2Config()
+        self.encoder = _mlp((config.input_dim, *config.hidden))
+        self.mean = nn.Linear(config.hidden[-1], config.latent_dim)
+        self.log_var = nn.Linear(config.hidden[-1], config.latent_dim)
+        widths = (config.latent_dim, *reversed(config.hidden))
+        # a Gaussian decoder on unbounded latents: linear output, no squashing
+        self.decoder = nn.Sequential(
+            _mlp(widths), nn.Linear(widths[-1], config.input_dim)
+        )
+
+    def decode(self, u: torch.Tensor) -> torch.Tensor:
+        return self.decoder(u)  # (B, input_dim)
+
+    @staticmethod
+    def prepare(batch: torch.Tensor) -> torch.Tensor:
+        return batch.float()
+
+
+def _mlp(widths: tuple[int, ...]) -> nn.Sequential:
+    layers = []
+    for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+MODELS = {
+    "Stage1VAE": (Stage1VAE, Stage1Config),
+    "Stage2VAE": (Stage2VAE, Stage2Config),
+}
+
+
+def build_model(description: dict) -> VAE:
+    """Rebuild a model from `VAE.describe()` (as stored in checkpoints)."""
+    options = dict(description)
+    model_cls, config_cls = MODELS[options.pop("kind")]
+    tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return model_cls(config_cls(**tuples))

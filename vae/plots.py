@@ -1,0 +1,59 @@
+"""PNG outputs of a training run: sample grids per prior and the loss curve."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+from selection.files import atomic_path
+
+
+def image_grid(
+    images: np.ndarray, columns: int | None = None, pad: int = 1
+) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> one (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) mosaic."""
+    n, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.full(
+        (rows * (height + pad) + pad, columns * (width + pad) + pad, channels),
+        255,
+        dtype=np.uint8,
+    )
+    for i, image in enumerate(images):
+        top = pad + (i // columns) * (height + pad)
+        left = pad + (i % columns) * (width + pad)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def save_sample_grid(images: np.ndarray, path: str | os.PathLike, title: str) -> None:
+    figure = Figure(figsize=(6, 6.4))
+    axis = figure.subplots()
+    axis.imshow(image_grid(images), interpolation="nearest")
+    axis.set_title(title)
+    axis.axis("off")
+    _save(figure, path)
+
+
+def save_loss_curve(history: list[dict], path: str | os.PathLike, title: str) -> None:
+    epochs = [h["epoch"] for h in history]
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
+    axis.plot(
+        epochs, [h["mse"] for h in history], marker="." if len(epochs) < 50 else None
+    )
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("per-pixel MSE (training set)")
+    axis.set_yscale("log")
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    _save(figure, path)
+
+
+def _save(figure, path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=120, bbox_inches="tight")
