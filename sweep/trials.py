@@ -1,0 +1,201 @@
+"""From a validated grid to the list of trials, and from one trial back to its settings.
+
+A trial's Ray config is only its axis values (`{"trial": {"n_train": ..., ...}}`); the
+trainable rebuilds everything else from the grid, so Tune's state stays small and a
+restored sweep sees the same settings. Equivalent trials are collapsed: a subset equal
+to the whole training set is the same trial whatever the criterion (DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+from selection.errors import InputError
+from selection.files import content_key
+from sweep.config import CIFAR_TRAIN_SIZE, GridConfig
+from vae.models import Stage1Config
+from vae.priors import GMMOptions, TwoStageOptions
+from vae.train import TrainConfig
+
+
+def train_size(config: GridConfig) -> int:
+    return config.data.train_limit or CIFAR_TRAIN_SIZE
+
+
+def expand(config: GridConfig, total: int | None = None) -> list[dict]:
+    """The trials of a grid, in grid order, equivalent ones once."""
+    total = total or train_size(config)
+    if config.kind == "fid_repeated":
+        return [
+            {"size": s, "seed": seed}
+            for seed in config.grid["seed"]
+            for s in config.e1.sizes
+        ]
+    if config.kind == "fid_scrambled":
+        return [
+            {"tiles": t, "seed": seed}
+            for seed in config.grid["seed"]
+            for t in config.e2.tiles
+        ]
+    axes = list(config.grid)
+    trials, seen = [], set()
+    for values in itertools.product(*config.grid.values()):
+        params = dict(zip(axes, values, strict=True))
+        n = params["n_train"] or total
+        if n > total:
+            raise InputError(
+                f"grid.n_train = {n} is larger than the training set ({total} images)"
+            )
+        params["n_train"] = n
+        if n == total:
+            params["criterion"] = "all"
+        key = json.dumps(params, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            trials.append(params)
+    return trials
+
+
+def trial_name(params: dict) -> str:
+    parts = [f"{k.split('.')[-1]}={v}" for k, v in params.items()]
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """Everything one VAE trial needs, as the typed objects vae/ takes."""
+
+    n_train: int
+    criterion: str
+    seed: int
+    model: Stage1Config
+    stage1: TrainConfig
+    loss: str
+    kl_weight: float
+    reference: TrainConfig  # the recon criterion's reference VAE
+    gmm: GMMOptions
+    two_stage: TwoStageOptions
+    config_hash: str
+
+
+def _section(config: GridConfig, name: str, params: dict):
+    base = getattr(config, name)
+    updates = {
+        axis.split(".", 1)[1]: value
+        for axis, value in params.items()
+        if axis.startswith(f"{name}.")
+    }
+    return type(base).model_validate({**base.model_dump(), **updates})
+
+
+def settings(
+    config: GridConfig, params: dict, *, device: str = "auto"
+) -> TrialSettings:
+    model = _section(config, "model", params)
+    stage1 = _section(config, "stage1", params)
+    stage2 = _section(config, "stage2", params)
+    gmm = _section(config, "gmm", params)
+    selection = _section(config, "selection", params)
+    stage1_training = TrainConfig(
+        epochs=stage1.epochs,
+        batch_size=stage1.batch_size,
+        lr=stage1.lr,
+        lr_patience=stage1.lr_patience,
+        seed=params["seed"],
+        device=device,
+        precision=stage1.precision,
+        channels_last=stage1.channels_last,
+        compile=stage1.compile,
+    )
+    stage2_training = TrainConfig(
+        epochs=stage2.epochs,
+        batch_size=stage2.batch_size,
+        lr=stage2.lr,
+        lr_patience=stage2.lr_patience,
+        seed=params["seed"],
+        device=device,
+        precision=stage1.precision,
+    )
+    reference = TrainConfig(
+        epochs=selection.reference_epochs or stage1.epochs,
+        batch_size=stage1.batch_size,
+        lr=stage1.lr,
+        lr_patience=stage1.lr_patience,
+        seed=0,
+        device=device,
+        precision=stage1.precision,
+    )
+    resolved = {
+        "params": params,
+        **{
+            name: s.model_dump(mode="json")
+            for name, s in [
+                ("model", model),
+                ("stage1", stage1),
+                ("stage2", stage2),
+                ("gmm", gmm),
+                ("selection", selection),
+            ]
+        },
+        "priors": list(config.priors),
+        "fid": config.fid.model_dump(mode="json"),
+        "eval": config.eval.model_dump(mode="json"),
+    }
+    return TrialSettings(
+        n_train=params["n_train"],
+        criterion=params["criterion"],
+        seed=params["seed"],
+        model=Stage1Config(
+            latent_dim=model.latent_dim,
+            encoder_channels=tuple(model.encoder_channels),
+            decoder_channels=tuple(model.decoder_channels),
+        ),
+        stage1=stage1_training,
+        loss=stage1.loss,
+        kl_weight=stage1.kl_weight,
+        reference=reference,
+        gmm=GMMOptions(components=gmm.components, reg_covar=gmm.reg_covar),
+        two_stage=TwoStageOptions(
+            latent_dim=stage2.latent_dim,
+            hidden=tuple(stage2.hidden),
+            train=stage2_training,
+            loss=stage2.loss,
+        ),
+        config_hash=content_key(**resolved),
+    )
+
+
+def estimate(config: GridConfig, trials: list[dict]) -> dict:
+    """Work in images processed, and hours at the grid's `estimate` throughputs."""
+    if config.kind != "vae":
+        per = config.e1.total if config.kind == "fid_repeated" else config.e2.count
+        reps = (
+            config.e1.repetitions
+            if config.kind == "fid_repeated"
+            else config.e2.repetitions
+        )
+        fid_images = len(trials) * per * reps
+        train_images = 0
+    else:
+        train_images = fid_images = 0
+        if any(t["criterion"] in ("lowest_recon", "highest_recon") for t in trials):
+            reference_epochs = config.selection.reference_epochs or config.stage1.epochs
+            train_images += train_size(config) * reference_epochs
+        for params in trials:
+            s = settings(config, params, device="cpu")
+            train_images += s.n_train * s.stage1.epochs
+            evals = config.eval.every and s.stage1.epochs // config.eval.every
+            fid_images += evals * config.eval.samples
+            fid_images += len(config.priors) * config.fid.samples
+    hours = (
+        train_images / config.estimate.train_images_per_s
+        + fid_images / config.estimate.fid_images_per_s
+    ) / 3600
+    return {
+        "trials": len(trials),
+        "stage1_images": train_images,
+        "fid_images": fid_images,
+        "hours": hours,
+    }
