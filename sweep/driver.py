@@ -167,7 +167,9 @@ def build_tuner(
         trainable,
         param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
-            scheduler=scheduler(config), trial_name_creator=name_trial
+            scheduler=scheduler(config),
+            trial_name_creator=name_trial,
+            trial_dirname_creator=trial_folder,
         ),
         run_config=tune.RunConfig(
             name=name,
