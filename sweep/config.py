@@ -187,8 +187,8 @@ class GridConfig(Section):
         for axis, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{axis} = {values!r}: a non-empty list of values")
-            for value in values:
-                check_axis_value(axis, value)
+            # keep the coerced values: YAML reads 1e-3 as a string, the schema a float
+            grid[axis] = [check_axis_value(axis, value) for value in values]
         return grid
 
     @field_validator("priors")
@@ -199,8 +199,9 @@ class GridConfig(Section):
         return priors
 
 
-def check_axis_value(axis: str, value: Any) -> None:
-    """Raise ValueError('<axis> = <value>: <what is allowed>') for a bad axis value."""
+def check_axis_value(axis: str, value: Any) -> Any:
+    """The value as the schema reads it; ValueError('<axis> = <value>: <what is
+    allowed>') for a bad one."""
     if axis == "criterion":
         if value not in CRITERIA:
             raise ValueError(f"{axis} = {value!r}: choose from {', '.join(CRITERIA)}")
@@ -223,11 +224,12 @@ def check_axis_value(axis: str, value: Any) -> None:
                 f"{axis}: unknown axis; {section} has {', '.join(model.model_fields)}"
             )
         try:
-            model.model_validate({option: value})
+            return getattr(model.model_validate({option: value}), option)
         except ValidationError as error:
             raise ValueError(
                 f"{axis} = {value!r}: {error.errors()[0]['msg']}"
             ) from None
+    return value
 
 
 def _one_line(error: ValidationError, source: str) -> str:

@@ -6,6 +6,8 @@ deterministic, and different images give different features.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 
@@ -28,3 +30,23 @@ class StandInExtractor:
 
 def make_standin() -> StandInExtractor:
     return StandInExtractor()
+
+
+DIE_MARKER_ENV = "VAE_SWEEP_TEST_DIE_MARKER"
+
+
+class DyingStandIn(StandInExtractor):
+    """Kills its own process on its third call, once per marker file: a crashed FID
+    actor in the middle of a sweep."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        marker = os.environ.get(DIE_MARKER_ENV)
+        if self.calls == 2 and marker and not os.path.exists(marker):
+            with open(marker, "w") as file:
+                file.write(str(os.getpid()))
+            os._exit(1)
+        return super().__call__(images)
+
+
+def make_dying_standin() -> DyingStandIn:
+    return DyingStandIn()

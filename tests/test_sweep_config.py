@@ -1,0 +1,165 @@
+"""Grid files: defaults, --set, expansion, and each bad input's one-line error."""
+
+from __future__ import annotations
+
+import pytest
+
+from selection.errors import InputError
+from sweep.config import GridConfig, load_grid, resolved_yaml
+from sweep.trials import estimate, expand, settings
+from tests.conftest import ROOT
+from tests.test_cli import _assert_one_line_error, _run
+
+GRIDS = ROOT / "grids"
+
+
+def _grid(tmp_path, text: str):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_live_in_the_schema_and_files_override_them(tmp_path):
+    config = load_grid(_grid(tmp_path, "name: t\nstage1: {epochs: 3}\n"))
+    assert config.stage1.epochs == 3 and config.stage1.lr == 1e-4  # default kept
+    assert config.model.encoder_channels == (128, 256, 512, 1024)
+    assert config.grid == {"n_train": [None], "criterion": ["all"], "seed": [0]}
+    assert config.priors == ("gaussian", "gmm", "two_stage", "recon")
+
+
+def test_set_overrides_file_values_and_grid_axes(tmp_path):
+    path = _grid(tmp_path, "name: t\nstage1: {epochs: 3}\n")
+    config = load_grid(path, ["stage1.epochs=5", "grid.stage1.lr=[1e-3, 1e-4]",
+                              "grid.n_train=[10, 20]", "priors=[gmm]"])  # fmt: skip
+    assert config.stage1.epochs == 5
+    assert config.grid["stage1.lr"] == [1e-3, 1e-4]
+    assert config.priors == ("gmm",)
+    trials = expand(config, total=100)
+    assert len(trials) == 4
+    lrs = {settings(config, t, device="cpu").stage1.lr for t in trials}
+    assert lrs == {1e-3, 1e-4}
+
+
+def test_whole_set_trials_collapse_whatever_the_criterion(tmp_path):
+    path = _grid(tmp_path, "name: t\ngrid: {n_train: [null, 50, 100], "
+                 "criterion: [random, lowest_recon], seed: [0, 1]}\n")  # fmt: skip
+    trials = expand(load_grid(path), total=100)
+    # 50: 2 criteria x 2 seeds; the whole set (null and 100 alike): 1 x 2 seeds
+    assert len(trials) == 6
+    whole = [t for t in trials if t["n_train"] == 100]
+    assert {t["criterion"] for t in whole} == {"all"} and len(whole) == 2
+
+
+def test_config_hash_names_every_setting(tmp_path):
+    config = load_grid(_grid(tmp_path, "name: t\ngrid: {stage1.lr: [1e-3, 1e-4]}\n"))
+    a, b = (settings(config, t, device="cpu") for t in expand(config, total=10))
+    assert a.config_hash != b.config_hash
+    assert settings(config, expand(config, total=10)[0]).config_hash == a.config_hash
+
+
+def test_resolved_grid_round_trips(tmp_path):
+    config = load_grid(_grid(tmp_path, "name: t\ngrid: {seed: [0, 1]}\n"))
+    again = load_grid(_grid(tmp_path, resolved_yaml(config)))
+    assert again == config
+
+
+def test_cost_estimate_counts_images(tmp_path):
+    path = _grid(tmp_path, "name: t\ngrid: {n_train: [10, 20]}\nstage1: {epochs: 2}\n"
+                 "fid: {samples: 5}\npriors: [gaussian]\n")  # fmt: skip
+    config = load_grid(path)
+    cost = estimate(config, expand(config, total=100))
+    assert cost["stage1_images"] == (10 + 20) * 2 and cost["fid_images"] == 2 * 5
+    assert cost["hours"] == pytest.approx((60 / 65 + 10 / 13) / 3600)
+
+
+BAD_GRIDS = [
+    (
+        "name: t\nstage1: {epochs: 0}\n",
+        "stage1.epochs = 0: Input should be greater than 0",
+    ),
+    (
+        "name: t\nscheduler: {name: pbt}\n",
+        "scheduler.name = 'pbt': Input should be 'none'",
+    ),
+    ("name: t\nstage1: {epoch: 3}\n", "unknown key stage1.epoch"),
+    ("stage1: {epochs: 3}\n", "name is required"),
+    (
+        "name: t\ngrid: {criterion: [nearest]}\n",
+        "grid.criterion = 'nearest': choose from all",
+    ),
+    ("name: t\ngrid: {n_train: [0]}\n", "grid.n_train = 0: a positive integer"),
+    ("name: t\ngrid: {stage9.lr: [1]}\n", "grid.stage9.lr: unknown axis"),
+    (
+        "name: t\ngrid: {stage1.lr: [-1]}\n",
+        "grid.stage1.lr = -1: Input should be greater",
+    ),
+    ("name: t\ngrid: {seed: []}\n", "grid.seed = []: a non-empty list"),
+    ("name: t\npriors: [flow]\n", "priors.0 = 'flow': Input should be 'gaussian'"),
+    ("name: t\nresources: {gpu: -0.5}\n", "resources.gpu = -0.5"),
+    ("name: 't/../x'\n", "name = 't/../x': String should match pattern"),
+    ("name: t\nscheduler: {name: asha}\n", "set eval.every to a number of epochs > 0"),
+    ("name: t\nkind: gan\n", "kind = 'gan': Input should be 'vae'"),
+    ("name: t\nstage1: [1, 2\n", "not valid YAML at line"),
+    ("- just\n- a list\n", "a grid file is a mapping of keys, got list"),
+]
+
+
+@pytest.mark.parametrize("text, needle", BAD_GRIDS)
+def test_bad_grid_is_one_clear_line(tmp_path, text, needle):
+    path = _grid(tmp_path, text)
+    with pytest.raises(InputError) as error:
+        load_grid(path)
+    message = str(error.value)
+    assert "\n" not in message and str(path) in message and needle in message
+
+
+def test_too_large_n_train_is_refused_before_anything_runs(tmp_path):
+    config = load_grid(_grid(tmp_path, "name: t\ngrid: {n_train: [200]}\n"))
+    with pytest.raises(
+        InputError,
+        match=r"grid.n_train = 200 is larger than the training set \(100 images\)",
+    ):
+        expand(config, total=100)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--set", "stage1.epochs=0"], "stage1.epochs = 0"),
+        (["--set", "nonsense"], "expected key.path=value"),
+        (["--set", "grid.criterion=[nearest]"], "choose from all, random"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args, needle):
+    storage = tmp_path / "results"
+    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"),
+                  "--set", f"storage={storage}", *args)  # fmt: skip
+    _assert_one_line_error(result, needle)
+    assert not storage.exists()
+    assert "ray" not in result.stderr.lower()  # Ray never started
+
+
+def test_cli_missing_grid_file_and_data(tmp_path):
+    _assert_one_line_error(_run("-m", "sweep.run", str(tmp_path / "none.yaml")),
+                           "none.yaml: no such grid file")  # fmt: skip
+    storage = tmp_path / "results"
+    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"),
+                  "--set", f"storage={storage}", "--set", f"data.root={tmp_path}",
+                  "--set", "data.download=false")  # fmt: skip
+    _assert_one_line_error(result, "no CIFAR-10 train split found")
+    assert not storage.exists()
+
+
+def test_dry_run_lists_trials_and_cost_without_ray(tmp_path):
+    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"), "--dry-run",
+                  "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
+    assert "4 trials" in result.stdout and "cost:" in result.stdout
+    assert "n_train=2000,criterion=lowest_recon,seed=0" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_grids_are_valid_and_say_how_to_run_them(grid):
+    config = load_grid(grid)
+    assert isinstance(config, GridConfig) and expand(config)
+    assert grid.read_text().startswith(f"# python -m sweep.run grids/{grid.name}")
