@@ -42,10 +42,14 @@ class CifarSplit:
     split: str = "test"
 
 
-ReferenceSource = np.ndarray | ImageSet | CifarSplit | str | os.PathLike
+ReferenceSource = np.ndarray | ImageSet | CifarSplit | str | os.PathLike | ray.ObjectRef
 
 
 def _resolve_reference(engine: FIDEngine, source: ReferenceSource) -> FrechetReference:
+    if isinstance(source, ray.ObjectRef):
+        # an object-store copy the creator keeps alive, so a restarted actor can
+        # read it again (an inline array argument is gone after the first start)
+        source = ray.get(source)
     if isinstance(source, CifarSplit):
         source = load_cifar10(source.root, source.split, progress=False)
     if isinstance(source, ImageSet):

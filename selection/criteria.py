@@ -61,9 +61,16 @@ class ScoreBook:
     ):
         self.providers = providers
         root = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.root = root / "scores"
+        self.root: Path | None = root / "scores"
         self._memory: dict[str, np.ndarray] = {}
         self.computed: list[str] = []  # kinds computed (not read) by this book
+
+    @classmethod
+    def in_memory(cls, scores: dict[str, np.ndarray]) -> ScoreBook:
+        """Scores already computed (by a sweep's driver): held, never written."""
+        book = cls({kind: (kind, lambda v=v: v) for kind, v in scores.items()})
+        book.root = None
+        return book
 
     def path(self, kind: str) -> Path:
         return self.root / f"{kind}-{self.providers[kind][0]}.npy"
@@ -76,14 +83,15 @@ class ScoreBook:
             )
         if kind in self._memory:
             return self._memory[kind]
-        path = self.path(kind)
-        if path.is_file():
+        path = self.path(kind) if self.root is not None else None
+        if path is not None and path.is_file():
             scores = np.load(path)
         else:
             scores = np.asarray(self.providers[kind][1](), dtype=np.float64)
-            with atomic_path(path, suffix=".npy") as tmp:
-                np.save(tmp, scores)
-            self.computed.append(kind)
+            if path is not None:
+                with atomic_path(path, suffix=".npy") as tmp:
+                    np.save(tmp, scores)
+                self.computed.append(kind)
         self._memory[kind] = scores
         return scores
 

@@ -40,7 +40,7 @@ def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:
     return train, test
 
 
-def start_services(config: GridConfig, test: ImageSet) -> list:
+def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.ObjectRef]:
     """Named, restartable FID actors holding the x_test reference; started once.
 
     The driver keeps the handles for the whole sweep: an actor nobody holds is
@@ -54,9 +54,10 @@ def start_services(config: GridConfig, test: ImageSet) -> list:
     if config.fid.extractor:
         options["extractor_factory"] = extractor_factory(config.fid.extractor)
     names = tuple(f"{config.name}-fid-{i}" for i in range(config.fid_service.replicas))
+    reference = ray.put(test)  # held by the caller's handles for restarts
     actors = [
         start_fid_service(
-            {"test": np.asarray(test.images)},
+            {"test": reference},
             name=name,
             namespace=NAMESPACE,
             num_gpus=config.fid_service.gpu,
@@ -67,7 +68,7 @@ def start_services(config: GridConfig, test: ImageSet) -> list:
     ]
     # the x_test statistics are computed (or read from the cache) once, here
     ray.get([actor.reference_stats.remote("test") for actor in actors])
-    return actors
+    return actors, reference
 
 
 def prerequisites(
@@ -197,7 +198,7 @@ def run_sweep(
         include_dashboard=False,
         ignore_reinit_error=True,
     )
-    actors = start_services(config, test)
+    actors, _reference = start_services(config, test)  # both live until the end
     first = actors[0]
     scores = prerequisites(config, trials, train, first)
     names = tuple(f"{config.name}-fid-{i}" for i in range(len(actors)))

@@ -55,14 +55,6 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
 
 
-def in_memory_scores(scores: dict[str, np.ndarray]) -> ScoreBook:
-    # computed once by the driver; nothing to cache again per trial
-    return ScoreBook(
-        {kind: (kind, lambda v=v: v) for kind, v in scores.items()},
-        cache_dir=tempfile.gettempdir(),
-    )
-
-
 class Stage1Reporter:
     """The epoch callback: reports, intermediate FIDs and checkpoints to Tune."""
 
@@ -139,7 +131,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         data.train,
         s.n_train,
         seed=s.seed,
-        scores=in_memory_scores(data.scores),
+        scores=ScoreBook.in_memory(data.scores),
     )
     subset = np.asarray(data.train.images)[chosen.indices]  # (n, 32, 32, 3) uint8
     trainer = new_trainer(

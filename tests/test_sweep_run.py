@@ -1,0 +1,182 @@
+"""`python -m sweep.run` end to end on a local Ray: the smoke grid with tiny settings,
+and each fault case (DESIGN section 9). Trials use the stand-in feature network."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT
+from tests.standin import DIE_MARKER_ENV
+
+pytestmark = pytest.mark.ray
+
+SMOKE = str(ROOT / "grids" / "smoke.yaml")
+TINY = [
+    "--set", "fid.extractor=tests.standin:make_standin",
+    "--set", "data.train_limit=300",
+    "--set", "data.test_limit=40",
+    "--set", "grid.n_train=[100, 200]",
+    "--set", "stage1.epochs=2",
+    "--set", "stage1.batch_size=50",
+    "--set", "selection.reference_epochs=1",
+    "--set", "fid.samples=20",
+]  # fmt: skip
+RESULT_COLUMNS = {
+    "experiment", "trial_id", "n_train", "criterion", "seed", "prior", "fid",
+    "fid_samples", "loss_mse", "variance_law", "inactive_dims", "epochs_run",
+    "stop_reason", "status", "error", "wall_seconds", "gpu_seconds", "config_hash",
+    "package_version", "dataset_sha256", "fid_network", "started_at", "finished_at",
+}  # fmt: skip
+
+
+def _env(**extra) -> dict:
+    # Ray workers are started by this run's raylet and inherit its environment:
+    # PYTHONPATH lets them import the stand-in network from tests/
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
+def sweep(tmp_path, *args, env=None, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
+         *TINY, *args],
+        cwd=ROOT, capture_output=True, text=True, env=env or _env(), timeout=600,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _tables(tmp_path, name="smoke"):
+    folder = tmp_path / name
+    return (pd.read_parquet(folder / "results.parquet"),
+            pd.read_parquet(folder / "history.parquet"))  # fmt: skip
+
+
+def test_smoke_grid_end_to_end(tmp_path, cifar_root):
+    result = sweep(tmp_path)
+    results, history = _tables(tmp_path)
+    assert set(results.columns) >= RESULT_COLUMNS
+    # 2 sizes x 2 criteria x 1 seed = 4 trials, x 2 priors = 8 rows
+    assert len(results) == 8 and results["trial_id"].nunique() == 4
+    assert (results["status"] == "ok").all() and results["error"].isna().all()
+    assert set(results["prior"]) == {"gaussian", "gmm"}
+    assert (results["fid"] > 0).all() and (results["fid_samples"] == 20).all()
+    assert (results["epochs_run"] == 2).all()
+    assert sorted(results.drop_duplicates("trial_id")["n_train"]) == [
+        100,
+        100,
+        200,
+        200,
+    ]
+    assert set(results["criterion"]) == {"random", "lowest_recon"}
+    assert results["fid_network"].eq("standin-v1").all()
+    # one history row per trial and epoch
+    assert len(history) == 4 * 2 and not history.duplicated(["trial_id", "epoch"]).any()
+    assert (tmp_path / "smoke" / "grid.yaml").is_file()
+    assert "trials: 4 (4 ok)" in result.stdout
+    # the same command again refuses to overwrite the sweep
+    again = sweep(tmp_path, check=False)
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+
+
+def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, cifar_root):
+    # lr 1e6 makes the loss non-finite in epoch 1; 500 mixture components cannot be
+    # fitted to 100 or 200 means, so the gmm prior raises inside those trials
+    sweep(tmp_path, "--set", "grid.criterion=[random]",
+          "--set", "grid.stage1.lr=[1.0e-3, 1.0e+6]",
+          "--set", "grid.gmm.components=[2, 500]",
+          "--set", "max_failures=1")  # fmt: skip
+    results, _ = _tables(tmp_path)
+    axes = ["n_train", "stage1.lr", "gmm.components"]
+    trials = results.drop_duplicates("trial_id").set_index(axes)
+    assert len(trials) == 2 * 2 * 2
+    for (_n, lr, components), row in trials.iterrows():
+        if lr > 1:
+            assert row["status"] == "diverged" and row["stop_reason"] == "diverged"
+        elif components == 500:
+            assert row["status"] == "error"
+            assert (
+                "500 components need at least as many training images" in row["error"]
+            )
+        else:
+            assert row["status"] == "ok"
+    ok = results[results["status"] == "ok"]
+    assert ok["fid"].notna().all() and len(ok) == 2 * 2
+
+
+def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, cifar_root):
+    baseline = tmp_path / "baseline"
+    sweep(baseline, "--set", "grid.criterion=[random]")
+    marker = tmp_path / "actor-died"
+    sweep(tmp_path / "faulty", "--set", "grid.criterion=[random]",
+          "--set", "fid.extractor=tests.standin:make_dying_standin",
+          env=_env(**{DIE_MARKER_ENV: str(marker)}))  # fmt: skip
+    assert marker.exists()  # the actor really died mid-sweep
+    clean, _ = _tables(baseline)
+    faulty, _ = _tables(tmp_path / "faulty")
+    assert (faulty["status"] == "ok").all()
+    key = ["n_train", "prior"]
+    pd.testing.assert_series_equal(
+        clean.sort_values(key)["fid"].reset_index(drop=True),
+        faulty.sort_values(key)["fid"].reset_index(drop=True),
+    )
+
+
+def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root):
+    args = [
+        "--set",
+        "stage1.epochs=6",
+        "--set",
+        "checkpoint_every=1",
+        "--set",
+        "grid.n_train=[100, 150, 200]",
+        "--set",
+        "grid.criterion=[random]",
+    ]
+    command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
+               *TINY, *args]  # fmt: skip
+    driver = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    folder = tmp_path / "smoke"
+    deadline = time.time() + 300
+    # kill the driver once the first trial has finished and a later one has started
+    while time.time() < deadline and not _finished_trials(folder):
+        time.sleep(0.5)
+    assert _finished_trials(folder), "no trial finished in time"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done_before = _finished_trials(folder)
+    assert not (folder / "results.parquet").exists()
+
+    sweep(tmp_path, *args, "--resume")
+    results, history = _tables(tmp_path)
+    assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
+    assert (results["status"] == "ok").all()
+    assert not history.duplicated(["trial_id", "epoch"]).any() and len(history) == 3 * 6
+    # trials finished before the kill were not run again
+    for trial in done_before:
+        assert _final_reports(folder / trial) == 1
+
+
+def _final_reports(trial_folder) -> int:
+    file = trial_folder / "result.json"
+    return file.read_text().count('"phase": "final"') if file.exists() else 0
+
+
+def _finished_trials(folder) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return [p.name for p in folder.glob("trial_*") if _final_reports(p)]
