@@ -124,7 +124,9 @@ def _recon(config: GridConfig, train: ImageSet):
 
 def scheduler(config: GridConfig):
     options = config.scheduler
-    epochs = max(config.grid.get("stage1.epochs", [config.stage1.epochs]))
+    # one past the last stage-1 epoch: a trial that survives every rung must not be
+    # stopped at its last epoch, before its priors are scored
+    epochs = max(config.grid.get("stage1.epochs", [config.stage1.epochs])) + 1
     common = {"time_attr": "epoch", "metric": METRIC, "mode": "min"}
     if options.name == "asha":
         return ASHAScheduler(

@@ -28,10 +28,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+def cifar_path() -> Path:
+    return Path(os.environ.get("VAE_SWEEP_DATA") or SHARED_CIFAR)
+
+
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     """The offline CIFAR-10 copy (../shared/data/cifar10-jpeg or $VAE_SWEEP_DATA)."""
-    root = Path(os.environ.get("VAE_SWEEP_DATA") or SHARED_CIFAR)
+    root = cifar_path()
     if not (root / "test.zip").exists() and not (root / "test").exists():
         pytest.skip(f"no offline CIFAR-10 at {root}")
     return root
