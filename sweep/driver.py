@@ -18,9 +18,11 @@ from fid.network import NETWORK_SHA1
 from fid.service import start_fid_service
 from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
 from selection.datasets import ImageSet, load_cifar10
+from selection.errors import InputError
 from selection.files import content_key
 from selection.scores import stats_fingerprint
 from sweep.config import GridConfig
+from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.trainable import NAMESPACE, SweepData, vae_trial
 from sweep.trials import settings, trial_name
@@ -38,6 +40,20 @@ def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:
         data.root, "test", download=data.download, limit=data.test_limit
     )
     return train, test
+
+
+def check_local_resources(config: GridConfig) -> None:
+    """On the embedded local Ray, a GPU request it cannot meet would wait forever."""
+    import torch
+
+    gpus = torch.cuda.device_count()  # what a local Ray detects
+    for key, wanted in (("resources.gpu", config.resources.gpu),
+                        ("fid_service.gpu", config.fid_service.gpu)):  # fmt: skip
+        if wanted > gpus:
+            raise InputError(
+                f"{key} = {wanted:g}, but this machine's Ray has {gpus:g} GPUs: set it "
+                f"to 0 here (--set {key}=0), or pass --address to use a cluster"
+            )
 
 
 def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.ObjectRef]:
@@ -148,6 +164,13 @@ def scheduler(config: GridConfig):
     return None
 
 
+TRAINABLES = {
+    "vae": vae_trial,
+    "fid_repeated": repeated_trial,
+    "fid_scrambled": scrambled_trial,
+}
+
+
 def name_trial(trial) -> str:
     return trial_name(trial.config["trial"])
 
@@ -160,8 +183,9 @@ def build_tuner(
     config: GridConfig, trials: list[dict], folder: str, data: SweepData, resume: bool
 ) -> tune.Tuner:
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
+    function = TRAINABLES[config.kind]
     trainable = tune.with_parameters(
-        tune.with_resources(vae_trial, resources), grid=config, data=data
+        tune.with_resources(function, resources), grid=config, data=data
     )
     if resume and tune.Tuner.can_restore(folder):
         return tune.Tuner.restore(folder, trainable, resume_unfinished=True)
@@ -202,9 +226,15 @@ def run_sweep(
     )
     actors, _reference = start_services(config, test)  # both live until the end
     first = actors[0]
-    scores = prerequisites(config, trials, train, first)
+    scores = prerequisites(config, trials, train, first) if config.kind == "vae" else {}
+    features = None
+    if config.kind == "fid_repeated":
+        # every E1 size draws from x_train: extract it once, cached by the actor
+        features = ray.get(first.features.remote(np.asarray(train.images), cache=True))
     names = tuple(f"{config.name}-fid-{i}" for i in range(len(actors)))
-    data = SweepData(train=train, test=test, scores=scores, services=names)
+    data = SweepData(
+        train=train, test=test, scores=scores, services=names, train_features=features
+    )
     results = build_tuner(config, trials, folder, data, resume).fit()
     meta = {
         "package_version": package_version(),

@@ -109,9 +109,43 @@ def history_rows(result, grid: GridConfig) -> pd.DataFrame:
     return frame
 
 
+def repetition_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
+    """E1/E2 kinds: a row per (trial, repetition)."""
+    metrics = result.metrics or {}
+    status, reason, error = _status(result)
+    common = {
+        "experiment": grid.name,
+        "trial_id": _trial_id(result),
+        **result.config["trial"],
+        "status": status,
+        "stop_reason": reason,
+        "error": error,
+        "wall_seconds": float(metrics.get("time_total_s") or 0.0),
+        **meta,
+    }
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or "phase" not in frame:
+        return [{**common, "repetition": None, "fid": None, "fid_samples": None}]
+    frame = frame[frame["phase"] == "repetition"]
+    frame = frame.drop_duplicates("repetition", keep="last").sort_values("repetition")
+    return [
+        {
+            **common,
+            "repetition": int(row.repetition),
+            "fid": float(row.fid),
+            "fid_samples": int(row.fid_samples),
+        }
+        for row in frame.itertuples()
+    ]
+
+
 def build_tables(
     results, grid: GridConfig, meta: dict
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if grid.kind != "vae":
+        rows = [row for r in results for row in repetition_rows(r, grid, meta)]
+        table = pd.DataFrame(rows).sort_values(["trial_id", "repetition"])
+        return table.reset_index(drop=True), pd.DataFrame()
     rows = [row for result in results for row in trial_rows(result, grid, meta)]
     table = pd.DataFrame(rows)
     histories = [h for h in (history_rows(r, grid) for r in results) if not h.empty]
@@ -135,7 +169,12 @@ def summary(table: pd.DataFrame) -> str:
     counts = table.drop_duplicates("trial_id")["status"].value_counts().to_dict()
     by_status = ", ".join(f"{v} {k}" for k, v in counts.items())
     lines = [f"trials: {sum(counts.values())} ({by_status})"]
-    if "n_train" in table and table["fid"].notna().any():
+    axis = next((a for a in ("size", "tiles") if a in table), None)
+    if axis and table["fid"].notna().any():
+        fids = table.groupby(axis)["fid"]
+        frame = pd.DataFrame({"fid_mean": fids.mean(), "fid_variance": fids.var()})
+        lines.append(frame.round(3).to_string())
+    elif "n_train" in table and table["fid"].notna().any():
         done = table[table["status"] == "ok"]
         pivot = done.pivot_table(
             index=["n_train", "criterion"],

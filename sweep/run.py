@@ -95,8 +95,10 @@ def main(argv=None) -> None:
     check_storage(folder, text, args.resume)
 
     # torch and Ray load only past validation: a bad grid fails in a blink
-    from sweep.driver import load_data, run_sweep
+    from sweep.driver import check_local_resources, load_data, run_sweep
 
+    if args.address is None:
+        check_local_resources(config)
     train, test = load_data(config)  # a bad data path stops here, before any write
     trials = expand(config, len(train))
     # the resolved grid is saved before any trial starts

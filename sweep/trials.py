@@ -12,6 +12,7 @@ import itertools
 import json
 from dataclasses import dataclass
 
+from experiments.fid_scrambled import tile_grid
 from selection.errors import InputError
 from selection.files import content_key
 from sweep.config import CIFAR_TRAIN_SIZE, GridConfig
@@ -27,6 +28,7 @@ def train_size(config: GridConfig) -> int:
 def expand(config: GridConfig, total: int | None = None) -> list[dict]:
     """The trials of a grid, in grid order, equivalent ones once."""
     total = total or train_size(config)
+    check_experiment(config, total)
     if config.kind == "fid_repeated":
         return [
             {"size": s, "seed": seed}
@@ -56,6 +58,24 @@ def expand(config: GridConfig, total: int | None = None) -> list[dict]:
             seen.add(key)
             trials.append(params)
     return trials
+
+
+def check_experiment(config: GridConfig, total: int) -> None:
+    if config.kind == "fid_repeated":
+        largest = min(config.e1.total, total)
+        for size in config.e1.sizes:
+            if size > largest:
+                raise InputError(
+                    f"e1.sizes: {size} distinct images is more than min(e1.total, "
+                    f"training set) = {largest}"
+                )
+    if config.kind == "fid_scrambled":
+        for tiles in config.e2.tiles:
+            tile_grid(tiles)
+        if config.e2.count > total:
+            raise InputError(
+                f"e2.count = {config.e2.count} is more than the {total} training images"
+            )
 
 
 def trial_name(params: dict) -> str:
@@ -169,15 +189,12 @@ def settings(
 
 def estimate(config: GridConfig, trials: list[dict]) -> dict:
     """Work in images processed, and hours at the grid's `estimate` throughputs."""
-    if config.kind != "vae":
-        per = config.e1.total if config.kind == "fid_repeated" else config.e2.count
-        reps = (
-            config.e1.repetitions
-            if config.kind == "fid_repeated"
-            else config.e2.repetitions
-        )
-        fid_images = len(trials) * per * reps
+    if config.kind == "fid_repeated":
+        # x_train is extracted once; the sets' statistics come from its features
+        train_images, fid_images = 0, train_size(config)
+    elif config.kind == "fid_scrambled":
         train_images = 0
+        fid_images = len(trials) * config.e2.count * config.e2.repetitions
     else:
         train_images = fid_images = 0
         if any(t["criterion"] in ("lowest_recon", "highest_recon") for t in trials):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -222,3 +223,49 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(tmp_path, cifar_root,
     assert results.loc[results["status"] == "ok", "fid"].notna().all()
     assert stopped["fid_intermediate"].notna().all()
     assert history["fid_intermediate"].notna().all()
+
+
+def _command_table(module, args, monkeypatch, tmp_path, name):
+    import experiments.common as common
+    from tests.standin import StandInExtractor
+
+    monkeypatch.setattr(
+        common, "InceptionExtractor", lambda *a, **k: StandInExtractor()
+    )
+    module.main([*args, "--data", str(cifar_path()), "--test-limit", "40", "--quiet",
+                 "--out", str(tmp_path / "cli")])  # fmt: skip
+    return pd.read_parquet(tmp_path / "cli" / f"{name}.parquet")
+
+
+def test_fid_repeated_kind_matches_the_e1_command(tmp_path, cifar_root, monkeypatch):
+    from experiments import fid_repeated
+
+    sweep(tmp_path, "--set", "kind=fid_repeated", "--set", "name=e1",
+          "--set", "data.train_limit=null", "--set", "fid_service.gpu=0",
+          "--set", "e1.sizes=[2, 5]", "--set", "e1.total=10",
+          "--set", "e1.repetitions=2")  # fmt: skip
+    results, _ = _tables(tmp_path, "e1")
+    assert len(results) == 2 * 2 and (results["status"] == "ok").all()
+    expected = _command_table(fid_repeated, ["--sizes", "2,5", "--total", "10",
+                              "--repetitions", "2"], monkeypatch, tmp_path,
+                              "fid_repeated")  # fmt: skip
+    for row in expected.itertuples():
+        got = results[results["size"] == row.size].sort_values("repetition")["fid"]
+        np.testing.assert_allclose(got, row.fid_values, rtol=1e-9)
+
+
+def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, cifar_root, monkeypatch):
+    from experiments import fid_scrambled
+
+    sweep(tmp_path, "--set", "kind=fid_scrambled", "--set", "name=e2",
+          "--set", "data.train_limit=null", "--set", "fid_service.gpu=0",
+          "--set", "e2.tiles=[2, 16]", "--set", "e2.count=12",
+          "--set", "e2.repetitions=2")  # fmt: skip
+    results, _ = _tables(tmp_path, "e2")
+    assert len(results) == 2 * 2 and (results["fid_samples"] == 12).all()
+    expected = _command_table(fid_scrambled, ["--tiles", "2,16", "--count", "12",
+                              "--repetitions", "2"], monkeypatch, tmp_path,
+                              "fid_scrambled")  # fmt: skip
+    for row in expected.itertuples():
+        got = results[results["tiles"] == row.tiles].sort_values("repetition")["fid"]
+        np.testing.assert_allclose(got, row.fid_values, rtol=1e-9)

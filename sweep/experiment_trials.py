@@ -1,0 +1,78 @@
+"""The FID-only kinds through the sweep's entry point: one trial per E1 size or E2
+tile count (and seed), each reporting one result per repetition, then a summary.
+
+The maths lives in experiments/ (E1: count-weighted statistics of distinct images'
+features; E2: streamed statistics of scrambled tiles); here it is spread over Ray.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import ray
+from ray import tune
+
+from experiments.fid_repeated import distinct_indices, fids_from_features, plan
+from experiments.fid_scrambled import level_rng, scrambled_batches
+from fid.distance import FrechetReference
+from fid.stats import StatsAccumulator
+from sweep.config import GridConfig
+from sweep.trainable import SweepData, fid_service
+
+FEATURE_BATCH = 500  # images per call to the FID actor
+
+
+def _finish(fids: list[float], samples: int) -> None:
+    tune.report({
+        "phase": "final", "outcome": "completed", "repetitions": len(fids),
+        "fid_mean": float(np.mean(fids)),
+        "fid_variance": float(np.var(fids, ddof=1)) if len(fids) > 1 else 0.0,
+        "fid_samples": samples,
+    })  # fmt: skip
+
+
+def repeated_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
+    """E1 at one size: FID of sets of e1.total images built from `size` distinct."""
+    params = config["trial"]
+    service = fid_service(data)
+    reference = FrechetReference(ray.get(service.reference_stats.remote("test")))
+    draws = plan(len(data.train), [params["size"]], grid.e1.repetitions,
+                 grid.e1.total, params["seed"])  # fmt: skip
+    distinct = distinct_indices(draws)
+    table = fids_from_features(
+        draws, distinct, data.train_features[distinct], reference
+    )
+    for row in table.itertuples():
+        tune.report(
+            {
+                "phase": "repetition",
+                "repetition": int(row.repetition),
+                "fid": float(row.fid),
+                "fid_samples": int(row.sample_count),
+            }
+        )
+    _finish(table["fid"].tolist(), grid.e1.total)
+
+
+def scrambled_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
+    """E2 at one tile count: FID of e2.count training images, tiles shuffled."""
+    params = config["trial"]
+    tiles, seed = params["tiles"], params["seed"]
+    service = fid_service(data)
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(data.train))
+                     [: grid.e2.count])  # fmt: skip
+    images = np.asarray(data.train.images)[chosen]  # (count, 32, 32, 3) uint8
+    fids = []
+    for repetition in range(grid.e2.repetitions):
+        accumulator = None
+        batches = scrambled_batches(images, tiles, level_rng(seed, tiles, repetition),
+                                    FEATURE_BATCH)  # fmt: skip
+        for batch in batches:
+            features = ray.get(service.features.remote(batch))
+            accumulator = accumulator or StatsAccumulator(features.shape[1])
+            accumulator.update(features)
+        stats = accumulator.result()
+        fid = float(ray.get(service.fid_of_stats.remote(stats, "test")))
+        fids.append(fid)
+        tune.report({"phase": "repetition", "repetition": repetition, "fid": fid,
+                     "fid_samples": int(stats.n)})  # fmt: skip
+    _finish(fids, len(images))
