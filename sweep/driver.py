@@ -7,6 +7,9 @@ a killed driver resumes with `Tuner.restore`.
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pandas as pd
 import ray
@@ -24,6 +27,7 @@ from selection.scores import stats_fingerprint
 from sweep.config import GridConfig
 from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.results import build_tables, package_version, summary, write_tables
+from sweep.storage import write_bytes
 from sweep.trainable import NAMESPACE, SweepData, vae_trial
 from sweep.trials import settings, trial_name
 from vae.reference import recon_source
@@ -208,6 +212,19 @@ def build_tuner(
     )
 
 
+class Stopwatch:
+    """Seconds per driver phase, saved as timings.json beside the results."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
 def run_sweep(
     config: GridConfig,
     trials: list[dict],
@@ -218,32 +235,44 @@ def run_sweep(
     address: str | None,
     resume: bool,
 ) -> pd.DataFrame:
+    watch = Stopwatch()
     ray.init(
         address=address,
         namespace=NAMESPACE,
         include_dashboard=False,
         ignore_reinit_error=True,
     )
+    watch.lap("ray_init")
     actors, _reference = start_services(config, test)  # both live until the end
     first = actors[0]
+    watch.lap("fid_services")
     scores = prerequisites(config, trials, train, first) if config.kind == "vae" else {}
     features = None
     if config.kind == "fid_repeated":
         # every E1 size draws from x_train: extract it once, cached by the actor
         features = ray.get(first.features.remote(np.asarray(train.images), cache=True))
+    watch.lap("prerequisites")
     names = tuple(f"{config.name}-fid-{i}" for i in range(len(actors)))
     data = SweepData(
         train=train, test=test, scores=scores, services=names, train_features=features
     )
-    results = build_tuner(config, trials, folder, data, resume).fit()
+    results = list(build_tuner(config, trials, folder, data, resume).fit())
+    watch.lap("tune_fit")
     meta = {
         "package_version": package_version(),
         "dataset_sha256": train.sha256,
         "test_sha256": test.sha256,
         "fid_network": ray.get(first.info.remote())["extractor"],
     }
-    table, history = build_tables(list(results), config, meta)
+    table, history = build_tables(results, config, meta)
     write_tables(folder, table, history)
+    watch.lap("tables")
+    trial_seconds = sum(
+        float((r.metrics or {}).get("time_total_s") or 0) for r in results
+    )
+    timings = {"driver_seconds": watch.seconds, "trial_seconds_sum": trial_seconds,
+               "trials": len(results)}  # fmt: skip
+    write_bytes(f"{folder}/timings.json", json.dumps(timings, indent=2).encode())
     print(summary(table))
     print(f"results: {folder}/results.parquet, {folder}/history.parquet")
     return table
