@@ -53,25 +53,26 @@ class ModelSection(Section):
     decoder_channels: tuple[PositiveInt, ...] = (1024, 256)
 
 
-class Stage1Section(Section):
-    epochs: PositiveInt = 600
+class TrainingSection(Section):
+    """What both stages' training shares (DESIGN section 5)."""
+
+    epochs: PositiveInt
     batch_size: PositiveInt = 100
     lr: float = Field(1e-4, gt=0)
     lr_patience: NonNegativeInt = 5
     loss: Literal["gamma", "mse"] = "gamma"
     kl_weight: NonNegativeFloat = 1.0
+
+
+class Stage1Section(TrainingSection):
+    epochs: PositiveInt = 600
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
     compile: bool = False
 
 
-class Stage2Section(Section):
+class Stage2Section(TrainingSection):
     epochs: PositiveInt = 1200
-    batch_size: PositiveInt = 100
-    lr: float = Field(1e-4, gt=0)
-    lr_patience: NonNegativeInt = 5
-    loss: Literal["gamma", "mse"] = "gamma"
-    kl_weight: NonNegativeFloat = 1.0
     latent_dim: PositiveInt = 64
     hidden: tuple[PositiveInt, ...] = (2048, 512)
 

@@ -201,6 +201,8 @@ def build_tuner(
             scheduler=scheduler(config),
             trial_name_creator=name_trial,
             trial_dirname_creator=trial_folder,
+            # one worker process serves trial after trial: torch is imported once
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -8,6 +8,7 @@ to the whole training set is the same trial whatever the criterion (DESIGN secti
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
@@ -110,6 +111,13 @@ def _section(config: GridConfig, name: str, params: dict):
     return type(base).model_validate({**base.model_dump(), **updates})
 
 
+def _training(section, **overrides) -> TrainConfig:
+    """A TrainConfig from a grid section's matching options, plus `overrides`."""
+    names = {field.name for field in dataclasses.fields(TrainConfig)}
+    options = {k: v for k, v in section.model_dump().items() if k in names}
+    return TrainConfig(**{**options, **overrides})
+
+
 def settings(
     config: GridConfig, params: dict, *, device: str = "auto"
 ) -> TrialSettings:
@@ -118,34 +126,19 @@ def settings(
     stage2 = _section(config, "stage2", params)
     gmm = _section(config, "gmm", params)
     selection = _section(config, "selection", params)
-    stage1_training = TrainConfig(
-        epochs=stage1.epochs,
-        batch_size=stage1.batch_size,
-        lr=stage1.lr,
-        lr_patience=stage1.lr_patience,
-        seed=params["seed"],
-        device=device,
-        precision=stage1.precision,
-        channels_last=stage1.channels_last,
-        compile=stage1.compile,
+    seed = params["seed"]
+    stage1_training = _training(stage1, seed=seed, device=device)
+    # stage 2 is dense and small: no channels_last or compile; stage 1's precision
+    stage2_training = _training(
+        stage2, seed=seed, device=device, precision=stage1.precision
     )
-    stage2_training = TrainConfig(
-        epochs=stage2.epochs,
-        batch_size=stage2.batch_size,
-        lr=stage2.lr,
-        lr_patience=stage2.lr_patience,
-        seed=params["seed"],
+    reference = _training(
+        stage1,
+        seed=0,  # one reference VAE per sweep, whatever the trial's seed
         device=device,
-        precision=stage1.precision,
-    )
-    reference = TrainConfig(
         epochs=selection.reference_epochs or stage1.epochs,
-        batch_size=stage1.batch_size,
-        lr=stage1.lr,
-        lr_patience=stage1.lr_patience,
-        seed=0,
-        device=device,
-        precision=stage1.precision,
+        channels_last=False,
+        compile=False,
     )
     resolved = {
         "params": params,
@@ -182,6 +175,7 @@ def settings(
             hidden=tuple(stage2.hidden),
             train=stage2_training,
             loss=stage2.loss,
+            kl_weight=stage2.kl_weight,
         ),
         config_hash=content_key(**resolved),
     )

@@ -44,6 +44,7 @@ class TwoStageOptions:
     hidden: tuple[int, ...] = (2048, 512)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1200))
     loss: str = "gamma"
+    kl_weight: float = 1.0
 
 
 @dataclass
@@ -109,6 +110,7 @@ def train_stage2(ctx: PriorContext) -> Stage2VAE:
             torch.as_tensor(ctx.train_means, dtype=torch.float32),
             options.train,
             loss=options.loss,
+            kl_weight=options.kl_weight,
             progress=ctx.progress,
             desc="stage 2",
         )
