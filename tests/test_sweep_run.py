@@ -4,6 +4,7 @@ and each fault case (DESIGN section 9). Trials use the stand-in feature network.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,6 +112,10 @@ def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, cifar_r
             assert row["status"] == "ok"
     ok = results[results["status"] == "ok"]
     assert ok["fid"].notna().all() and len(ok) == 2 * 2
+    # max_failures=1: each erroring trial ran twice, the others once
+    state = max((tmp_path / "smoke").glob("experiment_state-*.json")).read_text()
+    failures = sorted(int(n) for n in re.findall(r'num_failures\\": (\d+)', state))
+    assert failures == [0] * 6 + [2] * 2
 
 
 def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, cifar_root):
