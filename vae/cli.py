@@ -25,130 +25,24 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1
-from selection.criteria import CRITERIA, SCORE_KIND, ScoreBook, check_criterion, select
+from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.files import atomic_path
 from selection.scores import mahalanobis_source
 from vae.evaluate import evaluate_priors, latent_summary
-from vae.losses import LOSSES
 from vae.models import Stage1Config
+from vae.options import check, parser
 from vae.plots import save_loss_curve, save_sample_grid
-from vae.priors import PRIORS, GMMOptions, PriorContext, TwoStageOptions, check_priors
+from vae.priors import GMMOptions, PriorContext, TwoStageOptions
 from vae.reference import recon_source
 from vae.train import (
-    PRECISIONS,
     TrainConfig,
     Trainer,
     new_trainer,
     read_checkpoint,
     save_model,
 )
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 128,256, got {text!r}"
-        ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m vae.train", description=__doc__.split("\n")[0]
-    )
-    p.add_argument(
-        "--data",
-        default=None,
-        help="CIFAR-10 root: python batches, or "
-        "train/test image folders or zips (default $VAE_SWEEP_DATA, ./data)",
-    )
-    p.add_argument("--download", action="store_true", help="fetch CIFAR-10 if missing")
-    p.add_argument("--n", type=int, default=None, help="training images (default: all)")
-    p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
-    p.add_argument("--epochs", type=int, default=600)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument(
-        "--priors",
-        type=_names,
-        default=list(PRIORS),
-        help=f"comma-separated, from: {','.join(PRIORS)}",
-    )
-    p.add_argument(
-        "--fid-samples",
-        type=int,
-        default=10_000,
-        help="generated images per prior for FID (0: no FID)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lr-patience", type=int, default=5)
-    p.add_argument("--latent-dim", type=int, default=128)
-    p.add_argument("--encoder-channels", type=_ints, default=(128, 256, 512, 1024))
-    p.add_argument("--decoder-channels", type=_ints, default=(1024, 256))
-    p.add_argument("--loss", choices=sorted(LOSSES), default="gamma")
-    p.add_argument("--kl-weight", type=float, default=1.0)
-    p.add_argument(
-        "--stage2-epochs",
-        type=int,
-        default=None,
-        help="default: twice --epochs (the study's 1200 for 600)",
-    )
-    p.add_argument("--stage2-latent-dim", type=int, default=64)
-    p.add_argument("--stage2-hidden", type=_ints, default=(2048, 512))
-    p.add_argument("--gmm-reg-covar", type=float, default=1e-6)
-    p.add_argument(
-        "--reference-epochs",
-        type=int,
-        default=None,
-        help="epochs of the recon criterion's reference VAE (default --epochs)",
-    )
-    p.add_argument(
-        "--mahalanobis-ridge",
-        type=float,
-        default=0.0,
-        help="0: pseudo-inverse covariance; >0: ridge * mean variance added",
-    )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument(
-        "--test-limit",
-        type=int,
-        default=None,
-        help="FID reference from the first N test images (quick runs only)",
-    )
-    p.add_argument("--fid-batch-size", type=int, default=None)
-    p.add_argument("--network", default=None, help="FID network file")
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--preview", type=int, default=64, help="samples in each PNG grid")
-    p.add_argument("--resume", action="store_true", help="continue --out/stage1.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def _check(args: argparse.Namespace) -> None:
-    check_criterion(args.criterion)
-    check_priors(args.priors)
-    for name in ("epochs", "batch_size", "latent_dim", "preview"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("fid_samples", "gmm_reg_covar", "mahalanobis_ridge"):
-        if getattr(args, name) < 0:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 0")
-    stage1 = Path(args.out) / "stage1.pt"
-    if stage1.exists() and not args.resume:
-        raise InputError(
-            f"{stage1} exists: pass --resume to continue it, or a new --out"
-        )
 
 
 def _engine(args) -> FIDEngine:
@@ -368,8 +262,8 @@ class Run:
 
 
 def main(argv=None) -> None:
-    args = _parser().parse_args(argv)
-    _check(args)
+    args = parser(__doc__).parse_args(argv)
+    check(args)
     started = time.time()
     run = Run(args)
     run.check_recon_budget()

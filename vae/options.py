@@ -1,0 +1,117 @@
+"""The options of `python -m vae.train` and their checks (see vae/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from selection.criteria import CRITERIA, check_criterion
+from selection.errors import InputError
+from vae.losses import LOSSES
+from vae.priors import PRIORS, check_priors
+from vae.train import PRECISIONS
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers like 128,256, got {text!r}"
+        ) from None
+
+
+def _names(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m vae.train", description=description.strip().split("\n")[0]
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="CIFAR-10 root: python batches, or "
+        "train/test image folders or zips (default $VAE_SWEEP_DATA, ./data)",
+    )
+    p.add_argument("--download", action="store_true", help="fetch CIFAR-10 if missing")
+    p.add_argument("--n", type=int, default=None, help="training images (default: all)")
+    p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
+    p.add_argument("--epochs", type=int, default=600)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--priors",
+        type=_names,
+        default=list(PRIORS),
+        help=f"comma-separated, from: {','.join(PRIORS)}",
+    )
+    p.add_argument(
+        "--fid-samples",
+        type=int,
+        default=10_000,
+        help="generated images per prior for FID (0: no FID)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr-patience", type=int, default=5)
+    p.add_argument("--latent-dim", type=int, default=128)
+    p.add_argument("--encoder-channels", type=_ints, default=(128, 256, 512, 1024))
+    p.add_argument("--decoder-channels", type=_ints, default=(1024, 256))
+    p.add_argument("--loss", choices=sorted(LOSSES), default="gamma")
+    p.add_argument("--kl-weight", type=float, default=1.0)
+    p.add_argument(
+        "--stage2-epochs",
+        type=int,
+        default=None,
+        help="default: twice --epochs (the study's 1200 for 600)",
+    )
+    p.add_argument("--stage2-latent-dim", type=int, default=64)
+    p.add_argument("--stage2-hidden", type=_ints, default=(2048, 512))
+    p.add_argument("--gmm-reg-covar", type=float, default=1e-6)
+    p.add_argument(
+        "--reference-epochs",
+        type=int,
+        default=None,
+        help="epochs of the recon criterion's reference VAE (default --epochs)",
+    )
+    p.add_argument(
+        "--mahalanobis-ridge",
+        type=float,
+        default=0.0,
+        help="0: pseudo-inverse covariance; >0: ridge * mean variance added",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--test-limit",
+        type=int,
+        default=None,
+        help="FID reference from the first N test images (quick runs only)",
+    )
+    p.add_argument("--fid-batch-size", type=int, default=None)
+    p.add_argument("--network", default=None, help="FID network file")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--preview", type=int, default=64, help="samples in each PNG grid")
+    p.add_argument("--resume", action="store_true", help="continue --out/stage1.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def check(args: argparse.Namespace) -> None:
+    check_criterion(args.criterion)
+    check_priors(args.priors)
+    for name in ("epochs", "batch_size", "latent_dim", "preview"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("fid_samples", "gmm_reg_covar", "mahalanobis_ridge"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be >= 0")
+    stage1 = Path(args.out) / "stage1.pt"
+    if stage1.exists() and not args.resume:
+        raise InputError(
+            f"{stage1} exists: pass --resume to continue it, or a new --out"
+        )
