@@ -60,6 +60,11 @@ def check_local_resources(config: GridConfig) -> None:
             )
 
 
+def service_names(config: GridConfig) -> tuple[str, ...]:
+    """The FID actors' names: trials look them up, and a restart keeps them."""
+    return tuple(f"{config.name}-fid-{i}" for i in range(config.fid_service.replicas))
+
+
 def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.ObjectRef]:
     """Named, restartable FID actors holding the x_test reference; started once.
 
@@ -73,7 +78,6 @@ def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.Object
     }
     if config.fid.extractor:
         options["extractor_factory"] = extractor_factory(config.fid.extractor)
-    names = tuple(f"{config.name}-fid-{i}" for i in range(config.fid_service.replicas))
     reference = ray.put(test)  # held by the caller's handles for restarts
     actors = [
         start_fid_service(
@@ -84,7 +88,7 @@ def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.Object
             num_cpus=config.fid_service.cpu,
             **options,
         )
-        for name in names
+        for name in service_names(config)
     ]
     # the x_test statistics are computed (or read from the cache) once, here
     ray.get([actor.reference_stats.remote("test") for actor in actors])
@@ -254,9 +258,12 @@ def run_sweep(
         # every E1 size draws from x_train: extract it once, cached by the actor
         features = ray.get(first.features.remote(np.asarray(train.images), cache=True))
     watch.lap("prerequisites")
-    names = tuple(f"{config.name}-fid-{i}" for i in range(len(actors)))
     data = SweepData(
-        train=train, test=test, scores=scores, services=names, train_features=features
+        train=train,
+        test=test,
+        scores=scores,
+        services=service_names(config),
+        train_features=features,
     )
     results = list(build_tuner(config, trials, folder, data, resume).fit())
     watch.lap("tune_fit")
