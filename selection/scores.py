@@ -1,7 +1,7 @@
 """The Mahalanobis score source: x_train FID features against the x_test statistics.
 
-Features come through the FID engine (so they share its cache with E1 and every other
-use of x_train features); the distances are cached by the `ScoreBook`.
+Features come from the caller (a FID engine or actor, whose feature cache E1 and every
+other use of x_train features share); the distances are cached by the `ScoreBook`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fid.engine import FIDEngine
 from fid.stats import Statistics
 from selection.criteria import mahalanobis_distances
 from selection.datasets import ImageSet
@@ -26,23 +25,26 @@ def stats_fingerprint(stats: Statistics) -> str:
 
 def mahalanobis_source(
     train: ImageSet,
-    engine: FIDEngine,
     reference: Statistics,
     *,
+    network: str,
+    extract: Callable[[np.ndarray], np.ndarray],
     ridge: float = 0.0,
 ) -> tuple[str, Callable[[], np.ndarray]]:
-    """(cache key, compute) for `ScoreBook(providers={'mahalanobis': ...})`."""
+    """(cache key, compute) for `ScoreBook(providers={'mahalanobis': ...})`.
+
+    `extract` turns the x_train images into features of the network named `network`:
+    a local FID engine, or the sweep's FID actor.
+    """
     key = content_key(
         train=train.sha256,
-        network=engine.extractor.key,
+        network=network,
         reference=stats_fingerprint(reference),
         ridge=ridge,
     )
 
     def compute() -> np.ndarray:
-        features = engine.features(
-            np.asarray(train.images), sha256=train.sha256, desc="x_train features"
-        )
+        features = extract(np.asarray(train.images))
         return mahalanobis_distances(
             features, reference.mu, reference.sigma, ridge=ridge
         )

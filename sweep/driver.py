@@ -19,11 +19,10 @@ from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppin
 from fid.features import extractor_factory
 from fid.network import NETWORK_SHA1
 from fid.service import start_fid_service
-from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
+from selection.criteria import SCORE_KIND, ScoreBook
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
-from selection.files import content_key
-from selection.scores import stats_fingerprint
+from selection.scores import mahalanobis_source
 from sweep.config import GridConfig
 from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.results import build_tables, package_version, summary, write_tables
@@ -96,39 +95,24 @@ def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.Object
 
 
 def prerequisites(
-    config: GridConfig, trials: list[dict], train: ImageSet, service
+    config: GridConfig, trials: list[dict], train: ImageSet, service, network: str
 ) -> dict[str, np.ndarray]:
     """Criterion scores needed by any trial, computed once per sweep and cached."""
     kinds = {SCORE_KIND[t["criterion"]] for t in trials if t["criterion"] in SCORE_KIND}
     providers = {}
     if "mahalanobis" in kinds:
-        providers["mahalanobis"] = _mahalanobis(config, train, service)
+        # x_train features through the actor, whose cache keeps them for E1 too
+        providers["mahalanobis"] = mahalanobis_source(
+            train,
+            ray.get(service.reference_stats.remote("test")),
+            network=network,
+            extract=lambda images: ray.get(service.features.remote(images, cache=True)),
+            ridge=config.selection.mahalanobis_ridge,
+        )
     if "recon" in kinds:
         providers["recon"] = _recon(config, train)
     book = ScoreBook(providers)
     return {kind: book.get(kind) for kind in sorted(kinds)}
-
-
-def _mahalanobis(config: GridConfig, train: ImageSet, service):
-    reference = ray.get(service.reference_stats.remote("test"))
-    network = ray.get(service.info.remote())["extractor"]
-    ridge = config.selection.mahalanobis_ridge
-    key = content_key(
-        train=train.sha256,
-        network=network,
-        ridge=ridge,
-        reference=stats_fingerprint(reference),
-    )
-
-    def compute() -> np.ndarray:
-        # x_train features through the actor, whose cache keeps them for E1 too
-        images = np.asarray(train.images)
-        features = ray.get(service.features.remote(images, cache=True))
-        return mahalanobis_distances(
-            features, reference.mu, reference.sigma, ridge=ridge
-        )
-
-    return key, compute
 
 
 def _recon(config: GridConfig, train: ImageSet):
@@ -251,8 +235,11 @@ def run_sweep(
     watch.lap("ray_init")
     actors, _reference = start_services(config, test)  # both live until the end
     first = actors[0]
+    network = ray.get(first.info.remote())["extractor"]
     watch.lap("fid_services")
-    scores = prerequisites(config, trials, train, first) if config.kind == "vae" else {}
+    scores = {}
+    if config.kind == "vae":
+        scores = prerequisites(config, trials, train, first, network)
     features = None
     if config.kind == "fid_repeated":
         # every E1 size draws from x_train: extract it once, cached by the actor
@@ -271,7 +258,7 @@ def run_sweep(
         "package_version": package_version(),
         "dataset_sha256": train.sha256,
         "test_sha256": test.sha256,
-        "fid_network": ray.get(first.info.remote())["extractor"],
+        "fid_network": network,
     }
     table, history = build_tables(results, config, meta)
     write_tables(folder, table, history)

@@ -4,7 +4,7 @@ Stage 1 reports every `eval.every` epochs (every epoch when 0) with a checkpoint
 intermediate FID of `eval.samples` Gaussian-prior samples at those epochs, which the
 early-stopping schedulers act on; the last report carries the final FID per prior.
 Restarted after a fault, a trial continues from its last checkpoint.
-The E1/E2 kinds run through `experiment_trial` with the same data and FID actor.
+The E1/E2 kinds run in sweep/experiment_trials.py with the same data and FID actor.
 """
 
 from __future__ import annotations

@@ -133,7 +133,13 @@ class Run:
             )
         elif kind == "mahalanobis":
             providers["mahalanobis"] = mahalanobis_source(
-                train, self.engine, self.reference.stats, ridge=a.mahalanobis_ridge
+                train,
+                self.reference.stats,
+                network=self.engine.extractor.key,
+                extract=lambda images: self.engine.features(
+                    images, sha256=train.sha256, desc="x_train features"
+                ),
+                ridge=a.mahalanobis_ridge,
             )
         return ScoreBook(providers, cache_dir=a.cache_dir)
 
