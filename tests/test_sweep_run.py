@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -274,3 +275,27 @@ def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, cifar_root, monkeyp
     for row in expected.itertuples():
         got = results[results["tiles"] == row.tiles].sort_values("repetition")["fid"]
         np.testing.assert_allclose(got, row.fid_values, rtol=1e-9)
+
+
+def test_mahalanobis_scores_come_once_from_the_driver(tmp_path, cifar_root):
+    from fid.stats import statistics
+    from selection.criteria import mahalanobis_distances
+    from selection.datasets import load_cifar10
+    from tests.standin import StandInExtractor
+
+    scores = Path(os.environ["VAE_SWEEP_CACHE"]) / "scores"
+    before = set(scores.glob("mahalanobis-*"))
+    sweep(tmp_path, "--set", "grid.criterion=[lowest_mahalanobis, highest_mahalanobis]",
+          "--set", "grid.n_train=[100]")  # fmt: skip
+    results, _ = _tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 2
+    cached = list(set(scores.glob("mahalanobis-*")) - before)
+    assert len(cached) == 1  # one score vector for both criteria
+    # the same distances, worked out here from the stand-in features
+    train = load_cifar10(cifar_path(), "train", limit=300, progress=False)
+    test = load_cifar10(cifar_path(), "test", limit=40, progress=False)
+    extractor = StandInExtractor()
+    reference = statistics(extractor(np.asarray(test.images)).astype(np.float64))
+    features = extractor(np.asarray(train.images))
+    expected = mahalanobis_distances(features, reference.mu, reference.sigma)
+    np.testing.assert_allclose(np.load(cached[0]), expected, rtol=1e-9)
