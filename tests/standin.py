@@ -1,8 +1,6 @@
-"""A tiny deterministic stand-in for the Inception network, for plumbing tests.
-
-Features are a fixed random projection of 8x8 block means, squashed by tanh: cheap,
-deterministic, and different images give different features.
-"""
+"""Test-only feature networks built on the package's stand-in (fid.standin): one
+that kills its own process mid-sweep. `StandInExtractor` and `make_standin` are
+re-exported so tests name one module."""
 
 from __future__ import annotations
 
@@ -10,26 +8,9 @@ import os
 
 import numpy as np
 
+from fid.standin import StandInExtractor, make_standin
 
-class StandInExtractor:
-    key = "standin-v1"
-    dim = 8
-
-    def __init__(self):
-        self.projection = np.random.default_rng(0).standard_normal((48, self.dim))
-        self.calls = 0
-        self.images_seen = 0
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        self.images_seen += len(images)
-        x = np.asarray(images, dtype=np.float64) / 255.0  # (B, 32, 32, 3)
-        blocks = x.reshape(len(x), 4, 8, 4, 8, 3).mean(axis=(2, 4))  # (B, 4, 4, 3)
-        return np.tanh(blocks.reshape(len(x), 48) @ self.projection).astype(np.float32)
-
-
-def make_standin() -> StandInExtractor:
-    return StandInExtractor()
+__all__ = ["StandInExtractor", "make_standin", "DyingStandIn", "make_dying_standin"]
 
 
 DIE_MARKER_ENV = "VAE_SWEEP_TEST_DIE_MARKER"
@@ -50,3 +31,18 @@ class DyingStandIn(StandInExtractor):
 
 def make_dying_standin() -> DyingStandIn:
     return DyingStandIn()
+
+
+class SlowStandIn(StandInExtractor):
+    """The stand-in at a fixed speed (`seconds` per image), like a busy GPU: for
+    tests and benchmarks of how calls share the FID service."""
+
+    def __init__(self, seconds: float = 0.001):
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(self.seconds * len(images))
+        return super().__call__(images)
