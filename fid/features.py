@@ -37,6 +37,18 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+def check_gpu_visible(who: str) -> None:
+    """InputError unless CUDA works in this process: for processes that asked Ray
+    for a GPU, which must not quietly fall back to the CPU."""
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise InputError(
+            f"{who} asked for a GPU but torch sees none here "
+            f"(CUDA_VISIBLE_DEVICES={visible!r}); check the node's driver and the "
+            f"torch build, or ask for gpu: 0"
+        )
+
+
 class InceptionExtractor:
     """The FID Inception in fp32, channels_last, frozen with batch norm folded.
 

@@ -1,13 +1,15 @@
 """The shared FID actor: one network load, named reference statistics, many callers.
 
+    from fid.client import FIDClient
     from fid.service import start_fid_service
-    service = start_fid_service({"test": cifar_test_images})
-    ray.get(service.fid.remote(samples, reference="test"))
+    start_fid_service({"test": cifar_test_images}, name="fid-0")
+    FIDClient(["fid-0"]).fid(samples, reference="test")
 
 `FIDServer` is the plain class (usable without Ray); `FIDService` is it as a Ray actor.
 Reference statistics are computed on first use and then read from the FID cache, so a
-restarted actor (max_restarts=-1) comes back in seconds, and callers' calls are retried
-by Ray (max_task_retries=-1) rather than lost.
+restarted actor (max_restarts=-1) comes back in seconds. Ray does not retry a call
+that was running when its actor died (max_task_retries=0): `fid.client.FIDClient`
+does, on the least-loaded live replica, within a time bound.
 """
 
 from __future__ import annotations
@@ -24,14 +26,22 @@ import ray
 from fid.cache import FIDCache
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
-from fid.features import FeatureExtractor, InceptionExtractor
+from fid.features import (
+    FeatureExtractor,
+    InceptionExtractor,
+    check_gpu_visible,
+    extract_features,
+    iter_batches,
+)
 from fid.network import NETWORK_SHA1
-from fid.stats import Statistics
-from selection.datasets import ImageSet, load_cifar10, load_images
+from fid.stats import Statistics, StatsAccumulator, statistics
+from fid.turns import FINAL, INTERACTIVE, TurnLock
+from selection.datasets import ImageSet, load_cifar10, load_images, pixels_sha256
 from selection.errors import InputError
 
 DEFAULT_NAME = "fid"
 DEFAULT_NAMESPACE = "vae-sweep"
+MAX_CONCURRENT_CALLS = 64  # threads of the actor; the network still runs one chunk
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,10 @@ class CifarSplit:
 ReferenceSource = np.ndarray | ImageSet | CifarSplit | str | os.PathLike | ray.ObjectRef
 
 
-def _resolve_reference(engine: FIDEngine, source: ReferenceSource) -> FrechetReference:
+def _resolve_reference(
+    source: ReferenceSource,
+) -> tuple[np.ndarray | None, str | None, Statistics | None]:
+    """(images, their sha256, None), or (None, None, statistics) for an `.npz`."""
     if isinstance(source, ray.ObjectRef):
         # an object-store copy the creator keeps alive, so a restarted actor can
         # read it again (an inline array argument is gone after the first start)
@@ -53,18 +66,25 @@ def _resolve_reference(engine: FIDEngine, source: ReferenceSource) -> FrechetRef
     if isinstance(source, CifarSplit):
         source = load_cifar10(source.root, source.split, progress=False)
     if isinstance(source, ImageSet):
-        return engine.reference(np.asarray(source.images), sha256=source.sha256)
+        return np.asarray(source.images), source.sha256, None
     if isinstance(source, np.ndarray):
-        return engine.reference(source)
+        return source, None, None
     path = str(source)
     if path.endswith(".npz"):
-        return FrechetReference(Statistics.load(path))
+        return None, None, Statistics.load(path)
     data = load_images(path, size=None, progress=False)
-    return engine.reference(np.asarray(data.images), sha256=data.sha256)
+    return np.asarray(data.images), data.sha256, None
 
 
 class FIDServer:
-    """Holds one feature network and named reference statistics; thread-safe."""
+    """Holds one feature network and named reference statistics; thread-safe.
+
+    As a Ray actor it runs calls on several threads: `load()` answers at once, while
+    the calls that need the network take turns on it (`fid.turns`), most urgent
+    first and one chunk of `chunk` images per turn. With `timed=True` a call returns
+    `(value, seconds)`, the seconds it held the network, which callers add up as the
+    FID service's share of their GPU time.
+    """
 
     def __init__(
         self,
@@ -75,8 +95,12 @@ class FIDServer:
         device: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         batch_size: int | None = None,
+        chunk: int | None = None,
         extractor_factory: Callable[[], FeatureExtractor] | None = None,
+        require_gpu: bool = False,
     ):
+        if require_gpu and extractor_factory is None:
+            check_gpu_visible("the FID service")
         extractor = (
             extractor_factory()
             if extractor_factory
@@ -86,58 +110,151 @@ class FIDServer:
         self.engine = FIDEngine(
             extractor, cache=cache, batch_size=batch_size, progress=False
         )
+        # ten batches a turn: an urgent call waits for at most that many images
+        self.chunk = chunk or 10 * self.engine.batch_size
         self._sources = dict(references or {})
         self._references: dict[str, FrechetReference] = {}
-        # One network, one device: calls take turns (Ray runs an actor's calls one at
-        # a time by default; the lock keeps that true under max_concurrency > 1).
-        self._lock = threading.RLock()
+        self._references_lock = threading.RLock()
+        self._turns = TurnLock()
+        self._pending = 0  # images accepted and not yet through the network
+        self._pending_lock = threading.Lock()
+        self._calls = 0
 
-    def _reference(self, name: str) -> FrechetReference:
-        if name not in self._references:
-            if name not in self._sources:
-                known = ", ".join(sorted(self._sources)) or "none"
-                raise InputError(f"unknown FID reference {name!r}; known: {known}")
-            self._references[name] = _resolve_reference(
-                self.engine, self._sources[name]
+    # -- the network, one chunk per turn ------------------------------------------
+
+    def _chunks(self, images: np.ndarray, priority: int, held: list[float]):
+        """Features of `images`, chunk by chunk, each chunk in a turn of its own."""
+        with self._pending_lock:
+            self._pending += len(images)
+            self._calls += 1
+        left = len(images)
+        try:
+            for chunk in iter_batches(images, self.chunk):
+                with self._turns.turn(priority) as turn:
+                    features = extract_features(
+                        chunk,
+                        self.engine.extractor,
+                        batch_size=self.engine.batch_size,
+                        progress=False,
+                    )
+                held += turn
+                left -= len(chunk)
+                with self._pending_lock:
+                    self._pending -= len(chunk)
+                yield features
+        finally:
+            with self._pending_lock:
+                self._pending -= left
+                self._calls -= 1
+
+    def _features(self, images, priority, held, *, sha256=None, cache=False):
+        store = self.engine.cache if cache else None
+        key = self.engine.extractor.key
+        if store is not None:
+            sha256 = sha256 or pixels_sha256(images)
+            found = store.load_features(key, sha256)
+            if found is not None and len(found) == len(images):
+                return found
+        parts = list(self._chunks(images, priority, held))
+        features = np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+        if store is not None:
+            store.save_features(key, sha256, features)
+        return features
+
+    def _stats(self, images, priority, held, *, sha256=None, cache=False):
+        store = self.engine.cache if cache else None
+        if store is None:
+            accumulator = StatsAccumulator(self.engine.extractor.dim)
+            for features in self._chunks(images, priority, held):
+                accumulator.update(features)
+            return accumulator.result()
+        key = self.engine.extractor.key
+        sha256 = sha256 or pixels_sha256(images)
+        found = store.load_stats(key, sha256)
+        if found is None:
+            found = statistics(
+                self._features(images, priority, held, sha256=sha256, cache=True)
             )
-        return self._references[name]
+            store.save_stats(key, sha256, found)
+        return found
+
+    def _reference(self, name: str, held: list[float]) -> FrechetReference:
+        with self._references_lock:
+            if name not in self._references:
+                if name not in self._sources:
+                    known = ", ".join(sorted(self._sources)) or "none"
+                    raise InputError(f"unknown FID reference {name!r}; known: {known}")
+                images, sha256, stats = _resolve_reference(self._sources[name])
+                if stats is None:
+                    stats = self._stats(
+                        images, INTERACTIVE, held, sha256=sha256, cache=True
+                    )
+                self._references[name] = FrechetReference(stats)
+            return self._references[name]
+
+    # -- what callers use -----------------------------------------------------------
 
     def add_reference(self, name: str, source: ReferenceSource) -> None:
-        with self._lock:
+        with self._references_lock:
             self._sources[name] = source
             self._references.pop(name, None)
 
-    def fid(self, images: np.ndarray, reference: str = "test") -> float:
+    def fid(self, images, reference="test", *, priority=FINAL, timed=False):
         """FID of (N, H, W, 3) uint8 images against a named reference (not cached)."""
-        with self._lock:
-            return self._reference(reference).distance(
-                self.engine.stats(_check_images(images), cache=False)
-            )
+        held: list[float] = []
+        images = _check_images(images)
+        ref = self._reference(reference, held)
+        value = ref.distance(self._stats(images, priority, held))
+        return _answer(value, held, timed)
 
-    def fid_of_stats(self, stats: Statistics, reference: str = "test") -> float:
-        with self._lock:
-            return self._reference(reference).distance(stats)
+    def fid_of_stats(self, stats: Statistics, reference="test", *, timed=False):
+        held: list[float] = []
+        return _answer(self._reference(reference, held).distance(stats), held, timed)
 
-    def features(self, images: np.ndarray, cache: bool = False) -> np.ndarray:
+    def features(self, images, cache=False, *, priority=FINAL, timed=False):
         """(N, d) float32 features; `cache=True` for sets that will be seen again."""
-        with self._lock:
-            return self.engine.features(_check_images(images), cache=cache)
+        held: list[float] = []
+        value = self._features(_check_images(images), priority, held, cache=cache)
+        return _answer(value, held, timed)
 
-    def stats(self, images: np.ndarray, cache: bool = False) -> Statistics:
-        with self._lock:
-            return self.engine.stats(_check_images(images), cache=cache)
+    def stats(self, images, cache=False, *, priority=FINAL, timed=False):
+        held: list[float] = []
+        value = self._stats(_check_images(images), priority, held, cache=cache)
+        return _answer(value, held, timed)
 
-    def reference_stats(self, name: str = "test") -> Statistics:
-        with self._lock:
-            return self._reference(name).stats
+    def reference_stats(self, name: str = "test", *, timed=False):
+        held: list[float] = []
+        return _answer(self._reference(name, held).stats, held, timed)
+
+    def load(self) -> dict:
+        """How busy this replica is; answers at once, even while the network runs."""
+        with self._pending_lock:
+            pending, calls = self._pending, self._calls
+        return {
+            "pending_images": pending,
+            "pending_calls": calls,
+            "busy_seconds": self._turns.busy_seconds,
+            "pid": os.getpid(),
+            "node": _node_id(),
+        }
 
     def info(self) -> dict:
         return {
             "extractor": self.engine.extractor.key,
             "pid": os.getpid(),
+            "node": _node_id(),
+            "device": str(getattr(self.engine.extractor, "device", "cpu")),
             "references": sorted(self._sources),
             "loaded": sorted(self._references),
         }
+
+
+def _answer(value, held: list[float], timed: bool):
+    return (value, float(sum(held))) if timed else value
+
+
+def _node_id() -> str | None:
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
@@ -161,9 +278,18 @@ def start_fid_service(
     namespace: str = DEFAULT_NAMESPACE,
     num_gpus: float = 0.0,
     num_cpus: float = 1.0,
+    scheduling_strategy=None,
     **server_options,
 ):
-    """Create (or find, if one of this name lives) the named, restartable FID actor."""
+    """Create (or find, if one of this name lives) the named, restartable FID actor.
+
+    With `num_gpus > 0` the actor runs on the GPU Ray gave it and refuses to start
+    without one; with 0 it runs on the CPU even on a GPU node, since a GPU it did
+    not reserve belongs to someone else.
+    """
+    if "device" not in server_options:
+        server_options["device"] = "cuda" if num_gpus > 0 else "cpu"
+    server_options.setdefault("require_gpu", num_gpus > 0)
     return FIDService.options(
         name=name,
         namespace=namespace,
@@ -171,7 +297,10 @@ def start_fid_service(
         num_gpus=num_gpus,
         num_cpus=num_cpus,
         max_restarts=-1,
-        max_task_retries=-1,
+        max_task_retries=0,  # FIDClient retries, on the least-loaded live replica
+        # threads: load() answers while a call holds the network
+        max_concurrency=MAX_CONCURRENT_CALLS,
+        scheduling_strategy=scheduling_strategy,
     ).remote(references, **server_options)
 
 

@@ -96,3 +96,84 @@ def test_unknown_reference_and_bad_images_are_clear_errors(local_ray, tmp_path):
         ray.get(service.fid.remote(random_images(np.random.default_rng(2), 4), "val"))
     with pytest.raises(ray.exceptions.RayTaskError, match="uint8"):
         ray.get(service.fid.remote(np.zeros((4, 32, 32, 3), np.float32)))
+
+
+def _replicas(names, tmp_path, seconds_per_image):
+    from functools import partial
+
+    from fid.service import start_fid_service
+    from tests.standin import SlowStandIn
+
+    reference = random_images(np.random.default_rng(5), 20)
+    actors = [
+        start_fid_service(
+            {"test": reference},
+            name=name,
+            num_cpus=0.25,
+            cache_dir=str(tmp_path),
+            chunk=20,
+            extractor_factory=partial(SlowStandIn, seconds_per_image),
+        )
+        for name in names
+    ]
+    ray.get([actor.reference_stats.remote("test") for actor in actors])
+    return actors, reference
+
+
+def _expected_fid(reference, images):
+    standin = StandInExtractor()
+    return frechet_distance(statistics(standin(reference)), statistics(standin(images)))
+
+
+def test_client_routes_each_call_to_the_least_loaded_replica(local_ray, tmp_path):
+    from fid.client import FIDClient
+
+    names = ["fid-lb-0", "fid-lb-1"]
+    actors, reference = _replicas(names, tmp_path, 0.01)
+    rng = np.random.default_rng(6)
+    busy = actors[0].fid.remote(random_images(rng, 600))  # 6 s on replica 0
+    client = FIDClient(names)
+    while client.loads()[names[0]]["pending_images"] == 0:
+        pass
+    small = random_images(rng, 10)
+    assert client.fid(small) == pytest.approx(_expected_fid(reference, small), 1e-9)
+    assert client.last_replica == names[1]
+    assert client.busy_seconds > 0 and client.retried == 0
+    ray.get(busy)
+    client.fid(small)  # both idle again: the first name breaks the tie
+    assert client.last_replica == names[0]
+
+
+def test_a_replica_that_stops_answering_is_left_and_no_call_hangs(local_ray, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    from fid.client import ClientOptions, FIDClient, FIDServiceError
+
+    names = ["fid-stall-0", "fid-stall-1"]
+    actors, reference = _replicas(names, tmp_path, 0.005)
+    pids = [ray.get(actor.info.remote())["pid"] for actor in actors]
+    options = ClientOptions(retries=2, timeout=60, ping_timeout=1.0, ping_every=0.5)
+    client = FIDClient(names, options=options)
+    images = random_images(np.random.default_rng(7), 400)  # 2 s of work
+    answer = {}
+    call = threading.Thread(target=lambda: answer.update(fid=client.fid(images)))
+    try:
+        call.start()
+        while client.loads().get(names[0], {}).get("pending_images", 0) == 0:
+            pass
+        os.kill(pids[0], signal.SIGSTOP)  # frozen mid-call, like a lost node
+        call.join(30)
+        assert answer["fid"] == pytest.approx(_expected_fid(reference, images), 1e-9)
+        assert client.retried == 1 and client.last_replica == names[1]
+
+        os.kill(pids[1], signal.SIGSTOP)  # now no replica answers at all
+        started = time.monotonic()
+        with pytest.raises(FIDServiceError, match="fid-stall-0.*fid-stall-1"):
+            client.fid(images[:10])
+        assert time.monotonic() - started < options.timeout
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
