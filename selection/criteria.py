@@ -75,6 +75,18 @@ class ScoreBook:
     def path(self, kind: str) -> Path:
         return self.root / f"{kind}-{self.providers[kind][0]}.npy"
 
+    def cached(self, kind: str) -> np.ndarray | None:
+        """The scores of `kind` from the disk cache, or None."""
+        if self.root is None or not self.path(kind).is_file():
+            return None
+        return np.load(self.path(kind))
+
+    def save(self, kind: str, scores: np.ndarray) -> None:
+        """Write computed scores to the disk cache, atomically."""
+        if self.root is not None:
+            with atomic_path(self.path(kind), suffix=".npy") as tmp:
+                np.save(tmp, np.asarray(scores, dtype=np.float64))
+
     def get(self, kind: str) -> np.ndarray:
         if kind not in self.providers:
             raise InputError(
@@ -83,14 +95,11 @@ class ScoreBook:
             )
         if kind in self._memory:
             return self._memory[kind]
-        path = self.path(kind) if self.root is not None else None
-        if path is not None and path.is_file():
-            scores = np.load(path)
-        else:
+        scores = self.cached(kind)
+        if scores is None:
             scores = np.asarray(self.providers[kind][1](), dtype=np.float64)
-            if path is not None:
-                with atomic_path(path, suffix=".npy") as tmp:
-                    np.save(tmp, scores)
+            self.save(kind, scores)
+            if self.root is not None:
                 self.computed.append(kind)
         self._memory[kind] = scores
         return scores

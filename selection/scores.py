@@ -23,6 +23,18 @@ def stats_fingerprint(stats: Statistics) -> str:
     return digest.hexdigest()[:16]
 
 
+def mahalanobis_key(
+    train_sha256: str, reference: Statistics, *, network: str, ridge: float
+) -> str:
+    """The cache key of Mahalanobis scores: everything they depend on."""
+    return content_key(
+        train=train_sha256,
+        network=network,
+        reference=stats_fingerprint(reference),
+        ridge=ridge,
+    )
+
+
 def mahalanobis_source(
     train: ImageSet,
     reference: Statistics,
@@ -36,12 +48,7 @@ def mahalanobis_source(
     `extract` turns the x_train images into features of the network named `network`:
     a local FID engine, or the sweep's FID actor.
     """
-    key = content_key(
-        train=train.sha256,
-        network=network,
-        reference=stats_fingerprint(reference),
-        ridge=ridge,
-    )
+    key = mahalanobis_key(train.sha256, reference, network=network, ridge=ridge)
 
     def compute() -> np.ndarray:
         features = extract(np.asarray(train.images))

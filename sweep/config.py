@@ -118,6 +118,12 @@ class FIDServiceSection(Section):
     replicas: PositiveInt = 1
     gpu: NonNegativeFloat = 0.0
     cpu: float = Field(1.0, gt=0)
+    # images per turn on the network: an intermediate FID waits for at most one
+    # chunk of a large call; null: ten feature batches
+    chunk: PositiveInt | None = None
+    timeout_s: float = Field(3600.0, gt=0)  # one call, retries and waits included
+    retries: NonNegativeInt = 3  # calls re-sent when a replica is lost
+    ping_timeout_s: float = Field(10.0, gt=0)  # a live replica answers load() in this
 
 
 class E1Section(Section):
@@ -145,10 +151,16 @@ class E2Section(Section):
 
 
 class EstimateSection(Section):
-    """Throughputs for the --dry-run cost estimate (defaults: this 2-core CPU)."""
+    """Throughputs for the --dry-run cost estimate (sweep/cost.py), per trial slot and
+    per FID replica; `measured` names those that were measured, the rest are assumed.
+    Defaults: the default-width model on this project's 2-core CPU (README)."""
 
-    train_images_per_s: float = Field(65.0, gt=0)
+    train_images_per_s: float = Field(65.0, gt=0)  # stage 1
+    stage2_vectors_per_s: float = Field(20_000.0, gt=0)  # stage 2, latent vectors
     fid_images_per_s: float = Field(13.0, gt=0)
+    measured: tuple[
+        Literal["train_images_per_s", "stage2_vectors_per_s", "fid_images_per_s"], ...
+    ] = ()
 
 
 # sections whose options may be grid axes, by dotted path

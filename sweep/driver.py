@@ -1,35 +1,46 @@
 """The driver's work between a valid grid and the result tables (DESIGN section 2).
 
 Ray Tune 2.60 facts that shape it (DESIGN section 7): trials find the FID actors by
-name, never through `param_space`; big arrays travel once with `tune.with_parameters`;
-a killed driver resumes with `Tuner.restore`.
+name, never through `param_space`; big arrays go to the object store once and reach
+every process as references (`sweep.trainable.share`), never inside a closure; the
+criterion scores are computed beside the trials (`sweep.prerequisites`); a killed
+driver resumes with `Tuner.restore`.
 """
 
 from __future__ import annotations
 
-import json
-import time
+import os
 
-import numpy as np
 import pandas as pd
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
 
+from fid.client import ClientOptions, FIDClient
 from fid.features import extractor_factory
 from fid.network import NETWORK_SHA1
 from fid.service import start_fid_service
-from selection.criteria import SCORE_KIND, ScoreBook
+from fid.turns import BULK
+from selection.criteria import ScoreBook
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
-from selection.scores import mahalanobis_source
+from selection.scores import mahalanobis_key
+from sweep.accounting import Accounting
 from sweep.config import GridConfig
 from sweep.experiment_trials import repeated_trial, scrambled_trial
+from sweep.prerequisites import (
+    FEATURE_CHUNK,
+    GATES,
+    GatedTrials,
+    Prerequisites,
+    mahalanobis_task,
+    needed_kinds,
+    recon_task,
+)
 from sweep.results import build_tables, package_version, summary, write_tables
-from sweep.storage import write_bytes
-from sweep.trainable import NAMESPACE, SweepData, vae_trial
+from sweep.trainable import NAMESPACE, SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
-from vae.reference import recon_source
+from vae.reference import reference_checkpoint, reference_key
 
 METRIC = "fid_intermediate"
 
@@ -46,7 +57,7 @@ def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:
 
 
 def check_local_resources(config: GridConfig) -> None:
-    """On the embedded local Ray, a GPU request it cannot meet would wait forever."""
+    """On the embedded local Ray, a request it cannot meet would wait forever."""
     import torch
 
     gpus = torch.cuda.device_count()  # what a local Ray detects
@@ -57,6 +68,16 @@ def check_local_resources(config: GridConfig) -> None:
                 f"{key} = {wanted:g}, but this machine's Ray has {gpus:g} GPUs: set it "
                 f"to 0 here (--set {key}=0), or pass --address to use a cluster"
             )
+    cpus = os.cpu_count() or 1
+    service = config.fid_service
+    needed = service.replicas * service.cpu + config.resources.cpu
+    if needed > cpus:
+        raise InputError(
+            f"resources.cpu = {config.resources.cpu:g} with {service.replicas} FID "
+            f"replica(s) of fid_service.cpu = {service.cpu:g} needs {needed:g} CPUs, "
+            f"but this machine's Ray has {cpus}: lower them (--set ...), or pass "
+            f"--address to use a cluster"
+        )
 
 
 def service_names(config: GridConfig) -> tuple[str, ...]:
@@ -64,23 +85,33 @@ def service_names(config: GridConfig) -> tuple[str, ...]:
     return tuple(f"{config.name}-fid-{i}" for i in range(config.fid_service.replicas))
 
 
-def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.ObjectRef]:
+def client_options(config: GridConfig) -> ClientOptions:
+    service = config.fid_service
+    return ClientOptions(
+        retries=service.retries,
+        timeout=service.timeout_s,
+        ping_timeout=service.ping_timeout_s,
+    )
+
+
+def start_services(config: GridConfig, test: ray.ObjectRef) -> list:
     """Named, restartable FID actors holding the x_test reference; started once.
 
-    The driver keeps the handles for the whole sweep: an actor nobody holds is
-    destroyed, and trials only look them up by name.
+    The driver keeps the handles (and `test`, from which a restarted actor rebuilds
+    its reference) for the whole sweep: an actor nobody holds is destroyed, and
+    trials only look them up by name.
     """
     options = {
         "network": config.fid.network,
         "network_sha1": NETWORK_SHA1,
         "batch_size": config.fid.batch_size,
+        "chunk": config.fid_service.chunk,
     }
     if config.fid.extractor:
         options["extractor_factory"] = extractor_factory(config.fid.extractor)
-    reference = ray.put(test)  # held by the caller's handles for restarts
     actors = [
         start_fid_service(
-            {"test": reference},
+            {"test": test},
             name=name,
             namespace=NAMESPACE,
             num_gpus=config.fid_service.gpu,
@@ -91,43 +122,50 @@ def start_services(config: GridConfig, test: ImageSet) -> tuple[list, ray.Object
     ]
     # the x_test statistics are computed (or read from the cache) once, here
     ray.get([actor.reference_stats.remote("test") for actor in actors])
-    return actors, reference
+    return actors
 
 
-def prerequisites(
-    config: GridConfig, trials: list[dict], train: ImageSet, service, network: str
-) -> dict[str, np.ndarray]:
-    """Criterion scores needed by any trial, computed once per sweep and cached."""
-    kinds = {SCORE_KIND[t["criterion"]] for t in trials if t["criterion"] in SCORE_KIND}
-    providers = {}
+def start_prerequisites(
+    config: GridConfig,
+    trials: list[dict],
+    train: ImageSet,
+    train_ref: ray.ObjectRef,
+    client: FIDClient,
+    network: str,
+) -> Prerequisites:
+    """Launch the criterion scores any trial needs, beside the trials."""
+    kinds = needed_kinds(trials)
+    keys, launches, gpus = {}, {}, {}
     if "mahalanobis" in kinds:
-        # x_train features through the actor, whose cache keeps them for E1 too
-        providers["mahalanobis"] = mahalanobis_source(
-            train,
-            ray.get(service.reference_stats.remote("test")),
-            network=network,
-            extract=lambda images: ray.get(service.features.remote(images, cache=True)),
-            ridge=config.selection.mahalanobis_ridge,
+        reference = client.reference_stats("test")
+        ridge = config.selection.mahalanobis_ridge
+        keys["mahalanobis"] = mahalanobis_key(
+            train.sha256, reference, network=network, ridge=ridge
         )
+        # a coordinator: the features are computed by the FID service
+        launches["mahalanobis"] = lambda: mahalanobis_task.options(
+            num_cpus=0.25
+        ).remote(train_ref, reference, service_names(config), NAMESPACE,
+                 client_options(config), ridge)  # fmt: skip
+        gpus["mahalanobis"] = 0.0
     if "recon" in kinds:
-        providers["recon"] = _recon(config, train)
-    book = ScoreBook(providers)
-    return {kind: book.get(kind) for kind in sorted(kinds)}
-
-
-def _recon(config: GridConfig, train: ImageSet):
-    # the reference VAE takes the grid's base settings (not its axes): one per sweep
-    base = settings(config, {"n_train": len(train), "criterion": "all", "seed": 0})
-    resources = config.resources
-    key, train_and_score = recon_source(
-        train,
-        model=base.model,
-        training=base.reference,
-        loss=base.loss,
-        kl_weight=base.kl_weight,
+        # the reference VAE takes the grid's base settings (not its axes), seed 0
+        base = settings(config, {"n_train": len(train), "criterion": "all", "seed": 0})
+        options = {"model": base.model, "training": base.reference,
+                   "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
+        keys["recon"] = reference_key(train.sha256, **options)
+        checkpoint = str(reference_checkpoint(keys["recon"]))
+        resources = config.resources
+        launches["recon"] = lambda: recon_task.options(
+            num_cpus=resources.cpu, num_gpus=resources.gpu
+        ).remote(train_ref, options, checkpoint)
+        gpus["recon"] = resources.gpu
+    prerequisites = Prerequisites(
+        ScoreBook({kind: (key, None) for kind, key in keys.items()})
     )
-    task = ray.remote(num_cpus=resources.cpu, num_gpus=resources.gpu)(train_and_score)
-    return key, lambda: ray.get(task.remote())
+    for kind in sorted(kinds):
+        prerequisites.start(kind, launches[kind], gpu=gpus[kind])
+    return prerequisites
 
 
 def scheduler(config: GridConfig):
@@ -184,8 +222,14 @@ def build_tuner(
     storage, name = folder.rsplit("/", 1)
     return tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search(trials)},
         tune_config=tune.TuneConfig(
+            # the grid in order; trials waiting for criterion scores are handed to
+            # Tune only when those exist, so they hold no resources meanwhile
+            search_alg=GatedTrials(trials, gate=folder),
+            num_samples=len(trials),
+            # as many trials may wait for resources as the grid has (a custom
+            # searcher otherwise gets one pending trial at a time)
+            max_concurrent_trials=len(trials),
             scheduler=scheduler(config),
             trial_name_creator=name_trial,
             trial_dirname_creator=trial_folder,
@@ -202,19 +246,6 @@ def build_tuner(
     )
 
 
-class Stopwatch:
-    """Seconds per driver phase, saved as timings.json beside the results."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
-        self._last = now
-
-
 def run_sweep(
     config: GridConfig,
     trials: list[dict],
@@ -224,51 +255,68 @@ def run_sweep(
     test: ImageSet,
     address: str | None,
     resume: bool,
+    overlap: bool = True,
 ) -> pd.DataFrame:
-    watch = Stopwatch()
+    """The whole sweep; `overlap=False` runs the prerequisites before any trial (the
+    old serial order, kept for the benchmark that measures what overlapping saves)."""
+    accounting = Accounting(config, folder)
     ray.init(
         address=address,
         namespace=NAMESPACE,
         include_dashboard=False,
         ignore_reinit_error=True,
     )
-    watch.lap("ray_init")
-    actors, _reference = start_services(config, test)  # both live until the end
-    first = actors[0]
-    network = ray.get(first.info.remote())["extractor"]
-    watch.lap("fid_services")
-    scores = {}
-    if config.kind == "vae":
-        scores = prerequisites(config, trials, train, first, network)
+    accounting.lap("ray_init")
+    train_ref, test_ref = share(train), share(test)
+    actors = start_services(config, test_ref)  # live until the end of the sweep
+    client = FIDClient(service_names(config), NAMESPACE, client_options(config))
+    network = client.info()["extractor"]
+    accounting.services_started(len(actors))
+    accounting.lap("fid_services")
+    prerequisites = Prerequisites(ScoreBook({}))
     features = None
+    if config.kind == "vae":
+        prerequisites = start_prerequisites(
+            config, trials, train, train_ref, client, network
+        )
+        if not overlap:
+            prerequisites.wait_all()
     if config.kind == "fid_repeated":
-        # every E1 size draws from x_train: extract it once, cached by the actor
-        features = ray.get(first.features.remote(np.asarray(train.images), cache=True))
-    watch.lap("prerequisites")
+        # every E1 size draws from x_train: extracted once, in chunks the actor caches
+        features = ray.put(
+            client.features_in_chunks(train.images, FEATURE_CHUNK, priority=BULK)
+        )
+    accounting.lap("prerequisites")
     data = SweepData(
-        train=train,
-        test=test,
-        scores=scores,
+        train=train_ref,
+        test=test_ref,
+        scores=prerequisites.refs(),
         services=service_names(config),
+        client=client_options(config),
         train_features=features,
     )
-    results = list(build_tuner(config, trials, folder, data, resume).fit())
-    watch.lap("tune_fit")
+    GATES[folder] = prerequisites
+    try:
+        results = list(build_tuner(config, trials, folder, data, resume).fit())
+    finally:
+        GATES.pop(folder, None)
+    accounting.lap("tune_fit")
+    prerequisites.wait_all()
+    accounting.services_stopped()
+    accounting.add_prerequisites(prerequisites)
+    accounting.add_trials(results)
     meta = {
         "package_version": package_version(),
         "dataset_sha256": train.sha256,
         "test_sha256": test.sha256,
         "fid_network": network,
+        "sweep_gpu_seconds": accounting.sweep_gpu_seconds(),
     }
     table, history = build_tables(results, config, meta)
     write_tables(folder, table, history)
-    watch.lap("tables")
-    trial_seconds = sum(
-        float((r.metrics or {}).get("time_total_s") or 0) for r in results
-    )
-    timings = {"driver_seconds": watch.seconds, "trial_seconds_sum": trial_seconds,
-               "trials": len(results)}  # fmt: skip
-    write_bytes(f"{folder}/timings.json", json.dumps(timings, indent=2).encode())
+    accounting.lap("tables")
+    accounting.write()
+    del actors
     print(summary(table))
     print(f"results: {folder}/results.parquet, {folder}/history.parquet")
     return table

@@ -13,20 +13,22 @@ from ray import tune
 
 from experiments.fid_repeated import distinct_indices, fids_from_features, plan
 from experiments.fid_scrambled import level_rng, scrambled_batches
+from fid.client import FIDClient
 from fid.distance import FrechetReference
 from fid.stats import StatsAccumulator
+from fid.turns import FINAL
 from sweep.config import GridConfig
 from sweep.trainable import SweepData, fid_service
 
 FEATURE_BATCH = 500  # images per call to the FID actor
 
 
-def _finish(fids: list[float], samples: int) -> None:
+def _finish(fids: list[float], samples: int, service: FIDClient) -> None:
     tune.report({
         "phase": "final", "outcome": "completed", "repetitions": len(fids),
         "fid_mean": float(np.mean(fids)),
         "fid_variance": float(np.var(fids, ddof=1)) if len(fids) > 1 else 0.0,
-        "fid_samples": samples,
+        "fid_samples": samples, "fid_busy_seconds": service.busy_seconds,
     })  # fmt: skip
 
 
@@ -34,13 +36,12 @@ def repeated_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     """E1 at one size: FID of sets of e1.total images built from `size` distinct."""
     params = config["trial"]
     service = fid_service(data)
-    reference = FrechetReference(ray.get(service.reference_stats.remote("test")))
-    draws = plan(len(data.train), [params["size"]], grid.e1.repetitions,
+    reference = FrechetReference(service.reference_stats("test"))
+    features = ray.get(data.train_features)  # (N, d), read-only, zero-copy
+    draws = plan(len(features), [params["size"]], grid.e1.repetitions,
                  grid.e1.total, params["seed"])  # fmt: skip
     distinct = distinct_indices(draws)
-    table = fids_from_features(
-        draws, distinct, data.train_features[distinct], reference
-    )
+    table = fids_from_features(draws, distinct, features[distinct], reference)
     for row in table.itertuples():
         tune.report(
             {
@@ -50,7 +51,7 @@ def repeated_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
                 "fid_samples": int(row.sample_count),
             }
         )
-    _finish(table["fid"].tolist(), grid.e1.total)
+    _finish(table["fid"].tolist(), grid.e1.total, service)
 
 
 def scrambled_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
@@ -58,21 +59,22 @@ def scrambled_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     params = config["trial"]
     tiles, seed = params["tiles"], params["seed"]
     service = fid_service(data)
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(data.train))
+    train = ray.get(data.train)  # read-only, zero-copy
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(train))
                      [: grid.e2.count])  # fmt: skip
-    images = np.asarray(data.train.images)[chosen]  # (count, 32, 32, 3) uint8
+    images = train.images[chosen]  # (count, 32, 32, 3) uint8
     fids = []
     for repetition in range(grid.e2.repetitions):
         accumulator = None
         batches = scrambled_batches(images, tiles, level_rng(seed, tiles, repetition),
                                     FEATURE_BATCH)  # fmt: skip
         for batch in batches:
-            features = ray.get(service.features.remote(batch))
+            features = service.features(batch, priority=FINAL)
             accumulator = accumulator or StatsAccumulator(features.shape[1])
             accumulator.update(features)
         stats = accumulator.result()
-        fid = float(ray.get(service.fid_of_stats.remote(stats, "test")))
+        fid = service.fid_of_stats(stats, "test")
         fids.append(fid)
         tune.report({"phase": "repetition", "repetition": repetition, "fid": fid,
                      "fid_samples": int(stats.n)})  # fmt: skip
-    _finish(fids, len(images))
+    _finish(fids, len(images), service)

@@ -45,6 +45,13 @@ def _trial_id(result) -> str:
     return (result.metrics or {}).get("trial_id") or Path(result.path).name
 
 
+def _fid_time(metrics: dict, grid: GridConfig) -> dict:
+    """The FID network time spent on a trial, and its share of the replicas' GPUs
+    (inside the sweep's FID-service total, see sweep.accounting)."""
+    busy = float(metrics.get("fid_busy_seconds") or 0.0)
+    return {"fid_busy_seconds": busy, "fid_gpu_seconds": busy * grid.fid_service.gpu}
+
+
 def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
     metrics = result.metrics or {}
     params = dict(result.config["trial"])
@@ -66,6 +73,7 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
         "wall_seconds": wall,
         # a trial holds its GPU share for its whole wall time
         "gpu_seconds": wall * grid.resources.gpu,
+        **_fid_time(metrics, grid),
         "config_hash": metrics.get("config_hash"),
         "started_at": pd.Timestamp(finished - wall, unit="s", tz="UTC")
         if finished
@@ -121,6 +129,7 @@ def repetition_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
         "stop_reason": reason,
         "error": error,
         "wall_seconds": float(metrics.get("time_total_s") or 0.0),
+        **_fid_time(metrics, grid),
         **meta,
     }
     frame = result.metrics_dataframe

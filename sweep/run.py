@@ -1,7 +1,8 @@
 """The sweep's front door.
 
     python -m sweep.run grids/smoke.yaml [--address auto|HOST:PORT] [--resume]
-                                         [--dry-run] [--set key.path=value ...]
+                                         [--dry-run] [--rehearse]
+                                         [--set key.path=value ...]
 
 Validates the grid (nothing starts on a bad file), saves the resolved grid beside the
 results, starts or joins Ray, puts the datasets in the object store once, starts the
@@ -17,8 +18,11 @@ import sys
 
 from selection.errors import InputError, run_cli
 from sweep.config import GridConfig, load_grid, resolved_yaml
+from sweep.cost import estimate, rate_lines, slots
+from sweep.rehearsal import BANNER as REHEARSAL_BANNER
+from sweep.rehearsal import rehearsal
 from sweep.storage import join, read_text, write_bytes
-from sweep.trials import estimate, expand, trial_name
+from sweep.trials import expand, trial_name
 
 GRID_FILE = "grid.yaml"
 
@@ -40,6 +44,29 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the trials and their cost; exit"
     )
     parser.add_argument(
+        "--gpus",
+        type=_positive_number("--gpus"),
+        default=None,
+        metavar="N",
+        help="cluster GPUs for the --dry-run cost (default: enough for every trial "
+        "at once)",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=_positive_number("--cpus"),
+        default=None,
+        metavar="N",
+        help="cluster CPUs for the --dry-run cost of a CPU grid (default: this "
+        "machine's)",
+    )
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run the grid on its real data and axes with a tiny model, 1 epoch per "
+        "stage and the stand-in feature network, into <name>-rehearsal "
+        "(see sweep/rehearsal.py)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -49,20 +76,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def print_plan(config: GridConfig, trials: list[dict]) -> None:
-    cost = estimate(config, trials)
+def _positive_number(flag: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a number > 0, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def print_plan(config: GridConfig, trials: list[dict], layout) -> None:
+    cost = estimate(config, trials, layout)
     print(
         f"{config.name}: {config.kind}, {len(trials)} trials -> "
         f"{join(config.storage, config.name)}"
     )
     for number, params in enumerate(trials, 1):
         print(f"  {number:4d}  {trial_name(params)}")
+    gpu = cost["gpu_hours"]
     print(
-        f"cost: {cost['stage1_images']:,} stage-1 training images, "
-        f"{cost['fid_images']:,} FID images; about {cost['hours']:.2f} hours at "
-        f"{config.estimate.train_images_per_s:g} training and "
-        f"{config.estimate.fid_images_per_s:g} FID images/s (the grid's estimate "
-        f"section), divided by the number of trials running at once"
+        f"cost on {layout.note}: {cost['slots']} trials at once, "
+        f"{cost['waves']} wave(s)\n"
+        f"  work: {cost['stage1_images']:,} stage-1 training images (reference VAE "
+        f"included), {cost['stage2_vectors']:,} stage-2 vectors, "
+        f"{cost['fid_images']:,} FID images\n"
+        f"  wall: about {cost['wall_hours']:.2f} h (trials {cost['trial_hours']:.2f} "
+        f"slot-hours; reference VAE {cost['reference_hours']:.2f} h; FID replicas "
+        f"busy {cost['fid_service_hours']:.2f} h)\n"
+        f"  GPU-hours: about {cost['gpu_hours_total']:.2f} (trials "
+        f"{gpu['trials']:.2f}, FID replicas {gpu['fid_service']:.2f}, "
+        f"prerequisites {gpu['prerequisites']:.2f}); an upper bound with a "
+        f"scheduler\n"
+        f"  from the grid's estimate section: " + ", ".join(rate_lines(config))
     )
 
 
@@ -86,10 +137,16 @@ def check_storage(folder: str, text: str, resume: bool) -> None:
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     config = load_grid(args.grid, args.set)
+    if args.rehearse:
+        config = rehearsal(config, args.grid)
+        print(REHEARSAL_BANNER)
     trials = expand(config)
     if args.dry_run:
-        print_plan(config, trials)
+        print_plan(config, trials, slots(config, len(trials), gpus=args.gpus,
+                                         cpus=args.cpus))  # fmt: skip
         return
+    if args.gpus is not None or args.cpus is not None:
+        raise InputError("--gpus and --cpus size the --dry-run cost; add --dry-run")
     folder = join(config.storage, config.name)
     text = resolved_yaml(config)
     check_storage(folder, text, args.resume)

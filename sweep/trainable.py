@@ -10,7 +10,6 @@ The E1/E2 kinds run in sweep/experiment_trials.py with the same data and FID act
 from __future__ import annotations
 
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +18,9 @@ import ray
 import torch
 from ray import tune
 
-from fid.service import get_fid_service
-from selection.criteria import ScoreBook, select
+from fid.client import ClientOptions, FIDClient
+from fid.turns import FINAL, INTERACTIVE
+from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet
 from sweep.config import GridConfig
 from sweep.trials import settings
@@ -35,20 +35,40 @@ NAMESPACE = "vae-sweep"
 
 @dataclass(frozen=True)
 class SweepData:
-    """What every trial reads, put in the object store once by the driver."""
+    """What every trial reads: object-store references the driver made once.
 
-    train: ImageSet
-    test: ImageSet
-    scores: dict[str, np.ndarray]  # criterion scores by kind ('recon', 'mahalanobis')
+    A trial resolves only what it needs; the arrays arrive as read-only views of the
+    node's object store (zero-copy), shared by every trial process on the node.
+    """
+
+    train: ray.ObjectRef  # ImageSet of plain arrays (x_train)
+    test: ray.ObjectRef  # ImageSet (x_test)
+    scores: dict[str, ray.ObjectRef]  # criterion scores by kind, (N,) float64
     services: tuple[str, ...]  # FID actor names
-    train_features: np.ndarray | None = None  # for the E1 kind
+    client: ClientOptions = ClientOptions()
+    train_features: ray.ObjectRef | None = None  # (N, d) float32, for the E1 kind
 
 
-def fid_service(data: SweepData):
-    """This trial's FID actor: replicas are shared out by trial id."""
-    trial = tune.get_context().get_trial_id() or ""
-    name = data.services[zlib.crc32(trial.encode()) % len(data.services)]
-    return get_fid_service(name, namespace=NAMESPACE)
+def share(images: ImageSet) -> ray.ObjectRef:
+    """Put a dataset in the object store so that every process maps one copy.
+
+    Ray stores a plain ndarray out of band and hands workers a read-only view of it;
+    an np.memmap (how the decoded-data cache opens files) would be pickled in-band,
+    a private copy in every process.
+    """
+    plain = ImageSet(
+        np.ascontiguousarray(images.images).view(np.ndarray),
+        np.asarray(images.labels).view(np.ndarray),
+        images.classes,
+        images.sha256,
+        images.source,
+    )
+    return ray.put(plain)
+
+
+def fid_service(data: SweepData) -> FIDClient:
+    """This trial's way to the FID actors: the least-loaded live replica per call."""
+    return FIDClient(data.services, NAMESPACE, data.client)
 
 
 def device() -> str:
@@ -77,7 +97,7 @@ class Stage1Reporter:
         z = torch.randn(self.grid.eval.samples, model.latent_dim, generator=generator)
         images = to_uint8(decode(model, z))
         model.train()
-        return float(ray.get(self.service.fid.remote(images, reference="test")))
+        return self.service.fid(images, priority=INTERACTIVE)
 
     def __call__(self, report: EpochReport) -> None:
         epoch = report.epoch
@@ -93,6 +113,7 @@ class Stage1Reporter:
         with tempfile.TemporaryDirectory() as folder:
             state = self.trainer.state_dict()
             state["fid_intermediate"] = self.fid_intermediate
+            state["fid_busy_seconds"] = self.service.busy_seconds
             torch.save(state, Path(folder) / STATE_FILE)
             checkpoint = tune.Checkpoint.from_directory(folder)
             tune.report(self.metrics(report), checkpoint=checkpoint)
@@ -108,11 +129,16 @@ class Stage1Reporter:
         if self.fid_intermediate is not None:
             metrics["fid_intermediate"] = self.fid_intermediate
             metrics["fid_intermediate_samples"] = self.grid.eval.samples
+        metrics["fid_busy_seconds"] = self.service.busy_seconds
         return metrics
 
 
-def restore(trainer: Trainer) -> float | None:
-    """Load the trial's last checkpoint, if any; the intermediate FID it carried."""
+def restore(trainer: Trainer, service: FIDClient) -> float | None:
+    """Load the trial's last checkpoint, if any; the intermediate FID it carried.
+
+    The FID service time spent before the restart carries over, so the trial's
+    share of it is counted once, in full.
+    """
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return None
@@ -121,19 +147,20 @@ def restore(trainer: Trainer) -> float | None:
             Path(folder) / STATE_FILE, map_location="cpu", weights_only=True
         )
     trainer.load_state_dict(state)
+    service.busy_seconds += float(state.get("fid_busy_seconds", 0.0))
     return state.get("fid_intermediate")
 
 
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     s = settings(grid, config["trial"], device=device())
+    train = ray.get(data.train)  # read-only, zero-copy
+    kind = SCORE_KIND.get(s.criterion)
+    # released by the driver's GatedTrials only once these scores exist
+    scores = {kind: ray.get(data.scores[kind])} if kind else {}
     chosen = select(
-        s.criterion,
-        data.train,
-        s.n_train,
-        seed=s.seed,
-        scores=ScoreBook.in_memory(data.scores),
+        s.criterion, train, s.n_train, seed=s.seed, scores=ScoreBook.in_memory(scores)
     )
-    subset = np.asarray(data.train.images)[chosen.indices]  # (n, 32, 32, 3) uint8
+    subset = train.images[chosen.indices]  # (n, 32, 32, 3) uint8, a private copy
     trainer = new_trainer(
         s.model,
         torch.from_numpy(subset),
@@ -143,7 +170,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         desc="stage 1",
     )
     service = fid_service(data)
-    reporter = Stage1Reporter(trainer, grid, service, s.seed, restore(trainer))
+    reporter = Stage1Reporter(trainer, grid, service, s.seed, restore(trainer, service))
     if trainer.outcome != "diverged":
         trainer.run([reporter])
     final = {
@@ -160,6 +187,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     if reporter.fid_intermediate is not None:
         final["fid_intermediate"] = reporter.fid_intermediate
     if trainer.outcome == "diverged":
+        final["fid_busy_seconds"] = service.busy_seconds
         tune.report(final)
         return
 
@@ -168,16 +196,18 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         trainer.model.eval(),
         means,
         seed=s.seed,
-        recon_images=np.asarray(data.test.images),
+        recon_images=ray.get(data.test).images,
         gmm=s.gmm,
         two_stage=s.two_stage,
     )
 
     def fid(images: np.ndarray) -> float:
-        return float(ray.get(service.fid.remote(images, reference="test")))
+        return service.fid(images, priority=FINAL)
 
     for result in evaluate_priors(ctx, grid.priors, samples=grid.fid.samples, fid=fid):
         final[f"fid_{result.prior}"] = result.fid
         final[f"fid_samples_{result.prior}"] = result.fid_samples
     final.update(latent)
+    # the FID service's network time spent on this trial (its GPU share is in results)
+    final["fid_busy_seconds"] = service.busy_seconds
     tune.report(final)

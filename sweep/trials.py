@@ -179,34 +179,3 @@ def settings(
         ),
         config_hash=content_key(**resolved),
     )
-
-
-def estimate(config: GridConfig, trials: list[dict]) -> dict:
-    """Work in images processed, and hours at the grid's `estimate` throughputs."""
-    if config.kind == "fid_repeated":
-        # x_train is extracted once; the sets' statistics come from its features
-        train_images, fid_images = 0, train_size(config)
-    elif config.kind == "fid_scrambled":
-        train_images = 0
-        fid_images = len(trials) * config.e2.count * config.e2.repetitions
-    else:
-        train_images = fid_images = 0
-        if any(t["criterion"] in ("lowest_recon", "highest_recon") for t in trials):
-            reference_epochs = config.selection.reference_epochs or config.stage1.epochs
-            train_images += train_size(config) * reference_epochs
-        for params in trials:
-            s = settings(config, params, device="cpu")
-            train_images += s.n_train * s.stage1.epochs
-            evals = config.eval.every and s.stage1.epochs // config.eval.every
-            fid_images += evals * config.eval.samples
-            fid_images += len(config.priors) * config.fid.samples
-    hours = (
-        train_images / config.estimate.train_images_per_s
-        + fid_images / config.estimate.fid_images_per_s
-    ) / 3600
-    return {
-        "trials": len(trials),
-        "stage1_images": train_images,
-        "fid_images": fid_images,
-        "hours": hours,
-    }

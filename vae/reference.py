@@ -26,6 +26,70 @@ class ReferenceDiverged(RuntimeError):
     pass
 
 
+def reference_key(
+    train_sha256: str,
+    *,
+    model: Stage1Config,
+    training: TrainConfig,
+    loss: str = "gamma",
+    kl_weight: float = 1.0,
+) -> str:
+    """The cache key of a reference VAE and its scores: everything they depend on."""
+    # the device and speed options do not change what is learned (beyond round-off)
+    recipe = {
+        k: v
+        for k, v in asdict(training).items()
+        if k not in ("device", "channels_last", "compile")
+    }
+    return content_key(
+        train=train_sha256,
+        model=asdict(model),
+        training=recipe,
+        loss=loss,
+        kl_weight=kl_weight,
+    )
+
+
+def reference_checkpoint(key: str, cache_dir=None) -> Path:
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    return root / "reference" / f"stage1-{key}.pt"
+
+
+def reference_scores(
+    images: np.ndarray,
+    *,
+    model: Stage1Config,
+    training: TrainConfig,
+    loss: str = "gamma",
+    kl_weight: float = 1.0,
+    checkpoint: str | Path,
+    progress: bool = False,
+) -> np.ndarray:
+    """Train (or resume, from `checkpoint`) the reference VAE on all of `images`
+    ((N, 32, 32, 3) uint8, possibly a read-only object-store view) and return each
+    image's reconstruction error, (N,) float64."""
+    checkpoint = Path(checkpoint)
+    trainer = new_trainer(
+        model,
+        torch.from_numpy(np.array(images)),  # torch trains on a writable copy
+        training,
+        loss=loss,
+        kl_weight=kl_weight,
+        progress=progress,
+        desc="reference VAE",
+    )
+    if checkpoint.is_file():
+        trainer.load_state_dict(read_checkpoint(checkpoint))
+    if trainer.epoch < training.epochs and trainer.outcome != "diverged":
+        trainer.run(checkpoint=checkpoint)
+    if trainer.outcome == "diverged":
+        raise ReferenceDiverged(
+            f"the reference VAE for the recon criterion diverged at epoch "
+            f"{trainer.epoch + 1} ({checkpoint})"
+        )
+    return reconstruction_errors(trainer.model, images)
+
+
 def recon_source(
     train: ImageSet,
     *,
@@ -36,42 +100,19 @@ def recon_source(
     cache_dir=None,
     progress: bool = False,
 ) -> tuple[str, Callable[[], np.ndarray]]:
-    """(cache key, compute) for `ScoreBook(providers={'recon': ...})`."""
-    # the device and speed options do not change what is learned (beyond round-off)
-    recipe = {
-        k: v
-        for k, v in asdict(training).items()
-        if k not in ("device", "channels_last", "compile")
-    }
-    key = content_key(
-        train=train.sha256,
-        model=asdict(model),
-        training=recipe,
-        loss=loss,
-        kl_weight=kl_weight,
-    )
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
-    checkpoint = root / "reference" / f"stage1-{key}.pt"
+    """(cache key, compute) for `ScoreBook(providers={'recon': ...})`, in-process.
+
+    The sweep does not use this closure (it holds x_train, far too big for a Ray
+    task): it runs `reference_scores` as a task on an object-store reference.
+    """
+    options = {"model": model, "training": training, "loss": loss,
+               "kl_weight": kl_weight}  # fmt: skip
+    key = reference_key(train.sha256, **options)
+    checkpoint = reference_checkpoint(key, cache_dir)
 
     def compute() -> np.ndarray:
-        trainer = new_trainer(
-            model,
-            torch.from_numpy(np.array(train.images)),  # a writable copy of the memmap
-            training,
-            loss=loss,
-            kl_weight=kl_weight,
-            progress=progress,
-            desc="reference VAE",
+        return reference_scores(
+            train.images, **options, checkpoint=checkpoint, progress=progress
         )
-        if checkpoint.is_file():
-            trainer.load_state_dict(read_checkpoint(checkpoint))
-        if trainer.epoch < training.epochs and trainer.outcome != "diverged":
-            trainer.run(checkpoint=checkpoint)
-        if trainer.outcome == "diverged":
-            raise ReferenceDiverged(
-                f"the reference VAE for the recon criterion diverged at epoch "
-                f"{trainer.epoch + 1} ({checkpoint})"
-            )
-        return reconstruction_errors(trainer.model, np.asarray(train.images))
 
     return key, compute

@@ -1,0 +1,110 @@
+"""Where a sweep's time goes: the driver's phases, and the GPU time of everything that
+holds a GPU (trials, FID replicas, prerequisite tasks), written to `timings.json`.
+
+GPU-seconds are reserved time: a process holding a share g of a GPU for s seconds
+costs g * s, whether it computes or waits. So
+
+* trials: wall seconds x `resources.gpu`, from Tune's cumulative `time_total_s` (work
+  lost after a trial's last checkpoint is not in it);
+* FID replicas: `replicas` x `fid_service.gpu` x their lifetime in this run;
+* prerequisites: each task's seconds x the GPUs it held (the reference VAE holds the
+  trial resources; the Mahalanobis task's features are computed by the FID replicas).
+
+A resumed sweep adds a run to `timings.json`; the sweep total sums the replicas and
+prerequisites of every run and the trials once. A trial's `fid_gpu_seconds` column
+(the FID network time spent on it x `fid_service.gpu`) attributes part of the
+replicas' time to it: it is inside the FID replicas' total, not added to it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+
+from sweep.config import GridConfig
+from sweep.storage import join, read_text, write_bytes
+
+TIMINGS_FILE = "timings.json"
+
+
+class Accounting:
+    def __init__(self, config: GridConfig, folder: str):
+        self.config = config
+        self.path = join(folder, TIMINGS_FILE)
+        saved = read_text(self.path)
+        self.previous_runs: list[dict] = json.loads(saved)["runs"] if saved else []
+        self.driver_seconds: dict[str, float] = {}
+        self.started_at = pd.Timestamp.now(tz="UTC").isoformat()
+        self._last = time.perf_counter()
+        self._service_start: float | None = None
+        self.replicas = 0
+        self.run_gpu = {"fid_service": 0.0, "prerequisites": 0.0}
+        self.prerequisite_seconds: dict[str, float] = {}
+        self.trials = 0
+        self.trial_seconds = 0.0
+        self.trial_gpu_seconds = 0.0
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.driver_seconds[phase] = (
+            self.driver_seconds.get(phase, 0.0) + now - self._last
+        )
+        self._last = now
+
+    def services_started(self, replicas: int) -> None:
+        self.replicas = replicas
+        self._service_start = time.perf_counter()
+
+    def services_stopped(self) -> None:
+        if self._service_start is not None:
+            lifetime = time.perf_counter() - self._service_start
+            share = self.replicas * self.config.fid_service.gpu
+            self.run_gpu["fid_service"] = lifetime * share
+
+    def add_prerequisites(self, prerequisites) -> None:
+        self.prerequisite_seconds = prerequisites.seconds()
+        self.run_gpu["prerequisites"] = prerequisites.gpu_seconds()
+
+    def add_trials(self, results) -> None:
+        walls = [float((r.metrics or {}).get("time_total_s") or 0) for r in results]
+        self.trials = len(walls)
+        self.trial_seconds = sum(walls)
+        self.trial_gpu_seconds = self.trial_seconds * self.config.resources.gpu
+
+    def _runs_gpu(self, key: str) -> float:
+        earlier = sum(run["gpu_seconds"][key] for run in self.previous_runs)
+        return earlier + self.run_gpu[key]
+
+    def sweep_gpu_seconds(self) -> float:
+        return (
+            self.trial_gpu_seconds
+            + self._runs_gpu("fid_service")
+            + self._runs_gpu("prerequisites")
+        )
+
+    def summary(self) -> dict:
+        run = {
+            "started_at": self.started_at,
+            "driver_seconds": self.driver_seconds,
+            "fid_replicas": self.replicas,
+            "prerequisite_seconds": self.prerequisite_seconds,
+            "gpu_seconds": dict(self.run_gpu),
+        }
+        totals = {
+            "trials": self.trial_gpu_seconds,
+            "fid_service": self._runs_gpu("fid_service"),
+            "prerequisites": self._runs_gpu("prerequisites"),
+        }
+        totals["total"] = sum(totals.values())
+        return {
+            "runs": [*self.previous_runs, run],
+            "trials": self.trials,
+            "trial_seconds_sum": self.trial_seconds,
+            "gpu_seconds": totals,
+            "gpu_hours": totals["total"] / 3600,
+        }
+
+    def write(self) -> None:
+        write_bytes(self.path, json.dumps(self.summary(), indent=2).encode())

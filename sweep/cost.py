@@ -1,0 +1,161 @@
+"""What a grid will cost: work, wall time and GPU-hours on a cluster of a given size.
+
+    python -m sweep.run grids/table5.yaml --dry-run --gpus 8
+
+A model from the grid's `estimate` throughputs, not a measurement. Each trial holds
+one slot (`resources`) for its stage-1 and stage-2 training plus the time its FID
+calls take on a replica; trials fill the slots in grid order, the ones that need
+criterion scores only once those exist (the reference VAE holds a slot of its own
+from the start; x_train's features run on the FID replicas). Wall time is the later
+of the last trial's end and the FID replicas' total work; GPU-hours are reserved
+time (trials and the reference VAE x their GPU share, the replicas x theirs for the
+whole wall time). It is an upper bound for a grid with a scheduler, which stops
+trials early.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import os
+from dataclasses import dataclass
+
+from selection.criteria import SCORE_KIND
+from selection.errors import InputError
+from sweep.config import GridConfig
+from sweep.trials import settings, train_size
+
+RATES = ("train_images_per_s", "stage2_vectors_per_s", "fid_images_per_s")
+
+
+@dataclass(frozen=True)
+class Slots:
+    count: int  # trials that can run at once
+    gpus: float  # the cluster's GPUs (0 for a CPU grid)
+    cpus: float
+    note: str  # how the cluster size was chosen
+
+
+def slots(config: GridConfig, trials: int, *, gpus=None, cpus=None) -> Slots:
+    """How many trials run at once on `gpus` GPUs (a GPU grid) or `cpus` CPUs."""
+    trial, service = config.resources, config.fid_service
+    if trial.gpu > 0:
+        if gpus is None:
+            gpus = math.ceil(trials * trial.gpu + service.replicas * service.gpu)
+            note = f"{gpus:g} GPUs, enough for every trial at once (--gpus to change)"
+        else:
+            note = f"{gpus:g} GPUs (--gpus)"
+        count = math.floor((gpus - service.replicas * service.gpu) / trial.gpu + 1e-9)
+        if count < 1:
+            raise InputError(
+                f"--gpus {gpus:g} leaves no GPU for trials: the {service.replicas} FID "
+                f"replicas take {service.replicas * service.gpu:g} and a trial "
+                f"{trial.gpu:g} (resources.gpu)"
+            )
+        return Slots(count, gpus, cpus or 0.0, note)
+    if gpus is not None:
+        raise InputError(
+            "--gpus: this grid's trials ask for no GPU (resources.gpu = 0); "
+            "give its size with --cpus"
+        )
+    if cpus is None:
+        cpus, note = (
+            float(os.cpu_count() or 1),
+            "this machine's CPUs (--cpus to change)",
+        )
+    else:
+        note = f"{cpus:g} CPUs (--cpus)"
+    count = math.floor((cpus - service.replicas * service.cpu) / trial.cpu + 1e-9)
+    if count < 1:
+        raise InputError(
+            f"{cpus:g} CPUs leave no room for a trial: the FID replicas take "
+            f"{service.replicas * service.cpu:g} (fid_service.cpu) and a trial "
+            f"{trial.cpu:g} (resources.cpu)"
+        )
+    return Slots(count, 0.0, cpus, note)
+
+
+def _trial_work(config: GridConfig, params: dict) -> tuple[float, float, float]:
+    """(stage-1 images, stage-2 vectors, FID images) of one trial."""
+    if config.kind == "fid_repeated":
+        return 0.0, 0.0, 0.0  # statistics from x_train's features: no network work
+    if config.kind == "fid_scrambled":
+        return 0.0, 0.0, float(config.e2.count * config.e2.repetitions)
+    s = settings(config, params, device="cpu")
+    evals = config.eval.every and s.stage1.epochs // config.eval.every
+    fid = evals * config.eval.samples + len(config.priors) * config.fid.samples
+    stage2 = s.n_train * s.two_stage.train.epochs if "two_stage" in config.priors else 0
+    return float(s.n_train * s.stage1.epochs), float(stage2), float(fid)
+
+
+def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
+    """Work, wall time and GPU-hours of the grid on `layout` (see the module doc)."""
+    rates = config.estimate
+    fid_rate = rates.fid_images_per_s
+    work = [_trial_work(config, params) for params in trials]
+    seconds = [
+        train / rates.train_images_per_s
+        + stage2 / rates.stage2_vectors_per_s
+        + fid / fid_rate
+        for train, stage2, fid in work
+    ]
+    total = train_size(config)
+    service = config.fid_service
+    ready = {"": 0.0}  # when each kind of scores exists
+    reference_images = 0
+    kinds = {SCORE_KIND.get(t.get("criterion")) for t in trials} - {None}
+    free = [0.0] * layout.count  # when each slot is next free
+    if "recon" in kinds:
+        epochs = config.selection.reference_epochs or config.stage1.epochs
+        reference_images = total * epochs
+        free[0] = ready["recon"] = reference_images / rates.train_images_per_s
+    prerequisite_fid = (
+        total if ("mahalanobis" in kinds or config.kind == "fid_repeated") else 0
+    )
+    if "mahalanobis" in kinds:
+        ready["mahalanobis"] = total / (fid_rate * service.replicas)
+    heapq.heapify(free)
+    waiting = sorted(
+        range(len(trials)),
+        key=lambda i: (ready[SCORE_KIND.get(trials[i].get("criterion"), "")], i),
+    )
+    end = 0.0
+    for index in waiting:
+        start = max(
+            heapq.heappop(free),
+            ready[SCORE_KIND.get(trials[index].get("criterion"), "")],
+        )
+        heapq.heappush(free, start + seconds[index])
+        end = max(end, start + seconds[index])
+    fid_images = sum(fid for _, _, fid in work) + prerequisite_fid
+    service_seconds = fid_images / (fid_rate * service.replicas)
+    wall = max(end, service_seconds)
+    reference_seconds = reference_images / rates.train_images_per_s
+    gpu = {
+        "trials": sum(seconds) * config.resources.gpu,
+        "fid_service": wall * service.replicas * service.gpu,
+        "prerequisites": reference_seconds * config.resources.gpu,
+    }
+    return {
+        "trials": len(trials),
+        "slots": layout.count,
+        "waves": math.ceil(len(trials) / layout.count),
+        "stage1_images": int(sum(w[0] for w in work) + reference_images),
+        "stage2_vectors": int(sum(w[1] for w in work)),
+        "fid_images": int(fid_images),
+        "trial_hours": sum(seconds) / 3600,
+        "reference_hours": reference_seconds / 3600,
+        "fid_service_hours": service_seconds / 3600,
+        "wall_hours": wall / 3600,
+        "gpu_hours": {k: v / 3600 for k, v in gpu.items()},
+        "gpu_hours_total": sum(gpu.values()) / 3600,
+    }
+
+
+def rate_lines(config: GridConfig) -> list[str]:
+    measured = set(config.estimate.measured)
+    return [
+        f"{name} = {getattr(config.estimate, name):g} "
+        f"({'measured' if name in measured else 'assumed'})"
+        for name in RATES
+    ]

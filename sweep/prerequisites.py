@@ -1,0 +1,180 @@
+"""Criterion scores the trials need, computed beside the trials, not before them.
+
+The recon criteria need a reference VAE trained on all of x_train; the Mahalanobis
+criteria need x_train's FID features. Run before the first trial, they would leave a
+GPU cluster idle for hours. Instead:
+
+* `Prerequisites.start` reads each kind's scores from the cache (ready at once) or
+  launches it as a Ray task. x_train reaches the task as an object-store reference
+  (zero-copy), never inside a closure: Ray refuses functions over 95 MiB, and x_train
+  alone is 147 MiB.
+* `GatedTrials`, a Tune searcher, hands Tune the grid's trials in grid order, except
+  that a trial whose criterion needs scores is handed over only once they exist. Trials
+  of `all`, `random` and `class_balanced` start at once; a waiting trial is not yet a
+  Tune trial, so it holds no resources.
+* Trials read the scores from the object store (`SweepData.scores`); the driver writes
+  them to the score cache as they arrive, so a re-run or `--resume` skips the work.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ray
+from ray.tune.search import Searcher
+
+from fid.client import ClientOptions, FIDClient
+from fid.stats import Statistics
+from fid.turns import BULK
+from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
+from vae.reference import reference_scores
+
+FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service
+
+# The live Prerequisites of each sweep in this driver process, by sweep folder. Tune
+# pickles its searcher into the experiment and unpickles it on --resume, so the
+# searcher finds the current driver's tasks here rather than holding them.
+GATES: dict[str, Prerequisites] = {}
+
+
+@ray.remote(num_returns=2)
+def recon_task(train, options: dict, checkpoint: str):
+    """Reference-VAE reconstruction errors of x_train; (scores, seconds)."""
+    started = time.perf_counter()
+    scores = reference_scores(train.images, **options, checkpoint=checkpoint)
+    return scores, time.perf_counter() - started
+
+
+@ray.remote(num_returns=2)
+def mahalanobis_task(
+    train,
+    reference: Statistics,
+    services: tuple[str, ...],
+    namespace: str,
+    client: ClientOptions,
+    ridge: float,
+):
+    """Mahalanobis distances of x_train's FID features; (scores, seconds).
+
+    The features come from the FID service in chunks at bulk priority, so trials'
+    intermediate FIDs go first; each chunk is cached by the service.
+    """
+    started = time.perf_counter()
+    features = FIDClient(services, namespace, client).features_in_chunks(
+        train.images, FEATURE_CHUNK, cache=True, priority=BULK
+    )
+    scores = mahalanobis_distances(features, reference.mu, reference.sigma, ridge=ridge)
+    return scores, time.perf_counter() - started
+
+
+@dataclass
+class _Job:
+    scores: ray.ObjectRef  # (N,) float64
+    seconds: ray.ObjectRef | None  # None: read from the cache
+    gpu: float  # GPUs the task holds, for the sweep's GPU accounting
+    done: bool = False
+    task_seconds: float = 0.0
+    error: str | None = None
+
+
+class Prerequisites:
+    """Score references by kind: cached ones ready at once, the rest Ray tasks."""
+
+    def __init__(self, book: ScoreBook):
+        self.book = book  # keys of every kind (compute functions are not used)
+        self.jobs: dict[str, _Job] = {}
+
+    def start(
+        self,
+        kind: str,
+        launch: Callable[[], tuple[ray.ObjectRef, ray.ObjectRef]],
+        *,
+        gpu: float = 0.0,
+    ) -> None:
+        cached = self.book.cached(kind)
+        if cached is not None:
+            self.jobs[kind] = _Job(ray.put(cached), None, gpu, done=True)
+            return
+        scores, seconds = launch()
+        self.jobs[kind] = _Job(scores, seconds, gpu)
+
+    def ready(self, kind: str) -> bool:
+        """Whether `kind`'s task has ended (well or not); caches scores that arrived."""
+        job = self.jobs[kind]
+        if not job.done and ray.wait([job.scores], timeout=0)[0]:
+            self._finish(kind, job)
+        return job.done
+
+    def _finish(self, kind: str, job: _Job) -> None:
+        job.done = True
+        try:
+            scores = ray.get(job.scores)
+        except Exception as error:  # the trials that need them fail with it
+            job.error = str(error).strip().splitlines()[-1]
+            return
+        self.book.save(kind, scores)
+        job.task_seconds = float(ray.get(job.seconds))
+
+    def wait_all(self) -> None:
+        for kind, job in self.jobs.items():
+            if not job.done:
+                ray.wait([job.scores])
+                self._finish(kind, job)
+
+    def refs(self) -> dict[str, ray.ObjectRef]:
+        return {kind: job.scores for kind, job in self.jobs.items()}
+
+    def seconds(self) -> dict[str, float]:
+        return {kind: job.task_seconds for kind, job in self.jobs.items()}
+
+    def gpu_seconds(self) -> float:
+        return sum(job.task_seconds * job.gpu for job in self.jobs.values())
+
+
+def needed_kinds(trials: list[dict]) -> set[str]:
+    criteria = {t.get("criterion") for t in trials}
+    return {SCORE_KIND[c] for c in criteria if c in SCORE_KIND}
+
+
+class GatedTrials(Searcher):
+    """The grid's trials in order, each handed to Tune once its scores exist."""
+
+    def __init__(self, trials: list[dict], gate: str):
+        super().__init__()
+        self.trials = trials
+        self.needs = [SCORE_KIND.get(t.get("criterion")) for t in trials]
+        self.gate = gate
+        self.suggested: list[int] = []  # indices into trials, in the order handed out
+
+    def suggest(self, trial_id: str):
+        if len(self.suggested) >= len(self.trials):
+            return Searcher.FINISHED
+        prerequisites = GATES.get(self.gate)
+        taken = set(self.suggested)
+        for index, need in enumerate(self.needs):
+            if index in taken:
+                continue
+            if need is None or prerequisites is None or prerequisites.ready(need):
+                self.suggested.append(index)
+                return {"trial": self.trials[index]}
+        return None  # Tune asks again shortly
+
+    def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+        pass
+
+    def get_state(self) -> dict:
+        return {"suggested": list(self.suggested)}
+
+    def set_state(self, state: dict) -> None:
+        self.suggested = [int(i) for i in state["suggested"]]
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as file:
+            json.dump(self.get_state(), file)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as file:
+            self.set_state(json.load(file))
