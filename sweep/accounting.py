@@ -30,24 +30,25 @@ TIMINGS_FILE = "timings.json"
 
 
 class Accounting:
-    def __init__(self, config: GridConfig, folder: str):
+    def __init__(self, config: GridConfig, folder: str, clock=time.perf_counter):
         self.config = config
+        self.clock = clock
         self.path = join(folder, TIMINGS_FILE)
         saved = read_text(self.path)
         self.previous_runs: list[dict] = json.loads(saved)["runs"] if saved else []
         self.driver_seconds: dict[str, float] = {}
         self.started_at = pd.Timestamp.now(tz="UTC").isoformat()
-        self._last = time.perf_counter()
+        self._last = clock()
         self._service_start: float | None = None
         self.replicas = 0
         self.run_gpu = {"fid_service": 0.0, "prerequisites": 0.0}
-        self.prerequisite_seconds: dict[str, float] = {}
+        self.prerequisites: dict[str, dict | None] = {}
         self.trials = 0
         self.trial_seconds = 0.0
         self.trial_gpu_seconds = 0.0
 
     def lap(self, phase: str) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         self.driver_seconds[phase] = (
             self.driver_seconds.get(phase, 0.0) + now - self._last
         )
@@ -55,16 +56,16 @@ class Accounting:
 
     def services_started(self, replicas: int) -> None:
         self.replicas = replicas
-        self._service_start = time.perf_counter()
+        self._service_start = self.clock()
 
     def services_stopped(self) -> None:
         if self._service_start is not None:
-            lifetime = time.perf_counter() - self._service_start
+            lifetime = self.clock() - self._service_start
             share = self.replicas * self.config.fid_service.gpu
             self.run_gpu["fid_service"] = lifetime * share
 
     def add_prerequisites(self, prerequisites) -> None:
-        self.prerequisite_seconds = prerequisites.seconds()
+        self.prerequisites = prerequisites.spans()
         self.run_gpu["prerequisites"] = prerequisites.gpu_seconds()
 
     def add_trials(self, results) -> None:
@@ -89,7 +90,9 @@ class Accounting:
             "started_at": self.started_at,
             "driver_seconds": self.driver_seconds,
             "fid_replicas": self.replicas,
-            "prerequisite_seconds": self.prerequisite_seconds,
+            # per kind: when its task ran (unix times) and for how long; null when
+            # its scores came from the cache
+            "prerequisites": self.prerequisites,
             "gpu_seconds": dict(self.run_gpu),
         }
         totals = {

@@ -40,12 +40,18 @@ FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service
 GATES: dict[str, Prerequisites] = {}
 
 
+def _span(started: float) -> dict:
+    """When a task ran, for the sweep's accounting (and to check the overlap)."""
+    return {"started_at": started, "finished_at": time.time(),
+            "seconds": time.time() - started}  # fmt: skip
+
+
 @ray.remote(num_returns=2)
 def recon_task(train, options: dict, checkpoint: str):
-    """Reference-VAE reconstruction errors of x_train; (scores, seconds)."""
-    started = time.perf_counter()
+    """Reference-VAE reconstruction errors of x_train; (scores, span)."""
+    started = time.time()
     scores = reference_scores(train.images, **options, checkpoint=checkpoint)
-    return scores, time.perf_counter() - started
+    return scores, _span(started)
 
 
 @ray.remote(num_returns=2)
@@ -57,26 +63,26 @@ def mahalanobis_task(
     client: ClientOptions,
     ridge: float,
 ):
-    """Mahalanobis distances of x_train's FID features; (scores, seconds).
+    """Mahalanobis distances of x_train's FID features; (scores, span).
 
     The features come from the FID service in chunks at bulk priority, so trials'
     intermediate FIDs go first; each chunk is cached by the service.
     """
-    started = time.perf_counter()
+    started = time.time()
     features = FIDClient(services, namespace, client).features_in_chunks(
         train.images, FEATURE_CHUNK, cache=True, priority=BULK
     )
     scores = mahalanobis_distances(features, reference.mu, reference.sigma, ridge=ridge)
-    return scores, time.perf_counter() - started
+    return scores, _span(started)
 
 
 @dataclass
 class _Job:
     scores: ray.ObjectRef  # (N,) float64
-    seconds: ray.ObjectRef | None  # None: read from the cache
+    span: ray.ObjectRef | None  # when the task ran; None: read from the cache
     gpu: float  # GPUs the task holds, for the sweep's GPU accounting
     done: bool = False
-    task_seconds: float = 0.0
+    ran: dict | None = None  # the span, once done: started_at, finished_at, seconds
     error: str | None = None
 
 
@@ -98,8 +104,8 @@ class Prerequisites:
         if cached is not None:
             self.jobs[kind] = _Job(ray.put(cached), None, gpu, done=True)
             return
-        scores, seconds = launch()
-        self.jobs[kind] = _Job(scores, seconds, gpu)
+        scores, span = launch()
+        self.jobs[kind] = _Job(scores, span, gpu)
 
     def ready(self, kind: str) -> bool:
         """Whether `kind`'s task has ended (well or not); caches scores that arrived."""
@@ -116,7 +122,7 @@ class Prerequisites:
             job.error = str(error).strip().splitlines()[-1]
             return
         self.book.save(kind, scores)
-        job.task_seconds = float(ray.get(job.seconds))
+        job.ran = ray.get(job.span)
 
     def wait_all(self) -> None:
         for kind, job in self.jobs.items():
@@ -127,11 +133,14 @@ class Prerequisites:
     def refs(self) -> dict[str, ray.ObjectRef]:
         return {kind: job.scores for kind, job in self.jobs.items()}
 
-    def seconds(self) -> dict[str, float]:
-        return {kind: job.task_seconds for kind, job in self.jobs.items()}
+    def spans(self) -> dict[str, dict | None]:
+        """Each kind's task span (None when its scores came from the cache)."""
+        return {kind: job.ran for kind, job in self.jobs.items()}
 
     def gpu_seconds(self) -> float:
-        return sum(job.task_seconds * job.gpu for job in self.jobs.values())
+        return sum(
+            job.ran["seconds"] * job.gpu for job in self.jobs.values() if job.ran
+        )
 
 
 def needed_kinds(trials: list[dict]) -> set[str]:

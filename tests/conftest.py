@@ -12,10 +12,41 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 
 
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "cache"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes caches under a temporary folder, never the user's home."""
-    monkeypatch.setenv("VAE_SWEEP_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("VAE_SWEEP_CACHE", str(session_cache(tmp_path_factory)))
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, tmp_path_factory, monkeypatch) -> Path:
+    """A cache of this test's own (scores, FID statistics, reference VAE start
+    empty), sharing only the session's decoded datasets, which are pure functions of
+    the image files."""
+    cache = tmp_path / "cache"
+    shared = session_cache(tmp_path_factory) / "datasets"
+    shared.mkdir(parents=True, exist_ok=True)
+    cache.mkdir()
+    (cache / "datasets").symlink_to(shared, target_is_directory=True)
+    monkeypatch.setenv("VAE_SWEEP_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def full_cifar(cifar_root, tmp_path_factory):
+    """All 50,000 / 10,000 CIFAR-10 images, decoded once per test run into the
+    session cache (about 20 s), then memory-mapped by every test that needs them."""
+    from selection.datasets import load_cifar10
+
+    cache = session_cache(tmp_path_factory)
+    train = load_cifar10(cifar_root, "train", cache_dir=cache, progress=False)
+    test = load_cifar10(cifar_root, "test", cache_dir=cache, progress=False)
+    assert (len(train), len(test)) == (50_000, 10_000)
+    return train, test
 
 
 @pytest.fixture

@@ -1,0 +1,89 @@
+"""The sweep's GPU accounting (timings.json and the results), worked out by hand."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from sweep.accounting import Accounting
+from sweep.config import GridConfig
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _prerequisites(spans: dict, gpu: float):
+    return SimpleNamespace(
+        spans=lambda: spans,
+        gpu_seconds=lambda: sum(s["seconds"] * gpu for s in spans.values() if s),
+    )
+
+
+def _results(*walls):
+    return [SimpleNamespace(metrics={"time_total_s": wall}) for wall in walls]
+
+
+def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
+    config = GridConfig.model_validate({
+        "name": "t", "resources": {"gpu": 0.5},
+        "fid_service": {"replicas": 2, "gpu": 0.25},
+    })  # fmt: skip
+    clock = Clock()
+    first = Accounting(config, str(tmp_path), clock=clock)
+    first.services_started(2)
+    clock.now = 100.0  # the replicas lived 100 s: 2 x 0.25 x 100 = 50 GPU-seconds
+    first.services_stopped()
+    recon = {"started_at": 0.0, "finished_at": 30.0, "seconds": 30.0}
+    first.add_prerequisites(_prerequisites({"recon": recon}, gpu=0.5))  # 15
+    first.add_trials(_results(40.0, 60.0))  # (40 + 60) x 0.5 = 50
+    assert first.sweep_gpu_seconds() == pytest.approx(50 + 50 + 15)
+    first.write()
+
+    # a resumed run: its replicas count on top; trial times are Tune's cumulative
+    # totals over both runs, so they are counted once
+    clock.now = 0.0
+    second = Accounting(config, str(tmp_path), clock=clock)
+    second.services_started(2)
+    clock.now = 20.0  # 2 x 0.25 x 20 = 10
+    second.services_stopped()
+    second.add_prerequisites(_prerequisites({"recon": None}, gpu=0.5))  # cached
+    second.add_trials(_results(40.0, 60.0, 80.0))  # 180 x 0.5 = 90
+    assert second.sweep_gpu_seconds() == pytest.approx(90 + 50 + 10 + 15)
+    second.write()
+    saved = json.loads((tmp_path / "timings.json").read_text())
+    assert len(saved["runs"]) == 2
+    assert saved["gpu_seconds"] == pytest.approx(
+        {"trials": 90, "fid_service": 60, "prerequisites": 15, "total": 165}
+    )
+    assert saved["gpu_hours"] == pytest.approx(165 / 3600)
+    assert saved["runs"][0]["prerequisites"]["recon"] == recon
+    assert saved["runs"][1]["prerequisites"] == {"recon": None}
+
+
+def test_result_rows_carry_the_trial_and_fid_gpu_seconds():
+    from sweep.results import build_tables
+
+    config = GridConfig.model_validate({
+        "name": "t", "priors": ["gaussian"], "resources": {"gpu": 0.5},
+        "fid_service": {"gpu": 0.25},
+    })  # fmt: skip
+    result = SimpleNamespace(
+        metrics={"phase": "final", "outcome": "completed", "time_total_s": 10.0,
+                 "timestamp": 1_000_000, "fid_busy_seconds": 12.0, "epoch": 3,
+                 "fid_gaussian": 7.5, "fid_samples_gaussian": 100},
+        config={"trial": {"n_train": 10, "criterion": "random", "seed": 0}},
+        error=None, path="/x/trial_1", metrics_dataframe=None,
+    )  # fmt: skip
+    table, _ = build_tables([result], config, {"sweep_gpu_seconds": 99.0})
+    row = table.iloc[0]
+    assert row["gpu_seconds"] == 10.0 * 0.5
+    assert row["fid_busy_seconds"] == 12.0 and row["fid_gpu_seconds"] == 12.0 * 0.25
+    assert row["sweep_gpu_seconds"] == 99.0 and row["fid"] == 7.5
+    assert row["status"] == "ok" and row["trial_id"] == "trial_1"

@@ -1,0 +1,140 @@
+"""The shipped grids at the study's own size: `--rehearse` on all 50,000 / 10,000
+images, with every axis, criterion, prior and scheduler of the grid, a tiny model and
+the stand-in network; and the data paths that only break at that size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, cifar_path
+
+pytestmark = pytest.mark.ray
+
+GRIDS = ROOT / "grids"
+
+
+def rehearse(grid: str, storage, *args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VAE_SWEEP_DATA": str(cifar_path())}
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.run", str(GRIDS / grid), "--rehearse",
+         "--set", f"storage={storage}", *args],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rehearsal:" in result.stdout
+    return result
+
+
+def tables(folder):
+    return (pd.read_parquet(folder / "results.parquet"),
+            pd.read_parquet(folder / "history.parquet"),
+            json.loads((folder / "timings.json").read_text()))  # fmt: skip
+
+
+def test_table5_rehearses_at_full_size(tmp_path, full_cifar, fresh_cache):
+    train, test = full_cifar
+    rehearse("table5.yaml", tmp_path)
+    results, history, timings = tables(tmp_path / "table5-rehearsal")
+    trials = results.drop_duplicates("trial_id")
+    # the whole set once per seed (criterion all), the half by 3 criteria: 4 x 3 seeds
+    assert len(trials) == 12 and len(results) == 12 * 4
+    assert (results["status"] == "ok").all(), results["error"].dropna().tolist()
+    assert results["fid"].notna().all() and (results["fid_samples"] == 100).all()
+    assert sorted(trials.groupby("criterion").size().items()) == [
+        ("all", 3), ("lowest_mahalanobis", 3), ("lowest_recon", 3), ("random", 3),
+    ]  # fmt: skip
+    assert set(trials["n_train"]) == {50_000, 25_000}
+    assert set(results["prior"]) == {"gaussian", "gmm", "two_stage", "recon"}
+    # on the real data: the full x_train and x_test, not a limit
+    assert (results["dataset_sha256"] == train.sha256).all()
+    assert (results["test_sha256"] == test.sha256).all()
+    assert len(history) == 12 and (history["epoch"] == 1).all()
+
+    # the prerequisites ran beside the trials: a trial that needs no scores started
+    # before the reference VAE was done, and every recon trial only after it
+    spans = timings["runs"][0]["prerequisites"]
+    assert set(spans) == {"recon", "mahalanobis"}
+    recon_done = pd.Timestamp(spans["recon"]["finished_at"], unit="s", tz="UTC")
+    started = trials.set_index("criterion")["started_at"]
+    assert started.loc[["all", "random"]].min() < recon_done
+    assert (started.loc["lowest_recon"] >= recon_done).all()
+    maha_done = pd.Timestamp(spans["mahalanobis"]["finished_at"], unit="s", tz="UTC")
+    assert (started.loc["lowest_mahalanobis"] >= maha_done).all()
+
+
+def test_early_stop_rehearses_with_its_scheduler(tmp_path, full_cifar, fresh_cache):
+    rehearse("early_stop.yaml", tmp_path)
+    results, history, _ = tables(tmp_path / "early_stop_asha-rehearsal")
+    trials = results.drop_duplicates("trial_id")
+    # (1 whole set + 2 halves x 3 criteria) x 2 seeds x 2 learning rates
+    assert len(trials) == 28 and len(results) == 28 * 2
+    assert set(trials["status"]) == {"ok", "stopped"}  # ASHA stopped some, not all
+    stopped = trials[trials["status"] == "stopped"]
+    assert (stopped["stop_reason"] == "scheduler").all()
+    assert stopped["fid_intermediate"].notna().all()
+    ok = results[results["status"] == "ok"]
+    assert ok["fid"].notna().all()
+    assert history["fid_intermediate"].notna().all()
+
+
+def test_fid_kinds_rehearse_with_their_real_sizes(tmp_path, full_cifar, fresh_cache):
+    rehearse("fid_repeated.yaml", tmp_path)
+    e1, _, _ = tables(tmp_path / "fid_repeated-rehearsal")
+    sizes = [10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10_000]
+    assert sorted(e1["size"].unique()) == sizes and (e1["status"] == "ok").all()
+    assert (e1["fid_samples"] == 10_000).all() and len(e1) == len(sizes) * 2
+    rehearse("fid_scrambled.yaml", tmp_path)
+    e2, _, _ = tables(tmp_path / "fid_scrambled-rehearsal")
+    assert sorted(e2["tiles"].unique()) == [2, 4, 16, 64, 256, 1024]
+    assert (e2["fid_samples"] == 10_000).all() and (e2["status"] == "ok").all()
+    assert e2["fid"].notna().all() and len(e2) == 6 * 2
+
+
+class _Probe:
+    """A process that reads x_train as a trial does and says where it lives."""
+
+    def look(self, holder):
+        import ray
+
+        images = ray.get(holder[0]).images  # as vae_trial: ray.get(data.train)
+        address = images.ctypes.data
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                low, high = (int(x, 16) for x in line.split()[0].split("-"))
+                if low <= address < high:
+                    mapping = line.split()
+                    break
+        return os.getpid(), images.flags.writeable, type(images).__name__, mapping
+
+
+def test_trials_read_the_datasets_as_shared_read_only_views(full_cifar):
+    import ray
+
+    from sweep.trainable import share
+
+    train, _ = full_cifar
+    assert isinstance(train.images, np.memmap)  # how the decoded cache opens it
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        probes = [ray.remote(num_cpus=0.5)(_Probe).remote() for _ in range(2)]
+        shared = share(train)
+        seen = ray.get([probe.look.remote([shared]) for probe in probes])
+        # the naive way, for contrast: the memmap itself is pickled in-band
+        naive = ray.get(probes[0].look.remote([ray.put(train)]))
+    finally:
+        ray.shutdown()
+    assert seen[0][0] != seen[1][0]  # two trial processes
+    for _pid, writeable, kind, mapping in seen:
+        assert not writeable and kind == "ndarray"
+        permissions, path = mapping[1], mapping[5]
+        assert permissions.endswith("s") and "plasma" in path  # the object store
+    assert seen[0][3][4] == seen[1][3][4]  # the same inode: one copy for both
+    _pid, writeable, kind, mapping = naive
+    assert writeable and kind == "memmap" and mapping[1].endswith("p")  # private
