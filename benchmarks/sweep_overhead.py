@@ -56,13 +56,13 @@ def smoke(grid: str, data: str | None, extra: list[str]) -> dict:
     name = next(p for p in Path(storage).iterdir() if p.is_dir())
     timings = json.loads((name / "timings.json").read_text())
     table = pd.read_parquet(name / "results.parquet")
-    fit = timings["driver_seconds"]["tune_fit"]
+    fit = timings["runs"][-1]["driver_seconds"]["tune_fit"]
     trials = timings["trial_seconds_sum"]
     return {
         "grid": grid,
         "overrides": extra,
         "command_seconds": command,
-        "driver_seconds": timings["driver_seconds"],
+        "driver_seconds": timings["runs"][-1]["driver_seconds"],
         "tune_fit_seconds": fit,
         "trial_seconds_sum": trials,
         "trials": timings["trials"],

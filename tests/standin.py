@@ -31,18 +31,3 @@ class DyingStandIn(StandInExtractor):
 
 def make_dying_standin() -> DyingStandIn:
     return DyingStandIn()
-
-
-class SlowStandIn(StandInExtractor):
-    """The stand-in at a fixed speed (`seconds` per image), like a busy GPU: for
-    tests and benchmarks of how calls share the FID service."""
-
-    def __init__(self, seconds: float = 0.001):
-        super().__init__()
-        self.seconds = seconds
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        import time
-
-        time.sleep(self.seconds * len(images))
-        return super().__call__(images)

@@ -13,7 +13,7 @@ from fid.service import FIDServer
 from fid.stats import statistics
 from fid.turns import BULK, FINAL, INTERACTIVE, TurnLock
 from tests.conftest import random_images
-from tests.standin import SlowStandIn, StandInExtractor
+from tests.standin import StandInExtractor
 
 
 def test_waiting_calls_get_the_lock_by_priority_then_arrival():
@@ -57,7 +57,7 @@ def test_an_urgent_call_waits_for_one_chunk_of_a_large_call_not_all_of_it(tmp_pa
         {"test": random_images(np.random.default_rng(0), 40)},
         cache_dir=tmp_path,
         chunk=20,
-        extractor_factory=lambda: SlowStandIn(0.01),
+        extractor_factory=lambda: StandInExtractor(seconds_per_image=0.01),
     )
     server.reference_stats("test")
     large = random_images(np.random.default_rng(1), 400)

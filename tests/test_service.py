@@ -102,7 +102,6 @@ def _replicas(names, tmp_path, seconds_per_image):
     from functools import partial
 
     from fid.service import start_fid_service
-    from tests.standin import SlowStandIn
 
     reference = random_images(np.random.default_rng(5), 20)
     actors = [
@@ -112,7 +111,7 @@ def _replicas(names, tmp_path, seconds_per_image):
             num_cpus=0.25,
             cache_dir=str(tmp_path),
             chunk=20,
-            extractor_factory=partial(SlowStandIn, seconds_per_image),
+            extractor_factory=partial(StandInExtractor, seconds_per_image),
         )
         for name in names
     ]
