@@ -1,0 +1,123 @@
+"""Criterion scores beside the trials: tasks, their cache, and the searcher that holds
+back the trials that need them (sweep.prerequisites)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from selection.criteria import ScoreBook
+from sweep.prerequisites import GATES, GatedTrials, Prerequisites
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@ray.remote(num_returns=2)
+def _scores_when(signal, values):
+    ray.get(signal[0])  # wait until the test lets the task finish
+    return np.asarray(values, dtype=np.float64), {"seconds": 2.0, "started_at": 0,
+                                                  "finished_at": 2}  # fmt: skip
+
+
+@ray.remote
+class _Signal:
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self):
+        self.event.wait()
+
+    def fire(self):
+        self.event.set()
+
+
+def test_scores_are_computed_once_cached_and_then_ready_at_once(local_ray, tmp_path):
+    book = ScoreBook({"recon": ("key-1", None)}, cache_dir=tmp_path)
+    signal = _Signal.options(max_concurrency=2).remote()
+    launches = []
+
+    def launch():
+        launches.append(1)
+        return _scores_when.remote([signal.wait.remote()], [3.0, 1.0, 2.0])
+
+    first = Prerequisites(book)
+    first.start("recon", launch, gpu=0.5)
+    assert not first.ready("recon") and book.cached("recon") is None
+    ray.get(signal.fire.remote())
+    ray.wait([first.refs()["recon"]])
+    assert first.ready("recon")
+    np.testing.assert_array_equal(book.cached("recon"), [3.0, 1.0, 2.0])
+    assert first.gpu_seconds() == 2.0 * 0.5
+
+    again = Prerequisites(ScoreBook({"recon": ("key-1", None)}, cache_dir=tmp_path))
+    again.start("recon", launch, gpu=0.5)
+    assert len(launches) == 1  # read from the cache: no second task
+    assert again.ready("recon") and again.spans() == {"recon": None}
+    np.testing.assert_array_equal(ray.get(again.refs()["recon"]), [3.0, 1.0, 2.0])
+    assert again.gpu_seconds() == 0.0
+
+    other = Prerequisites(ScoreBook({"recon": ("key-2", None)}, cache_dir=tmp_path))
+    other.start("recon", launch)  # another key (other data or recipe): computed
+    assert len(launches) == 2
+
+
+def test_a_failed_prerequisite_releases_its_trials_with_the_error(local_ray, tmp_path):
+    @ray.remote(num_returns=2)
+    def fails():
+        raise RuntimeError("the reference VAE diverged at epoch 3")
+
+    prerequisites = Prerequisites(ScoreBook({"recon": ("k", None)}, cache_dir=tmp_path))
+    prerequisites.start("recon", fails.remote)
+    prerequisites.wait_all()
+    assert prerequisites.ready("recon")  # released, so the trial reports the error
+    assert "diverged at epoch 3" in prerequisites.jobs["recon"].error
+    assert prerequisites.book.cached("recon") is None
+    with pytest.raises(RuntimeError, match="diverged at epoch 3"):
+        ray.get(prerequisites.refs()["recon"])
+
+
+class _Gate:
+    def __init__(self):
+        self.open = set()
+
+    def ready(self, kind):
+        return kind in self.open
+
+
+def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
+    trials = [
+        {"n_train": 10, "criterion": "lowest_recon", "seed": 0},
+        {"n_train": 10, "criterion": "random", "seed": 0},
+        {"n_train": 10, "criterion": "lowest_mahalanobis", "seed": 0},
+        {"n_train": 20, "criterion": "all", "seed": 0},
+    ]
+    gate = GATES["test-sweep"] = _Gate()
+    try:
+        searcher = GatedTrials(trials, gate="test-sweep")
+        handed = [searcher.suggest(f"t{i}") for i in range(3)]
+        # the score-free trials at once, in grid order; then nothing until scores
+        assert handed == [{"trial": trials[1]}, {"trial": trials[3]}, None]
+        gate.open.add("mahalanobis")
+        assert searcher.suggest("t3") == {"trial": trials[2]}
+        assert searcher.suggest("t4") is None
+
+        # Tune saves the searcher with the experiment; a resumed driver restores it
+        path = tmp_path / "searcher.json"
+        searcher.save(str(path))
+        restored = GatedTrials(trials, gate="test-sweep")
+        restored.restore(str(path))
+        gate.open.add("recon")
+        assert restored.suggest("t5") == {"trial": trials[0]}
+        assert restored.suggest("t6") == GatedTrials.FINISHED
+    finally:
+        GATES.pop("test-sweep")
