@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from selection.criteria import SCORE_KIND
 from selection.errors import InputError
-from sweep.config import GridConfig
+from sweep.config import CIFAR_TEST_SIZE, GridConfig
 from sweep.trials import settings, train_size
 
 RATES = ("train_images_per_s", "stage2_vectors_per_s", "fid_images_per_s")
@@ -101,32 +101,31 @@ def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
     ]
     total = train_size(config)
     service = config.fid_service
-    ready = {"": 0.0}  # when each kind of scores exists
+    # every replica computes the x_test statistics before any trial starts
+    test_images = config.data.test_limit or CIFAR_TEST_SIZE
+    start = test_images / fid_rate
+    ready = {"": start}  # when each kind of scores exists
     reference_images = 0
     kinds = {SCORE_KIND.get(t.get("criterion")) for t in trials} - {None}
-    free = [0.0] * layout.count  # when each slot is next free
+    free = [start] * layout.count  # when each slot is next free
     if "recon" in kinds:
         epochs = config.selection.reference_epochs or config.stage1.epochs
         reference_images = total * epochs
-        free[0] = ready["recon"] = reference_images / rates.train_images_per_s
-    prerequisite_fid = (
-        total if ("mahalanobis" in kinds or config.kind == "fid_repeated") else 0
-    )
+        free[0] = ready["recon"] = start + reference_images / rates.train_images_per_s
+    features = "mahalanobis" in kinds or config.kind == "fid_repeated"
+    prerequisite_fid = service.replicas * test_images + (total if features else 0)
     if "mahalanobis" in kinds:
-        ready["mahalanobis"] = total / (fid_rate * service.replicas)
+        ready["mahalanobis"] = start + total / (fid_rate * service.replicas)
     heapq.heapify(free)
-    waiting = sorted(
-        range(len(trials)),
-        key=lambda i: (ready[SCORE_KIND.get(trials[i].get("criterion"), "")], i),
-    )
-    end = 0.0
-    for index in waiting:
-        start = max(
-            heapq.heappop(free),
-            ready[SCORE_KIND.get(trials[index].get("criterion"), "")],
-        )
-        heapq.heappush(free, start + seconds[index])
-        end = max(end, start + seconds[index])
+
+    def needs(index: int) -> str:
+        return SCORE_KIND.get(trials[index].get("criterion"), "")
+
+    end = start
+    for index in sorted(range(len(trials)), key=lambda i: (ready[needs(i)], i)):
+        begin = max(heapq.heappop(free), ready[needs(index)])
+        heapq.heappush(free, begin + seconds[index])
+        end = max(end, begin + seconds[index])
     fid_images = sum(fid for _, _, fid in work) + prerequisite_fid
     service_seconds = fid_images / (fid_rate * service.replicas)
     wall = max(end, service_seconds)

@@ -100,21 +100,33 @@ def print_plan(config: GridConfig, trials: list[dict], layout) -> None:
     for number, params in enumerate(trials, 1):
         print(f"  {number:4d}  {trial_name(params)}")
     gpu = cost["gpu_hours"]
-    print(
+    lines = [
         f"cost on {layout.note}: {cost['slots']} trials at once, "
-        f"{cost['waves']} wave(s)\n"
+        f"{cost['waves']} wave(s)",
         f"  work: {cost['stage1_images']:,} stage-1 training images (reference VAE "
         f"included), {cost['stage2_vectors']:,} stage-2 vectors, "
-        f"{cost['fid_images']:,} FID images\n"
-        f"  wall: about {cost['wall_hours']:.2f} h (trials {cost['trial_hours']:.2f} "
-        f"slot-hours; reference VAE {cost['reference_hours']:.2f} h; FID replicas "
-        f"busy {cost['fid_service_hours']:.2f} h)\n"
-        f"  GPU-hours: about {cost['gpu_hours_total']:.2f} (trials "
-        f"{gpu['trials']:.2f}, FID replicas {gpu['fid_service']:.2f}, "
-        f"prerequisites {gpu['prerequisites']:.2f}); an upper bound with a "
-        f"scheduler\n"
-        f"  from the grid's estimate section: " + ", ".join(rate_lines(config))
-    )
+        f"{cost['fid_images']:,} FID images",
+        f"  wall: about {_duration(cost['wall_hours'])} (trials "
+        f"{_duration(cost['trial_hours'])} of slot time; reference VAE "
+        f"{_duration(cost['reference_hours'])}; FID replicas busy "
+        f"{_duration(cost['fid_service_hours'])})",
+    ]
+    if layout.gpus:
+        lines.append(
+            f"  GPU-hours: about {cost['gpu_hours_total']:.2f} (trials "
+            f"{gpu['trials']:.2f}, FID replicas {gpu['fid_service']:.2f}, "
+            f"prerequisites {gpu['prerequisites']:.2f}); an upper bound with a "
+            f"scheduler"
+        )
+    lines.append("  from the grid's estimate section: " + ", ".join(rate_lines(config)))
+    print("\n".join(lines))
+
+
+def _duration(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    minutes = hours * 60
+    return f"{minutes:.0f} min" if minutes >= 1 else "under a minute"
 
 
 def check_storage(folder: str, text: str, resume: bool) -> None:

@@ -66,7 +66,7 @@ def test_resolved_grid_round_trips(tmp_path):
 
 def test_cost_estimate_counts_images_and_schedules_waves(tmp_path):
     # slots: (1.5 GPUs - 0.5 for the FID replica) / 0.5 per trial = 2 at once
-    path = _grid(tmp_path, "name: t\ndata: {train_limit: 100}\n"
+    path = _grid(tmp_path, "name: t\ndata: {train_limit: 100, test_limit: 10}\n"
                  "grid: {n_train: [10, 20]}\nstage1: {epochs: 2}\n"
                  "fid: {samples: 5}\npriors: [gaussian]\nresources: {gpu: 0.5}\n"
                  "fid_service: {gpu: 0.5}\nestimate: {train_images_per_s: 10,"
@@ -76,19 +76,20 @@ def test_cost_estimate_counts_images_and_schedules_waves(tmp_path):
     layout = slots(config, len(trials), gpus=1.5)
     assert layout.count == 2
     cost = estimate(config, trials, layout)
-    # trial n=10: 20 images / 10 + 5 FID images / 5 = 3 s; n=20: 4 + 1 = 5 s
-    assert cost["stage1_images"] == (10 + 20) * 2 and cost["fid_images"] == 2 * 5
-    assert cost["wall_hours"] * 3600 == pytest.approx(5)
+    # first the x_test statistics: 10 images / 5 per s = 2 s; then trial n=10:
+    # 20 images / 10 + 5 FID images / 5 = 3 s, beside n=20: 4 + 1 = 5 s
+    assert cost["stage1_images"] == (10 + 20) * 2 and cost["fid_images"] == 10 + 2 * 5
+    assert cost["wall_hours"] * 3600 == pytest.approx(2 + 5)
     assert cost["gpu_hours"]["trials"] * 3600 == pytest.approx((3 + 5) * 0.5)
-    assert cost["gpu_hours"]["fid_service"] * 3600 == pytest.approx(5 * 0.5)
-    assert cost["gpu_hours_total"] * 3600 == pytest.approx(6.5)
+    assert cost["gpu_hours"]["fid_service"] * 3600 == pytest.approx(7 * 0.5)
+    assert cost["gpu_hours_total"] * 3600 == pytest.approx(4 + 3.5)
     # one slot: the trials run one after the other
     single = estimate(config, trials, slots(config, len(trials), gpus=1.0))
-    assert single["waves"] == 2 and single["wall_hours"] * 3600 == pytest.approx(8)
+    assert single["waves"] == 2 and single["wall_hours"] * 3600 == pytest.approx(10)
 
 
 def test_cost_estimate_waits_for_the_reference_vae(tmp_path):
-    path = _grid(tmp_path, "name: t\ndata: {train_limit: 100}\n"
+    path = _grid(tmp_path, "name: t\ndata: {train_limit: 100, test_limit: 10}\n"
                  "grid: {n_train: [10], criterion: [lowest_recon, random]}\n"
                  "stage1: {epochs: 2}\nselection: {reference_epochs: 1}\n"
                  "fid: {samples: 5}\npriors: [gaussian]\nresources: {gpu: 0.5}\n"
@@ -96,12 +97,13 @@ def test_cost_estimate_waits_for_the_reference_vae(tmp_path):
                  " fid_images_per_s: 5}\n")  # fmt: skip
     config = load_grid(path)
     cost = estimate(config, expand(config), slots(config, 2, gpus=1.5))
-    # the reference VAE (100 images / 10 = 10 s) holds a slot from 0; random runs
-    # beside it (0-3 s); lowest_recon starts when its scores exist (10-13 s)
+    # after the x_test statistics (2 s) the reference VAE (100 images / 10 = 10 s)
+    # holds a slot; random runs beside it (2-5 s); lowest_recon starts when its
+    # scores exist (12-15 s)
     assert cost["reference_hours"] * 3600 == pytest.approx(10)
-    assert cost["wall_hours"] * 3600 == pytest.approx(13)
+    assert cost["wall_hours"] * 3600 == pytest.approx(15)
     assert cost["gpu_hours"]["prerequisites"] * 3600 == pytest.approx(10 * 0.5)
-    assert cost["gpu_hours_total"] * 3600 == pytest.approx(3 + 13 * 0.5 + 5)
+    assert cost["gpu_hours_total"] * 3600 == pytest.approx(3 + 15 * 0.5 + 5)
     assert cost["stage1_images"] == 2 * 10 * 2 + 100
 
 
@@ -198,7 +200,7 @@ def test_cli_missing_grid_file_and_data(tmp_path):
 def test_dry_run_lists_trials_and_cost_without_ray(tmp_path):
     result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"), "--dry-run",
                   "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
-    assert "4 trials" in result.stdout and "GPU-hours: about" in result.stdout
+    assert "4 trials" in result.stdout and "wall: about" in result.stdout
     assert "n_train=2000,criterion=lowest_recon,seed=0" in result.stdout
     assert list(tmp_path.iterdir()) == []
 
