@@ -32,7 +32,6 @@ RATES = ("train_images_per_s", "stage2_vectors_per_s", "fid_images_per_s")
 class Slots:
     count: int  # trials that can run at once
     gpus: float  # the cluster's GPUs (0 for a CPU grid)
-    cpus: float
     note: str  # how the cluster size was chosen
 
 
@@ -40,39 +39,32 @@ def slots(config: GridConfig, trials: int, *, gpus=None, cpus=None) -> Slots:
     """How many trials run at once on `gpus` GPUs (a GPU grid) or `cpus` CPUs."""
     trial, service = config.resources, config.fid_service
     if trial.gpu > 0:
-        if gpus is None:
-            gpus = math.ceil(trials * trial.gpu + service.replicas * service.gpu)
-            note = f"{gpus:g} GPUs, enough for every trial at once (--gpus to change)"
+        unit, per_trial, per_replica, size = "gpu", trial.gpu, service.gpu, gpus
+        if size is None:
+            size = math.ceil(trials * per_trial + service.replicas * per_replica)
+            note = f"{size:g} GPUs, enough for every trial at once (--gpus to change)"
         else:
-            note = f"{gpus:g} GPUs (--gpus)"
-        count = math.floor((gpus - service.replicas * service.gpu) / trial.gpu + 1e-9)
-        if count < 1:
-            raise InputError(
-                f"--gpus {gpus:g} leaves no GPU for trials: the {service.replicas} FID "
-                f"replicas take {service.replicas * service.gpu:g} and a trial "
-                f"{trial.gpu:g} (resources.gpu)"
-            )
-        return Slots(count, gpus, cpus or 0.0, note)
-    if gpus is not None:
-        raise InputError(
-            "--gpus: this grid's trials ask for no GPU (resources.gpu = 0); "
-            "give its size with --cpus"
-        )
-    if cpus is None:
-        cpus, note = (
-            float(os.cpu_count() or 1),
-            "this machine's CPUs (--cpus to change)",
-        )
+            note = f"{size:g} GPUs (--gpus)"
     else:
-        note = f"{cpus:g} CPUs (--cpus)"
-    count = math.floor((cpus - service.replicas * service.cpu) / trial.cpu + 1e-9)
+        if gpus is not None:
+            raise InputError(
+                "--gpus: this grid's trials ask for no GPU (resources.gpu = 0); "
+                "give its size with --cpus"
+            )
+        unit, per_trial, per_replica, size = "cpu", trial.cpu, service.cpu, cpus
+        if size is None:
+            size, note = float(os.cpu_count() or 1), "this machine's CPUs (--cpus)"
+        else:
+            note = f"{size:g} CPUs (--cpus)"
+    replicas = service.replicas * per_replica
+    count = math.floor((size - replicas) / per_trial + 1e-9)
     if count < 1:
         raise InputError(
-            f"{cpus:g} CPUs leave no room for a trial: the FID replicas take "
-            f"{service.replicas * service.cpu:g} (fid_service.cpu) and a trial "
-            f"{trial.cpu:g} (resources.cpu)"
+            f"--{unit}s {size:g} leaves no room for a trial: the {service.replicas} "
+            f"FID replica(s) take {replicas:g} (fid_service.{unit}) and a trial "
+            f"{per_trial:g} (resources.{unit})"
         )
-    return Slots(count, 0.0, cpus, note)
+    return Slots(count, size if unit == "gpu" else 0.0, note)
 
 
 def _trial_work(config: GridConfig, params: dict) -> tuple[float, float, float]:

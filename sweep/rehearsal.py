@@ -19,8 +19,8 @@ from __future__ import annotations
 from fid.standin import STANDIN_SPEC
 from sweep.config import GridConfig, check_consistency
 
-TINY_MODEL = {"latent_dim": 8, "encoder_channels": [8, 8, 8, 8],
-              "decoder_channels": [8, 8]}  # fmt: skip
+TINY_MODEL = {"latent_dim": 4, "encoder_channels": [4, 4, 4, 4],
+              "decoder_channels": [4, 4]}  # fmt: skip
 TINY_STAGE2 = {"epochs": 1, "latent_dim": 4, "hidden": [16, 16]}
 REHEARSAL_FID_SAMPLES = 100
 REHEARSAL_EVAL_SAMPLES = 50

@@ -110,7 +110,7 @@ def test_cost_estimate_waits_for_the_reference_vae(tmp_path):
 def test_cost_cluster_size_is_checked(tmp_path):
     config = load_grid(_grid(tmp_path, "name: t\nresources: {gpu: 0.5}\n"
                              "fid_service: {gpu: 1}\n"))  # fmt: skip
-    with pytest.raises(InputError, match="--gpus 1 leaves no GPU for trials"):
+    with pytest.raises(InputError, match="--gpus 1 leaves no room for a trial"):
         slots(config, 4, gpus=1)
     assert slots(config, 4).gpus == 3  # 4 x 0.5 + 1: every trial at once
     cpu = load_grid(_grid(tmp_path, "name: c\n"))
