@@ -107,7 +107,7 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=6, help="simulated trials")
     parser.add_argument("--ms-per-image", type=float, default=1.0)
     args = parser.parse_args(argv)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     try:
         for replicas in (1, 2):

@@ -84,7 +84,7 @@ def trivial(count: int) -> dict:
     def task(i):
         return i
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1)(task)
     ray.get(remote.remote(0))  # workers warm
     started = time.perf_counter()

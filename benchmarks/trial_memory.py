@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     train = load_cifar10(args.data, "train")
     test = load_cifar10(args.data, "test")
     data_mb = (train.images.nbytes + test.images.nbytes) / MB
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         before = measure(ray.put(train), ray.put(test), args.trials)
         after = measure(share(train), share(test), args.trials)

@@ -261,7 +261,9 @@ def run_sweep(
     old serial order, kept for the benchmark that measures what overlapping saves)."""
     accounting = Accounting(config, folder)
     ray.init(
-        address=address,
+        # no --address: always a fresh embedded Ray ("local"); address=None would
+        # join any cluster `ray start` left running on this machine
+        address=address or "local",
         namespace=NAMESPACE,
         include_dashboard=False,
         ignore_reinit_error=True,

@@ -121,7 +121,7 @@ def test_trials_read_the_datasets_as_shared_read_only_views(full_cifar):
 
     train, _ = full_cifar
     assert isinstance(train.images, np.memmap)  # how the decoded cache opens it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         probes = [ray.remote(num_cpus=0.5)(_Probe).remote() for _ in range(2)]
         shared = share(train)

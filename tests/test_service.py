@@ -20,6 +20,7 @@ def local_ray(tmp_path_factory):
     # Workers cannot import the tests package by name: ship the stand-in by value.
     ray.cloudpickle.register_pickle_by_value(tests.standin)
     ray.init(
+        address="local",  # never a cluster started outside the suite
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
