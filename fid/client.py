@@ -11,6 +11,7 @@ Every call:
   * while it waits, checks every `ping_every` seconds that its replica still answers;
     if it does not, or the replica dies during the call, the call is sent again to
     the least-loaded other replica, at most `retries` more times;
+  * waits (pinging) while no replica answers at all, as when the only one restarts;
   * gives up after `timeout` seconds in all, with one line naming the replicas tried.
 The actors are restartable (max_restarts=-1), so a replica that was passed over is
 tried again once it is back.
@@ -178,25 +179,30 @@ class FIDClient:
         self.calls += 1
         while True:
             name = self._pick(failed)
+            if name is None:  # every replica down or restarting: wait, within bounds
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FIDServiceError(
+                        f"FID service call {method}: no replica of "
+                        f"{', '.join(self.names)} answered within "
+                        f"{options.timeout:g} s" + _earlier(failures)
+                    )
+                time.sleep(min(options.ping_timeout, left))
+                continue
             try:
-                if name is None:
-                    raise _ReplicaLost("no replica answered a ping")
                 actor = self._actor(name)
                 answer = self._await(
                     actor, getattr(actor, method).remote(*args, **kwargs), deadline
                 )
             except _ReplicaLost as lost:
-                failed.add(name or "")
-                failures.append(f"{name or ', '.join(self.names)}: {lost}")
+                failed.add(name)
+                failures.append(f"{name}: {lost}")
                 if len(failures) > options.retries or time.monotonic() >= deadline:
                     raise FIDServiceError(
                         f"FID service call {method} failed after {len(failures)} "
                         f"attempts: " + "; ".join(failures)
                     ) from None
                 self.retried += 1
-                if name is None:  # every replica is down: give them time to restart
-                    left = deadline - time.monotonic()
-                    time.sleep(max(0.0, min(options.ping_timeout, left)))
                 continue
             self.last_replica = name
             if not timed:
@@ -204,3 +210,7 @@ class FIDClient:
             value, seconds = answer
             self.busy_seconds += seconds
             return value
+
+
+def _earlier(failures: list[str]) -> str:
+    return f" (earlier: {'; '.join(failures)})" if failures else ""

@@ -37,16 +37,26 @@ def resolve_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def check_gpu_visible(who: str) -> None:
-    """InputError unless CUDA works in this process: for processes that asked Ray
-    for a GPU, which must not quietly fall back to the CPU."""
-    if not torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise InputError(
-            f"{who} asked for a GPU but torch sees none here "
-            f"(CUDA_VISIBLE_DEVICES={visible!r}); check the node's driver and the "
-            f"torch build, or ask for gpu: 0"
-        )
+SIMULATED_GPUS_ENV = "VAE_SWEEP_SIMULATED_GPUS"
+
+
+def gpu_device(who: str) -> str:
+    """The device of a process that Ray gave a GPU: 'cuda', never a quiet CPU.
+
+    InputError when torch sees no GPU, except on a simulated cluster whose nodes only
+    advertise GPUs ($VAE_SWEEP_SIMULATED_GPUS=1 on the node, as the tests start
+    them), where the process runs on the CPU.
+    """
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get(SIMULATED_GPUS_ENV) == "1":
+        return "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise InputError(
+        f"{who} asked for a GPU but torch sees none here "
+        f"(CUDA_VISIBLE_DEVICES={visible!r}); check the node's driver and the "
+        f"torch build, or ask for gpu: 0"
+    )
 
 
 class InceptionExtractor:

@@ -29,8 +29,8 @@ from fid.engine import FIDEngine
 from fid.features import (
     FeatureExtractor,
     InceptionExtractor,
-    check_gpu_visible,
     extract_features,
+    gpu_device,
     iter_batches,
 )
 from fid.network import NETWORK_SHA1
@@ -99,8 +99,8 @@ class FIDServer:
         extractor_factory: Callable[[], FeatureExtractor] | None = None,
         require_gpu: bool = False,
     ):
-        if require_gpu and extractor_factory is None:
-            check_gpu_visible("the FID service")
+        if require_gpu:
+            device = gpu_device("the FID service")
         extractor = (
             extractor_factory()
             if extractor_factory
@@ -278,18 +278,19 @@ def start_fid_service(
     namespace: str = DEFAULT_NAMESPACE,
     num_gpus: float = 0.0,
     num_cpus: float = 1.0,
-    scheduling_strategy=None,
+    placement: dict | None = None,
     **server_options,
 ):
     """Create (or find, if one of this name lives) the named, restartable FID actor.
 
     With `num_gpus > 0` the actor runs on the GPU Ray gave it and refuses to start
-    without one; with 0 it runs on the CPU even on a GPU node, since a GPU it did
-    not reserve belongs to someone else.
+    without one (`fid.features.gpu_device`); with 0 it runs on the CPU even on a GPU
+    node, since a GPU it did not reserve belongs to someone else.
     """
-    if "device" not in server_options:
-        server_options["device"] = "cuda" if num_gpus > 0 else "cpu"
-    server_options.setdefault("require_gpu", num_gpus > 0)
+    if num_gpus > 0:
+        server_options["require_gpu"] = True
+    else:
+        server_options.setdefault("device", "cpu")
     return FIDService.options(
         name=name,
         namespace=namespace,
@@ -300,7 +301,7 @@ def start_fid_service(
         max_task_retries=0,  # FIDClient retries, on the least-loaded live replica
         # threads: load() answers while a call holds the network
         max_concurrency=MAX_CONCURRENT_CALLS,
-        scheduling_strategy=scheduling_strategy,
+        **(placement or {}),  # e.g. a label_selector that keeps off the head
     ).remote(references, **server_options)
 
 

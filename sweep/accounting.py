@@ -41,6 +41,7 @@ class Accounting:
         self._last = clock()
         self._service_start: float | None = None
         self.replicas = 0
+        self.replica_places: list[dict] = []
         self.run_gpu = {"fid_service": 0.0, "prerequisites": 0.0}
         self.prerequisites: dict[str, dict | None] = {}
         self.trials = 0
@@ -54,8 +55,13 @@ class Accounting:
         )
         self._last = now
 
-    def services_started(self, replicas: int) -> None:
-        self.replicas = replicas
+    def services_started(self, replicas: list[dict]) -> None:
+        """The replicas' `info()`: where each runs, for the record."""
+        self.replicas = len(replicas)
+        self.replica_places = [
+            {key: info.get(key) for key in ("node", "device", "pid")}
+            for info in replicas
+        ]
         self._service_start = self.clock()
 
     def services_stopped(self) -> None:
@@ -89,7 +95,7 @@ class Accounting:
         run = {
             "started_at": self.started_at,
             "driver_seconds": self.driver_seconds,
-            "fid_replicas": self.replicas,
+            "fid_replicas": self.replica_places,
             # per kind: when its task ran (unix times) and for how long; null when
             # its scores came from the cache
             "prerequisites": self.prerequisites,

@@ -119,6 +119,8 @@ class FIDServiceSection(Section):
     replicas: PositiveInt = 1
     gpu: NonNegativeFloat = 0.0
     cpu: float = Field(1.0, gt=0)
+    # on a cluster (--address) the replicas avoid the head node unless this is true
+    on_head: bool = False
     # images per turn on the network: an intermediate FID waits for at most one
     # chunk of a large call; null: ten feature batches
     chunk: PositiveInt | None = None
@@ -174,6 +176,12 @@ class GridConfig(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     kind: Literal["vae", "fid_repeated", "fid_scrambled"] = "vae"
     storage: str = "./results"  # local folder, NFS path or s3://bucket/prefix
+    # a plain path that every node of a cluster sees at the same place (NFS): required
+    # with --address unless storage is a URI (s3://, gs://, file://)
+    storage_shared: bool = False
+    # an S3-compatible endpoint (e.g. http://minio:9000); null: $AWS_ENDPOINT_URL or
+    # AWS itself. Credentials never go here: they come from the AWS chain.
+    storage_endpoint: str | None = None
     data: DataSection = DataSection()
     # n_train null: the whole training set
     grid: dict[str, list[Any]] = Field(default_factory=lambda: dict(DEFAULT_AXES))
@@ -188,7 +196,9 @@ class GridConfig(Section):
     scheduler: SchedulerSection = SchedulerSection()
     resources: ResourcesSection = ResourcesSection()
     fid_service: FIDServiceSection = FIDServiceSection()
-    max_failures: NonNegativeInt = 0  # retries of a failed trial
+    # retries of a failed trial (a lost node is a failure too); null: 3 on a cluster
+    # (--address), so a spot preemption resumes from the last checkpoint, else 0
+    max_failures: NonNegativeInt | None = None
     checkpoint_every: PositiveInt = 10  # stage-1 epochs between trial checkpoints
     e1: E1Section = E1Section()
     e2: E2Section = E2Section()

@@ -14,7 +14,6 @@ import os
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
 
 from fid.client import ClientOptions, FIDClient
 from fid.features import extractor_factory
@@ -26,11 +25,19 @@ from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.scores import mahalanobis_key
 from sweep.accounting import Accounting
+from sweep.cluster import (
+    connect,
+    max_failures,
+    preflight,
+    remote_error,
+    service_placement,
+)
 from sweep.config import GridConfig
 from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.prerequisites import (
     FEATURE_CHUNK,
     GATES,
+    PREREQUISITES_DIR,
     GatedTrials,
     Prerequisites,
     mahalanobis_task,
@@ -38,11 +45,11 @@ from sweep.prerequisites import (
     recon_task,
 )
 from sweep.results import build_tables, package_version, summary, write_tables
+from sweep.schedulers import scheduler
+from sweep.storage import GRID_FILE, join, write_bytes
 from sweep.trainable import NAMESPACE, SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
-from vae.reference import reference_checkpoint, reference_key
-
-METRIC = "fid_intermediate"
+from vae.reference import reference_key
 
 
 def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:
@@ -94,12 +101,15 @@ def client_options(config: GridConfig) -> ClientOptions:
     )
 
 
-def start_services(config: GridConfig, test: ray.ObjectRef) -> list:
+def start_services(
+    config: GridConfig, test: ray.ObjectRef, address: str | None = None
+) -> list:
     """Named, restartable FID actors holding the x_test reference; started once.
 
     The driver keeps the handles (and `test`, from which a restarted actor rebuilds
     its reference) for the whole sweep: an actor nobody holds is destroyed, and
-    trials only look them up by name.
+    trials only look them up by name. A replica that cannot start (a GPU it asked
+    for is not there) stops the sweep with one line.
     """
     options = {
         "network": config.fid.network,
@@ -116,18 +126,26 @@ def start_services(config: GridConfig, test: ray.ObjectRef) -> list:
             namespace=NAMESPACE,
             num_gpus=config.fid_service.gpu,
             num_cpus=config.fid_service.cpu,
+            placement=service_placement(config, address),
             **options,
         )
         for name in service_names(config)
     ]
     # the x_test statistics are computed (or read from the cache) once, here
-    ray.get([actor.reference_stats.remote("test") for actor in actors])
+    try:
+        ray.get([actor.reference_stats.remote("test") for actor in actors])
+    except ray.exceptions.RayActorError as error:
+        found = remote_error(error)
+        if found is None:
+            raise
+        raise InputError(f"FID service: {found}") from None
     return actors
 
 
 def start_prerequisites(
     config: GridConfig,
     trials: list[dict],
+    folder: str,
     train: ImageSet,
     train_ref: ray.ObjectRef,
     client: FIDClient,
@@ -154,11 +172,12 @@ def start_prerequisites(
         options = {"model": base.model, "training": base.reference,
                    "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
         keys["recon"] = reference_key(train.sha256, **options)
-        checkpoint = str(reference_checkpoint(keys["recon"]))
+        # on shared storage: a task retried on another node continues from it
+        checkpoint = join(folder, PREREQUISITES_DIR, f"reference-{keys['recon']}.pt")
         resources = config.resources
         launches["recon"] = lambda: recon_task.options(
             num_cpus=resources.cpu, num_gpus=resources.gpu
-        ).remote(train_ref, options, checkpoint)
+        ).remote(train_ref, options, checkpoint, config.checkpoint_every)
         gpus["recon"] = resources.gpu
     prerequisites = Prerequisites(
         ScoreBook({kind: (key, None) for kind, key in keys.items()})
@@ -168,30 +187,18 @@ def start_prerequisites(
     return prerequisites
 
 
-def scheduler(config: GridConfig):
-    options = config.scheduler
-    # one past the last stage-1 epoch: a trial that survives every rung must not be
-    # stopped at its last epoch, before its priors are scored
-    epochs = max(config.grid.get("stage1.epochs", [config.stage1.epochs])) + 1
-    common = {"time_attr": "epoch", "metric": METRIC, "mode": "min"}
-    if options.name == "asha":
-        return ASHAScheduler(
-            max_t=epochs,
-            grace_period=options.grace_period,
-            reduction_factor=options.reduction_factor,
-            **common,
-        )
-    if options.name == "median":
-        return MedianStoppingRule(
-            grace_period=options.grace_period,
-            min_samples_required=options.min_samples_required,
-            **common,
-        )
-    if options.name == "hyperband":
-        return HyperBandScheduler(
-            max_t=epochs, reduction_factor=options.reduction_factor, **common
-        )
-    return None
+def resume_plan(folder: str, total: int, retry_errored: bool) -> str:
+    """One line: what a resume will skip, continue, retry and start."""
+    states = [t.status for t in tune.ExperimentAnalysis(folder).trials]
+    done, errored = states.count("TERMINATED"), states.count("ERROR")
+    unfinished = len(states) - done - errored
+    fate = "retried from their last checkpoints" if retry_errored else (
+        "kept as errors; --retry-errored retries them")  # fmt: skip
+    return (
+        f"resume: {done} trials finished (skipped), {unfinished} unfinished "
+        f"(continue from their last checkpoints), {errored} errored ({fate}), "
+        f"{total - len(states)} not started yet"
+    )
 
 
 TRAINABLES = {
@@ -210,7 +217,14 @@ def trial_folder(trial) -> str:
 
 
 def build_tuner(
-    config: GridConfig, trials: list[dict], folder: str, data: SweepData, resume: bool
+    config: GridConfig,
+    trials: list[dict],
+    folder: str,
+    data: SweepData,
+    *,
+    resume: bool,
+    retry_errored: bool = False,
+    address: str | None = None,
 ) -> tune.Tuner:
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
     function = TRAINABLES[config.kind]
@@ -218,7 +232,14 @@ def build_tuner(
         tune.with_resources(function, resources), grid=config, data=data
     )
     if resume and tune.Tuner.can_restore(folder):
-        return tune.Tuner.restore(folder, trainable, resume_unfinished=True)
+        print(resume_plan(folder, len(trials), retry_errored))
+        return tune.Tuner.restore(
+            folder,
+            trainable,
+            resume_unfinished=True,
+            # from their last checkpoints, as Tune's max_failures retries do
+            resume_errored=retry_errored,
+        )
     storage, name = folder.rsplit("/", 1)
     return tune.Tuner(
         trainable,
@@ -239,7 +260,9 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage,
-            failure_config=tune.FailureConfig(max_failures=config.max_failures),
+            failure_config=tune.FailureConfig(
+                max_failures=max_failures(config, address)
+            ),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1,
         ),
@@ -255,31 +278,29 @@ def run_sweep(
     test: ImageSet,
     address: str | None,
     resume: bool,
+    retry_errored: bool = False,
+    grid_text: str | None = None,
     overlap: bool = True,
 ) -> pd.DataFrame:
     """The whole sweep; `overlap=False` runs the prerequisites before any trial (the
     old serial order, kept for the benchmark that measures what overlapping saves)."""
     accounting = Accounting(config, folder)
-    ray.init(
-        # no --address: always a fresh embedded Ray ("local"); address=None would
-        # join any cluster `ray start` left running on this machine
-        address=address or "local",
-        namespace=NAMESPACE,
-        include_dashboard=False,
-        ignore_reinit_error=True,
-    )
+    connect(config, address, NAMESPACE)  # a no-op when sweep.run connected first
     accounting.lap("ray_init")
+    preflight(config)  # a GPU node whose torch sees no GPU: one line, nothing written
     train_ref, test_ref = share(train), share(test)
-    actors = start_services(config, test_ref)  # live until the end of the sweep
+    actors = start_services(config, test_ref, address)  # live until the sweep ends
+    if grid_text is not None:  # the resolved grid, once the sweep can start
+        write_bytes(join(folder, GRID_FILE), grid_text.encode())
     client = FIDClient(service_names(config), NAMESPACE, client_options(config))
     network = client.info()["extractor"]
-    accounting.services_started(len(actors))
+    accounting.services_started(ray.get([actor.info.remote() for actor in actors]))
     accounting.lap("fid_services")
     prerequisites = Prerequisites(ScoreBook({}))
     features = None
     if config.kind == "vae":
         prerequisites = start_prerequisites(
-            config, trials, train, train_ref, client, network
+            config, trials, folder, train, train_ref, client, network
         )
         if not overlap:
             prerequisites.wait_all()
@@ -297,9 +318,11 @@ def run_sweep(
         client=client_options(config),
         train_features=features,
     )
+    tuner = build_tuner(config, trials, folder, data, resume=resume,
+                        retry_errored=retry_errored, address=address)  # fmt: skip
     GATES[folder] = prerequisites
     try:
-        results = list(build_tuner(config, trials, folder, data, resume).fit())
+        results = list(tuner.fit())
     finally:
         GATES.pop(folder, None)
     accounting.lap("tune_fit")

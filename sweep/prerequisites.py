@@ -18,10 +18,13 @@ GPU cluster idle for hours. Instead:
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 from ray.tune.search import Searcher
@@ -30,9 +33,13 @@ from fid.client import ClientOptions, FIDClient
 from fid.stats import Statistics
 from fid.turns import BULK
 from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
+from sweep.cluster import trial_device
+from sweep.storage import fetch, publish
 from vae.reference import reference_scores
+from vae.train import read_checkpoint
 
 FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service
+PREREQUISITES_DIR = "prerequisites"  # in the sweep's storage: the reference VAE
 
 # The live Prerequisites of each sweep in this driver process, by sweep folder. Tune
 # pickles its searcher into the experiment and unpickles it on --resume, so the
@@ -47,11 +54,32 @@ def _span(started: float) -> dict:
 
 
 @ray.remote(num_returns=2)
-def recon_task(train, options: dict, checkpoint: str):
-    """Reference-VAE reconstruction errors of x_train; (scores, span)."""
+def recon_task(train, options: dict, checkpoint: str, checkpoint_every: int):
+    """Reference-VAE reconstruction errors of x_train; (scores, span).
+
+    `checkpoint` is in the sweep's storage, which every node sees: Ray retries a task
+    whose node was lost, and the retry continues from the last epoch saved there.
+    """
     started = time.time()
-    scores = reference_scores(train.images, **options, checkpoint=checkpoint)
-    return scores, _span(started)
+    training = dataclasses.replace(options["training"], device=trial_device())
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / "reference.pt"
+        resumed = fetch(checkpoint, local)
+        resumed_epoch = int(read_checkpoint(local)["epoch"]) if resumed else 0
+
+        def publish_checkpoint(report) -> None:
+            if report.epoch % checkpoint_every == 0:
+                publish(local, checkpoint)
+
+        scores = reference_scores(
+            train.images,
+            **{**options, "training": training},
+            checkpoint=local,
+            checkpoint_every=checkpoint_every,
+            callbacks=[publish_checkpoint],
+        )
+        publish(local, checkpoint)
+    return scores, {**_span(started), "resumed_from_epoch": resumed_epoch}
 
 
 @ray.remote(num_returns=2)

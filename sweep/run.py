@@ -17,14 +17,20 @@ import argparse
 import sys
 
 from selection.errors import InputError, run_cli
+from sweep.cluster import connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml
 from sweep.cost import estimate, rate_lines, slots
 from sweep.rehearsal import BANNER as REHEARSAL_BANNER
 from sweep.rehearsal import rehearsal
-from sweep.storage import join, read_text, write_bytes
+from sweep.schedulers import RESUMABLE
+from sweep.storage import (
+    GRID_FILE,
+    check_storage_reachable,
+    is_uri,
+    join,
+    read_text,
+)
 from sweep.trials import expand, trial_name
-
-GRID_FILE = "grid.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the sweep in <storage>/<name>"
+    )
+    parser.add_argument(
+        "--retry-errored",
+        action="store_true",
+        help="with --resume: also retry the trials that ended in error, from their "
+        "last checkpoints (default: keep them as errors)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the trials and their cost; exit"
@@ -146,6 +158,28 @@ def check_storage(folder: str, text: str, resume: bool) -> None:
         )
 
 
+def check_cluster_options(config: GridConfig, args) -> None:
+    """What --address, --resume and --retry-errored need of the grid."""
+    if args.retry_errored and not args.resume:
+        raise InputError(
+            "--retry-errored retries a sweep's errored trials: add --resume"
+        )
+    if args.address and not (is_uri(config.storage) or config.storage_shared):
+        raise InputError(
+            f"storage = {config.storage!r} is a folder on this machine only, but with "
+            f"--address every node writes trials and checkpoints there: use "
+            f"s3://bucket/prefix or file:///shared/path, or set storage_shared: true "
+            f"for an NFS mount every node sees at that path"
+        )
+    if args.resume and config.scheduler.name not in RESUMABLE:
+        raise InputError(
+            f"scheduler.name = {config.scheduler.name!r}: Tune cannot restore "
+            f"HyperBand's brackets, so a resumed sweep would decide without its "
+            f"history; rerun it under another name, or use asha or median, whose "
+            f"history a resume restores"
+        )
+
+
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     config = load_grid(args.grid, args.set)
@@ -159,19 +193,22 @@ def main(argv=None) -> None:
         return
     if args.gpus is not None or args.cpus is not None:
         raise InputError("--gpus and --cpus size the --dry-run cost; add --dry-run")
+    check_cluster_options(config, args)
     folder = join(config.storage, config.name)
     text = resolved_yaml(config)
+    use_endpoint(config)
+    check_storage_reachable(config.storage)
     check_storage(folder, text, args.resume)
 
     # torch and Ray load only past validation: a bad grid fails in a blink
-    from sweep.driver import check_local_resources, load_data, run_sweep
+    from sweep.driver import NAMESPACE, check_local_resources, load_data, run_sweep
 
     if args.address is None:
         check_local_resources(config)
     train, test = load_data(config)  # a bad data path stops here, before any write
     trials = expand(config, len(train))
-    # the resolved grid is saved before any trial starts
-    write_bytes(join(folder, GRID_FILE), text.encode())
+    # joined (in bounded time) before anything is written to storage
+    connect(config, args.address, NAMESPACE)
     table = run_sweep(
         config,
         trials,
@@ -180,6 +217,8 @@ def main(argv=None) -> None:
         test=test,
         address=args.address,
         resume=args.resume,
+        retry_errored=args.retry_errored,
+        grid_text=text,  # written once the FID service stands, before any trial
     )
     if table.empty or (table["status"] == "error").any():
         print("some trials failed: see the status and error columns", file=sys.stderr)

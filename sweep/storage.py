@@ -1,13 +1,27 @@
 """Files in the sweep's storage: a local/NFS folder (atomic rename) or a URI such as
-s3://bucket/prefix (through pyarrow's file systems, where one object put is atomic)."""
+s3://bucket/prefix (through pyarrow's file systems, where one object put is atomic).
+
+On a cluster every node writes here (Tune's trial folders and checkpoints, the
+reference VAE's checkpoint), so it must be storage every node sees: a URI, or a path
+declared shared (`storage_shared: true`, an NFS mount at the same place everywhere).
+S3 credentials come from the standard AWS chain (environment, instance profile); an
+S3-compatible endpoint from `storage_endpoint` or $AWS_ENDPOINT_URL, which pyarrow
+reads in every process.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from pyarrow import fs
 
+from selection.errors import InputError
 from selection.files import atomic_path
+
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+GRID_FILE = "grid.yaml"  # the resolved grid, beside a sweep's results
 
 
 def is_uri(path: str) -> bool:
@@ -20,9 +34,20 @@ def join(root: str, *parts: str) -> str:
     return str(Path(root).expanduser().resolve().joinpath(*parts))
 
 
+def _resolve(path: str) -> tuple[fs.FileSystem, str]:
+    try:
+        return fs.FileSystem.from_uri(path)
+    except (OSError, ValueError) as error:  # ArrowInvalid is a ValueError
+        raise InputError(f"storage {path!r}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def write_bytes(path: str, data: bytes) -> None:
     if is_uri(path):
-        filesystem, inner = fs.FileSystem.from_uri(path)
+        filesystem, inner = _resolve(path)
         with filesystem.open_output_stream(inner) as stream:
             stream.write(data)
         return
@@ -33,10 +58,64 @@ def write_bytes(path: str, data: bytes) -> None:
 def read_text(path: str) -> str | None:
     """The file's text, or None when it does not exist."""
     if is_uri(path):
-        filesystem, inner = fs.FileSystem.from_uri(path)
+        filesystem, inner = _resolve(path)
         if filesystem.get_file_info(inner).type == fs.FileType.NotFound:
             return None
         with filesystem.open_input_stream(inner) as stream:
             return stream.read().decode()
     file = Path(path)
     return file.read_text() if file.is_file() else None
+
+
+def fetch(path: str, local: Path) -> bool:
+    """Copy the file at `path` (storage) to `local`; False when it does not exist."""
+    if not is_uri(path):
+        if not Path(path).is_file():
+            return False
+        with atomic_path(local) as tmp:
+            shutil.copyfile(path, tmp)
+        return True
+    filesystem, inner = _resolve(path)
+    if filesystem.get_file_info(inner).type == fs.FileType.NotFound:
+        return False
+    with atomic_path(local) as tmp:
+        fs.copy_files(inner, str(tmp), source_filesystem=filesystem,
+                      destination_filesystem=fs.LocalFileSystem())  # fmt: skip
+    return True
+
+
+def publish(local: Path, path: str) -> None:
+    """Copy `local` to `path` in storage, atomically for readers."""
+    if not is_uri(path):
+        with atomic_path(path) as tmp:
+            shutil.copyfile(local, tmp)
+        return
+    filesystem, inner = _resolve(path)
+    fs.copy_files(str(local), inner, source_filesystem=fs.LocalFileSystem(),
+                  destination_filesystem=filesystem)  # fmt: skip
+
+
+def check_storage_reachable(root: str) -> None:
+    """InputError unless the sweep could write under `root`; writes nothing.
+
+    A local path needs its nearest existing ancestor to be a writable folder; a URI
+    needs its file system to answer (credentials, endpoint, bucket).
+    """
+    if is_uri(root):
+        filesystem, inner = _resolve(root)
+        bucket = inner.split("/", 1)[0]
+        try:
+            info = filesystem.get_file_info(bucket)
+        except OSError as error:
+            raise InputError(f"storage {root!r}: {_first_line(error)}") from None
+        if info.type == fs.FileType.NotFound:
+            raise InputError(f"storage {root!r}: {bucket!r} does not exist")
+        return
+    path = Path(root).expanduser().resolve()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"storage {root!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"storage {root!r}: {existing} is not writable")

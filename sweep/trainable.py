@@ -22,6 +22,7 @@ from fid.client import ClientOptions, FIDClient
 from fid.turns import FINAL, INTERACTIVE
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet
+from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.trials import settings
 from vae.evaluate import evaluate_priors, latent_summary
@@ -69,10 +70,6 @@ def share(images: ImageSet) -> ray.ObjectRef:
 def fid_service(data: SweepData) -> FIDClient:
     """This trial's way to the FID actors: the least-loaded live replica per call."""
     return FIDClient(data.services, NAMESPACE, data.client)
-
-
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
 
 
 class Stage1Reporter:
@@ -152,7 +149,7 @@ def restore(trainer: Trainer, service: FIDClient) -> float | None:
 
 
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
-    s = settings(grid, config["trial"], device=device())
+    s = settings(grid, config["trial"], device=trial_device())
     train = ray.get(data.train)  # read-only, zero-copy
     kind = SCORE_KIND.get(s.criterion)
     # released by the driver's GatedTrials only once these scores exist

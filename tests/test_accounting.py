@@ -37,7 +37,7 @@ def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
     })  # fmt: skip
     clock = Clock()
     first = Accounting(config, str(tmp_path), clock=clock)
-    first.services_started(2)
+    first.services_started([{"node": "a"}, {"node": "b"}])
     clock.now = 100.0  # the replicas lived 100 s: 2 x 0.25 x 100 = 50 GPU-seconds
     first.services_stopped()
     recon = {"started_at": 0.0, "finished_at": 30.0, "seconds": 30.0}
@@ -50,7 +50,7 @@ def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
     # totals over both runs, so they are counted once
     clock.now = 0.0
     second = Accounting(config, str(tmp_path), clock=clock)
-    second.services_started(2)
+    second.services_started([{"node": "a"}, {"node": "c"}])
     clock.now = 20.0  # 2 x 0.25 x 20 = 10
     second.services_stopped()
     second.add_prerequisites(_prerequisites({"recon": None}, gpu=0.5))  # cached
@@ -65,6 +65,7 @@ def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
     assert saved["gpu_hours"] == pytest.approx(165 / 3600)
     assert saved["runs"][0]["prerequisites"]["recon"] == recon
     assert saved["runs"][1]["prerequisites"] == {"recon": None}
+    assert [r["node"] for r in saved["runs"][1]["fid_replicas"]] == ["a", "c"]
 
 
 def test_result_rows_carry_the_trial_and_fid_gpu_seconds():

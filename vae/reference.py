@@ -63,11 +63,14 @@ def reference_scores(
     loss: str = "gamma",
     kl_weight: float = 1.0,
     checkpoint: str | Path,
+    checkpoint_every: int = 1,
+    callbacks=(),
     progress: bool = False,
 ) -> np.ndarray:
     """Train (or resume, from `checkpoint`) the reference VAE on all of `images`
     ((N, 32, 32, 3) uint8, possibly a read-only object-store view) and return each
-    image's reconstruction error, (N,) float64."""
+    image's reconstruction error, (N,) float64. `callbacks` see every epoch after
+    its checkpoint is written (the sweep copies it to shared storage)."""
     checkpoint = Path(checkpoint)
     trainer = new_trainer(
         model,
@@ -81,7 +84,7 @@ def reference_scores(
     if checkpoint.is_file():
         trainer.load_state_dict(read_checkpoint(checkpoint))
     if trainer.epoch < training.epochs and trainer.outcome != "diverged":
-        trainer.run(checkpoint=checkpoint)
+        trainer.run(callbacks, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     if trainer.outcome == "diverged":
         raise ReferenceDiverged(
             f"the reference VAE for the recon criterion diverged at epoch "

@@ -1,0 +1,134 @@
+"""What changes when the sweep runs on a cluster (`--address`), DESIGN section 7.
+
+* Joining: the embedded local Ray unless an address is given (never a cluster that
+  happens to run on this machine); the S3 endpoint reaches every worker.
+* Retries: a spot node that disappears fails its trials; on a cluster a grid that
+  does not set `max_failures` gets 3 retries, so the trial continues from its last
+  checkpoint on another node.
+* Placement: FID replicas keep off the head node unless `fid_service.on_head`.
+* GPUs: a process that Ray gave a GPU runs on it or fails with one line
+  (`fid.features.gpu_device`); a preflight task finds a node without a usable GPU
+  before any trial starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import ray
+
+from fid.features import gpu_device
+from selection.errors import InputError
+from sweep.config import GridConfig
+from sweep.storage import ENDPOINT_ENV
+
+CLUSTER_MAX_FAILURES = 3
+CONNECT_TIMEOUT = 5.0  # seconds for a HOST:PORT address to accept a connection
+HEAD_RESOURCE = "node:__internal_head__"
+
+
+def max_failures(config: GridConfig, address: str | None) -> int:
+    if config.max_failures is not None:
+        return config.max_failures
+    return CLUSTER_MAX_FAILURES if address else 0
+
+
+def use_endpoint(config: GridConfig) -> dict[str, str]:
+    """Point this process's pyarrow (and Tune's) at the grid's S3 endpoint, if any;
+    the environment variables every worker needs for the same."""
+    endpoint = config.storage_endpoint or os.environ.get(ENDPOINT_ENV)
+    if not endpoint:
+        return {}
+    os.environ[ENDPOINT_ENV] = endpoint
+    return {ENDPOINT_ENV: endpoint}
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """A HOST:PORT address must accept a connection within `timeout` seconds;
+    Ray itself would retry for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(
+            f"--address {address!r}: expected 'auto' or HOST:PORT (the head node's "
+            f"GCS address, e.g. 10.0.0.5:6379)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(
+            f"--address {address}: no Ray cluster answers there ({reason}); check "
+            f"that `ray start --head` runs on that host and the port is open"
+        ) from None
+
+
+def connect(config: GridConfig, address: str | None, namespace: str) -> None:
+    """Join the cluster at `address` (checked first, in bounded time), or start the
+    embedded local Ray."""
+    if address and address not in ("auto", "local") and "://" not in address:
+        check_reachable(address)
+    env = use_endpoint(config)
+    try:
+        ray.init(
+            # no --address: always a fresh embedded Ray ("local"); address=None
+            # would join any cluster `ray start` left running on this machine
+            address=address or "local",
+            namespace=namespace,
+            include_dashboard=False,
+            ignore_reinit_error=True,
+            runtime_env={"env_vars": env} if env else None,
+        )
+    except ConnectionError as error:
+        raise InputError(f"--address {address}: {str(error).splitlines()[0]}") from None
+
+
+def head_node_id() -> str | None:
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {}):
+            return node["NodeID"]
+    return None
+
+
+def service_placement(config: GridConfig, address: str | None) -> dict:
+    """Actor options that keep the FID replicas off the head of a cluster."""
+    if not address or config.fid_service.on_head:
+        return {}
+    head = head_node_id()
+    return {"label_selector": {"ray.io/node-id": f"!{head}"}} if head else {}
+
+
+def remote_error(error: BaseException) -> InputError | None:
+    """The InputError a remote task or actor raised, if that is what `error` is."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, InputError):
+        return InputError(str(cause))
+    creation = str(error)
+    if "InputError" in creation:  # an actor's constructor: only its text survives
+        line = creation.strip().splitlines()[-1]
+        return InputError(line.split("InputError: ", 1)[-1])
+    return None
+
+
+@ray.remote(max_retries=0)
+def _gpu_device(who: str) -> str:
+    return gpu_device(who)
+
+
+def preflight(config: GridConfig) -> None:
+    """With GPU trials, one task on a GPU node checks that torch sees its GPU."""
+    if config.resources.gpu <= 0:
+        return
+    check = _gpu_device.options(num_gpus=config.resources.gpu, num_cpus=0)
+    try:
+        ray.get(check.remote("a trial (resources.gpu)"))
+    except Exception as error:
+        found = remote_error(error)
+        if found is None:
+            raise
+        raise found from None
+
+
+def trial_device() -> str:
+    """The device of this trial or task: its GPU, if Ray gave it one."""
+    return gpu_device("a trial (resources.gpu)") if ray.get_gpu_ids() else "cpu"

@@ -1,0 +1,85 @@
+"""The early-stopping schedulers, by name, and what survives a `--resume`.
+
+Tune does not save a scheduler's state with the experiment: a resumed sweep gets the
+scheduler as it was created, with no history, and would judge the trials that go on
+against nothing. When Tune restores a sweep it adds every trial, finished or not, to
+the fresh scheduler (`on_trial_add`); the schedulers here then feed it that trial's
+recorded results, in order, from its `result.json` in storage. ASHA's rungs and the
+median rule's per-trial histories depend only on the results recorded, not on the
+order trials arrived in, so the restored state is the state the sweep had when it
+stopped. HyperBand's synchronous brackets also depend on pausing and resuming trials
+in step, which a replay cannot redo: a HyperBand sweep refuses `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
+
+from sweep.config import GridConfig
+
+METRIC = "fid_intermediate"
+RESUMABLE = ("none", "asha", "median")
+logger = logging.getLogger(__name__)
+
+
+def recorded_results(trial) -> list[dict]:
+    """The results a trial reported before the sweep stopped, oldest first."""
+    storage = getattr(trial, "storage", None)
+    if storage is None:
+        return []
+    path = f"{storage.trial_fs_path}/result.json"
+    try:
+        with storage.storage_filesystem.open_input_stream(path) as stream:
+            text = stream.read().decode()
+    except (FileNotFoundError, OSError):
+        return []  # a trial that never reported
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class _Replay:
+    """Mixin: a trial added to the scheduler brings its recorded results along."""
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        history = recorded_results(trial)
+        for result in history:
+            super().on_trial_result(tune_controller, trial, result)  # decisions: past
+        if history:
+            logger.info("%s: replayed %d results", trial, len(history))
+
+
+class ReplayingASHA(_Replay, ASHAScheduler):
+    pass
+
+
+class ReplayingMedianStopping(_Replay, MedianStoppingRule):
+    pass
+
+
+def scheduler(config: GridConfig):
+    options = config.scheduler
+    # one past the last stage-1 epoch: a trial that survives every rung must not be
+    # stopped at its last epoch, before its priors are scored
+    epochs = max(config.grid.get("stage1.epochs", [config.stage1.epochs])) + 1
+    common = {"time_attr": "epoch", "metric": METRIC, "mode": "min"}
+    if options.name == "asha":
+        return ReplayingASHA(
+            max_t=epochs,
+            grace_period=options.grace_period,
+            reduction_factor=options.reduction_factor,
+            **common,
+        )
+    if options.name == "median":
+        return ReplayingMedianStopping(
+            grace_period=options.grace_period,
+            min_samples_required=options.min_samples_required,
+            **common,
+        )
+    if options.name == "hyperband":
+        return HyperBandScheduler(
+            max_t=epochs, reduction_factor=options.reduction_factor, **common
+        )
+    return None

@@ -1,0 +1,302 @@
+"""The sweep on a simulated multi-node Ray (`ray.cluster_utils.Cluster`): a head with no
+GPUs, worker nodes that advertise a GPU each, every node with its own cache folder
+(its own disk), storage a folder all of them see. `python -m sweep.run --address`
+runs against it with tiny settings and the stand-in network, while the test kills
+nodes the way a spot market does.
+
+The workers' GPUs are only advertised: they run with VAE_SWEEP_SIMULATED_GPUS=1, so
+a process Ray gave a GPU runs on the CPU instead of refusing (fid.features.gpu_device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fid.features import SIMULATED_GPUS_ENV
+from tests.conftest import ROOT, cifar_path
+
+pytestmark = [pytest.mark.ray, pytest.mark.cluster]
+
+SMOKE = str(ROOT / "grids" / "smoke.yaml")
+TINY = [
+    "--set", "fid.extractor=fid.standin:make_standin",
+    "--set", "data.train_limit=2000",
+    "--set", "data.test_limit=40",
+    "--set", "grid.criterion=[random]",
+    "--set", "model.latent_dim=4",
+    "--set", "model.encoder_channels=[4, 8, 8, 8]",
+    "--set", "model.decoder_channels=[8, 4]",
+    "--set", "stage1.batch_size=100",
+    "--set", "selection.reference_epochs=1",
+    "--set", "fid.samples=20",
+    "--set", "checkpoint_every=1",
+    "--set", "resources.gpu=1",
+    "--set", "resources.cpu=1",
+    "--set", "fid_service.cpu=0.5",
+    "--set", "storage_shared=true",
+]  # fmt: skip
+
+
+class SimCluster:
+    """A head without GPUs and GPU workers, each node with its own cache folder."""
+
+    def __init__(self, root: Path, workers: int = 2, simulated: bool = True):
+        from ray.cluster_utils import Cluster
+
+        self.root, self.simulated, self.count = root, simulated, 0
+        self.cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 1, "num_gpus": 0, "env_vars": self._env("head"),
+                # notice a killed node in about a second, not Ray's 30 s
+                "_system_config": {"health_check_period_ms": 200,
+                                   "health_check_failure_threshold": 5},
+            },
+        )  # fmt: skip
+        self.workers = [self.add_worker() for _ in range(workers)]
+
+    def _env(self, name: str) -> dict:
+        cache = self.root / f"cache-{name}"
+        cache.mkdir(parents=True, exist_ok=True)
+        env = {"VAE_SWEEP_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+        if self.simulated:
+            env[SIMULATED_GPUS_ENV] = "1"
+        return env
+
+    def add_worker(self):
+        self.count += 1
+        node = self.cluster.add_node(
+            num_cpus=2, num_gpus=1, env_vars=self._env(f"worker-{self.count}"),
+            object_store_memory=200 * 1024 * 1024,
+        )  # fmt: skip
+        node.cache = self.root / f"cache-worker-{self.count}"
+        return node
+
+    def node_of(self, pid: int):
+        """The worker node whose raylet started process `pid`."""
+        parent = int(Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[1])
+        for node in self.workers:
+            if node.all_processes["raylet"][0].process.pid == parent:
+                return node
+        return None
+
+    def kill(self, node) -> None:
+        """A spot preemption: every process of the node killed at once."""
+        self.cluster.remove_node(node, allow_graceful=False)
+        self.workers.remove(node)
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+@pytest.fixture
+def sim(tmp_path):
+    cluster = SimCluster(tmp_path)
+    yield cluster
+    cluster.shutdown()
+
+
+def start_sweep(sim, storage, *args, grid=SMOKE) -> subprocess.Popen:
+    env = {**os.environ, "VAE_SWEEP_DATA": str(cifar_path()), "PYTHONPATH": str(ROOT),
+           "VAE_SWEEP_CACHE": str(sim.root / "cache-driver")}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    command = [sys.executable, "-m", "sweep.run", grid, "--address",
+               sim.cluster.address, "--set", f"storage={storage}", *TINY,
+               *args]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def finish(process, timeout=300) -> tuple[str, str]:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return out, err
+
+
+def processes(title: str) -> list[int]:
+    """Pids whose command line (Ray's process title) contains `title`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if title in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_for(condition, timeout=120, what="a condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def raw_epochs(trial: Path) -> list[int]:
+    """The stage-1 epochs Tune recorded for a trial, in order (before any clean-up
+    by sweep/results.py)."""
+    lines = (trial / "result.json").read_text().splitlines()
+    results = [json.loads(line) for line in lines if line.strip()]
+    return [r["epoch"] for r in results if r.get("phase") == "stage1"]
+
+
+def test_a_preempted_node_loses_no_trial_and_no_work(sim, tmp_path):
+    storage = tmp_path / "storage"
+    sweep = start_sweep(sim, storage, "--set", "grid.n_train=[1000, 2000]",
+                        "--set", "stage1.epochs=25")  # fmt: skip
+    folder = storage / "smoke"
+
+    def trial_in_progress():
+        for trial in folder.glob("trial_*"):
+            if (trial / "result.json").exists() and len(raw_epochs(trial)) >= 3:
+                pid = json.loads((trial / "result.json").read_text().splitlines()[-1])[
+                    "pid"
+                ]
+                node = sim.node_of(pid)
+                if node is not None and raw_epochs(trial)[-1] < 25:
+                    return trial, node
+        return None
+
+    trial, node = wait_for(trial_in_progress, what="a trial at epoch 3")
+    sim.kill(node)  # the trial's node disappears, its processes with it
+    killed_at = raw_epochs(trial)[-1]
+    sim.add_worker()  # the autoscaler's replacement
+    finish(sweep)
+
+    results = pd.read_parquet(folder / "results.parquet")
+    assert len(results) == 2 * 2 and results["trial_id"].nunique() == 2
+    assert (results["status"] == "ok").all() and (results["epochs_run"] == 25).all()
+    # Tune's own record of the killed trial: it went on from its last checkpoint,
+    # so epoch 1 ran once, and at most the epoch in flight was run twice
+    epochs = raw_epochs(trial)
+    assert epochs.count(1) == 1 and epochs[-1] == 25
+    assert len(epochs) - len(set(epochs)) <= 1, epochs
+    assert killed_at < 25 and sorted(set(epochs)) == list(range(1, 26))
+    state = max(folder.glob("experiment_state-*.json")).read_text()
+    failures = [int(n) for n in re.findall(r'num_failures\\": (\d+)', state)]
+    assert sorted(failures) == [0, 1]  # the default retries of a cluster grid
+
+
+def test_a_lost_fid_node_is_replaced_and_no_call_waits_forever(sim, tmp_path):
+    storage = tmp_path / "storage"
+    # the replica takes half of a worker's GPU, the trials half each
+    sweep = start_sweep(sim, storage, "--set", "grid.n_train=[1000, 2000]",
+                        "--set", "stage1.epochs=12", "--set", "eval.every=1",
+                        "--set", "eval.samples=20", "--set", "resources.gpu=0.5",
+                        "--set", "fid_service.gpu=0.5",
+                        "--set", "fid_service.ping_timeout_s=2")  # fmt: skip
+    folder = storage / "smoke"
+
+    def replica_with_trials_waiting():
+        replicas = processes("ray::FIDServer")
+        started = [t for t in folder.glob("trial_*") if (t / "result.json").exists()]
+        if replicas and started and all(len(raw_epochs(t)) >= 2 for t in started):
+            return sim.node_of(replicas[0])
+        return None
+
+    node = wait_for(replica_with_trials_waiting, what="the FID replica and trials")
+    sim.kill(node)
+    sim.add_worker()
+    finish(sweep, timeout=400)
+    results = pd.read_parquet(folder / "results.parquet")
+    assert len(results) == 2 * 2 and (results["status"] == "ok").all()
+    assert results["fid"].notna().all()
+    history = pd.read_parquet(folder / "history.parquet")
+    assert history["fid_intermediate"].notna().all()
+
+
+def test_trials_need_nothing_from_the_drivers_disk(sim, tmp_path):
+    storage = tmp_path / "storage"
+    criteria = "grid.criterion=[random, lowest_recon, lowest_mahalanobis]"
+    finish(start_sweep(sim, storage, "--set", "grid.n_train=[1000]",
+                       "--set", "stage1.epochs=2", "--set", criteria))  # fmt: skip
+    first = pd.read_parquet(storage / "smoke" / "results.parquet")
+    assert len(first) == 3 * 2 and (first["status"] == "ok").all()
+    # the reference VAE's checkpoint is in shared storage, not on a node's disk
+    assert list((storage / "smoke" / "prerequisites").glob("reference-*.pt"))
+    for node in list(sim.workers):
+        assert not (node.cache / "scores").exists()
+        assert not (node.cache / "reference").exists()
+        sim.kill(node)  # every worker gone: their disks with them
+    sim.add_worker(), sim.add_worker()
+
+    # fresh nodes with empty caches; the scores come from the driver's cache through
+    # the object store, the x_test statistics are computed again where the replica is
+    finish(start_sweep(sim, storage, "--set", "grid.n_train=[1000]",
+                       "--set", "stage1.epochs=2", "--set", criteria,
+                       "--set", "name=again"))  # fmt: skip
+    again = pd.read_parquet(storage / "again" / "results.parquet")
+    assert len(again) == 3 * 2 and (again["status"] == "ok").all()
+    timings = json.loads((storage / "again" / "timings.json").read_text())
+    assert timings["runs"][0]["prerequisites"] == {"mahalanobis": None, "recon": None}
+
+
+def test_the_reference_vae_survives_the_loss_of_its_node(sim, tmp_path):
+    storage = tmp_path / "storage"
+    sweep = start_sweep(sim, storage, "--set", "grid.criterion=[lowest_recon]",
+                        "--set", "grid.n_train=[1000]", "--set", "stage1.epochs=1",
+                        "--set", "selection.reference_epochs=25")  # fmt: skip
+    checkpoints = storage / "smoke" / "prerequisites"
+
+    def reference_in_progress():
+        tasks = processes("ray::recon_task")
+        if tasks and list(checkpoints.glob("reference-*.pt")):
+            return sim.node_of(tasks[0])
+        return None
+
+    node = wait_for(reference_in_progress, what="a reference VAE checkpoint")
+    sim.kill(node)
+    sim.add_worker()
+    finish(sweep)
+    timings = json.loads((storage / "smoke" / "timings.json").read_text())
+    recon = timings["runs"][0]["prerequisites"]["recon"]
+    assert recon["resumed_from_epoch"] >= 1  # the retry went on from shared storage
+    results = pd.read_parquet(storage / "smoke" / "results.parquet")
+    assert (results["status"] == "ok").all() and len(results) == 2
+
+
+def test_fid_replicas_keep_off_the_head(sim, tmp_path):
+    storage = tmp_path / "storage"
+    # a CPU replica could run anywhere, the head included: it is kept off the head
+    finish(start_sweep(sim, storage, "--set", "grid.n_train=[1000]",
+                       "--set", "stage1.epochs=1", "--set", "fid_service.gpu=0",
+                       "--set", "fid_service.replicas=2"))  # fmt: skip
+    timings = json.loads((storage / "smoke" / "timings.json").read_text())
+    nodes = {replica["node"] for replica in timings["runs"][0]["fid_replicas"]}
+    assert len(timings["runs"][0]["fid_replicas"]) == 2
+    assert sim.cluster.head_node.node_id not in nodes
+    assert nodes <= {node.node_id for node in sim.workers}
+
+
+def test_a_gpu_that_is_not_there_is_one_clear_line(tmp_path):
+    sim = SimCluster(tmp_path, workers=1, simulated=False)  # advertised, not real
+    try:
+        trial_gpu = ["--set", "resources.gpu=1"]
+        replica_gpu = ["--set", "resources.gpu=0", "--set", "fid_service.gpu=1"]
+        for number, settings in enumerate([trial_gpu, replica_gpu]):
+            storage = tmp_path / f"storage-{number}"
+            sweep = start_sweep(sim, storage, "--set", "grid.n_train=[1000]",
+                                *settings)  # fmt: skip
+            out, err = sweep.communicate(timeout=120)
+            assert sweep.returncode == 2, err[-2000:]
+            lines = [line for line in err.splitlines() if line.startswith("error:")]
+            assert len(lines) == 1 and "asked for a GPU but torch sees none" in lines[0]
+            assert "Traceback" not in err
+            assert not storage.exists()  # nothing written
+    finally:
+        sim.shutdown()
