@@ -31,3 +31,22 @@ class DyingStandIn(StandInExtractor):
 
 def make_dying_standin() -> DyingStandIn:
     return DyingStandIn()
+
+
+FAIL_MARKER_ENV = "VAE_SWEEP_TEST_FAIL_UNTIL"
+
+
+class FailingFinals(StandInExtractor):
+    """Fails every call of exactly 20 images (the final FIDs of the tests' sweeps)
+    until the file named by $VAE_SWEEP_TEST_FAIL_UNTIL exists: a fault that a later
+    retry no longer meets."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        marker = os.environ.get(FAIL_MARKER_ENV)
+        if len(images) == 20 and marker and not os.path.exists(marker):
+            raise RuntimeError("simulated fault in the final FID")
+        return super().__call__(images)
+
+
+def make_failing_finals() -> FailingFinals:
+    return FailingFinals()

@@ -179,6 +179,33 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root
         assert _final_reports(folder / trial) == 1
 
 
+def test_resume_retries_errored_trials_only_when_asked(tmp_path, cifar_root):
+    from tests.standin import FAIL_MARKER_ENV
+
+    marker = tmp_path / "fault-fixed"
+    env = _env(**{FAIL_MARKER_ENV: str(marker)})
+    args = ["--set", "fid.extractor=tests.standin:make_failing_finals",
+            "--set", "grid.criterion=[random]"]  # fmt: skip
+    sweep(tmp_path, *args, env=env)
+    results, _ = _tables(tmp_path)
+    assert (results["status"] == "error").all() and len(results) == 2 * 2
+    assert results["error"].str.contains("simulated fault in the final FID").all()
+
+    marker.write_text("fixed")
+    kept = sweep(tmp_path, *args, "--resume", env=env)
+    assert "2 errored (kept as errors; --retry-errored retries them)" in kept.stdout
+    assert (_tables(tmp_path)[0]["status"] == "error").all()
+
+    retried = sweep(tmp_path, *args, "--resume", "--retry-errored", env=env)
+    assert "2 errored (retried from their last checkpoints)" in retried.stdout
+    results, history = _tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["fid"].notna().all()
+    assert len(history) == 2 * 2
+    for trial in (tmp_path / "smoke").glob("trial_*"):  # went on from the checkpoint
+        records = (trial / "result.json").read_text()
+        assert records.count('"epoch": 1,') == 1
+
+
 def _final_reports(trial_folder) -> int:
     file = trial_folder / "result.json"
     return file.read_text().count('"phase": "final"') if file.exists() else 0

@@ -1,0 +1,121 @@
+"""What a --resume restores of the early-stopping schedulers (sweep.schedulers)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from pyarrow import fs
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
+
+from sweep.schedulers import (
+    ReplayingASHA,
+    ReplayingMedianStopping,
+    recorded_results,
+)
+from tests.conftest import ROOT
+from tests.test_cli import _assert_one_line_error, _run
+
+# three trials' intermediate FIDs by epoch, as they arrived in the live sweep
+HISTORIES = {
+    "a": [0.9, 0.7, 0.6, 0.5],
+    "b": [0.8, 0.8, 0.9],
+    "c": [1.0, 0.95],
+}
+ARRIVAL = [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1),
+           ("a", 2), ("b", 2), ("a", 3)]  # fmt: skip
+
+
+class _Trial:
+    """Tune's Trial as the schedulers see it: an id, hashable, and where its
+    result.json lies in storage."""
+
+    def __init__(self, tmp_path, name):
+        self.folder = tmp_path / name
+        self.folder.mkdir()
+        self.trial_id = name
+        local = fs.LocalFileSystem()
+        self.storage = SimpleNamespace(trial_fs_path=str(self.folder),
+                                       storage_filesystem=local)  # fmt: skip
+
+    def record(self, result: dict) -> None:
+        with open(self.folder / "result.json", "a") as file:
+            file.write(json.dumps(result) + "\n")
+
+    def __repr__(self):
+        return self.trial_id
+
+
+OPTIONS = {"time_attr": "epoch", "metric": "fid_intermediate", "mode": "min"}
+CONTROLLER = SimpleNamespace(get_live_trials=lambda: [])  # Tune's, as they use it
+
+
+def _live(scheduler, tmp_path) -> dict:
+    """Feed the results in arrival order, as Tune does: a trial told to stop
+    reports no more. Each trial's result.json records what it reported."""
+    trials = {name: _Trial(tmp_path, name) for name in HISTORIES}
+    for trial in trials.values():
+        scheduler.on_trial_add(CONTROLLER, trial)
+    stopped = set()
+    for name, index in ARRIVAL:
+        if name in stopped:
+            continue
+        result = {"epoch": index + 1, "fid_intermediate": HISTORIES[name][index]}
+        trials[name].record(result)
+        if scheduler.on_trial_result(CONTROLLER, trials[name], result) == "STOP":
+            stopped.add(name)
+    return trials
+
+
+def _restored(scheduler, trials: dict):
+    for trial in trials.values():  # what Tune does for each trial on --resume
+        scheduler.on_trial_add(CONTROLLER, trial)
+    return scheduler
+
+
+def test_a_resumed_asha_has_the_rungs_of_the_live_one(tmp_path):
+    asha = {"max_t": 10, "grace_period": 1, "reduction_factor": 2, **OPTIONS}
+    live = ASHAScheduler(**asha)
+    trials = _live(live, tmp_path)
+    restored = _restored(ReplayingASHA(**asha), trials)
+    rungs = [dict(r) for _, r in live._brackets[0]._rungs]
+    assert rungs == [dict(r) for _, r in restored._brackets[0]._rungs]
+    assert sum(len(r) for r in rungs) >= 4  # history that a plain ASHA would lose
+    fresh = _restored(ASHAScheduler(**asha), trials)
+    assert not any(dict(r) for _, r in fresh._brackets[0]._rungs)
+
+
+def test_a_resumed_median_rule_has_every_trials_history(tmp_path):
+    median = {"grace_period": 1, "min_samples_required": 1, **OPTIONS}
+    live = MedianStoppingRule(**median)
+    trials = _live(live, tmp_path)
+    restored = _restored(ReplayingMedianStopping(**median), trials)
+    for trial in trials.values():
+        assert restored._results[trial] == live._results[trial]
+    assert sum(len(v) for v in live._results.values()) >= 6
+
+
+def test_a_trial_that_never_reported_has_no_history(tmp_path):
+    storage = SimpleNamespace(trial_fs_path=str(tmp_path / "none"),
+                              storage_filesystem=fs.LocalFileSystem())  # fmt: skip
+    assert recorded_results(SimpleNamespace(storage=storage)) == []
+
+
+def test_a_hyperband_sweep_refuses_resume_in_one_line(tmp_path):
+    result = _run("-m", "sweep.run", str(ROOT / "grids" / "early_stop.yaml"),
+                  "--resume", "--set", "scheduler.name=hyperband",
+                  "--set", f"storage={tmp_path}")  # fmt: skip
+    _assert_one_line_error(result, "Tune cannot restore HyperBand's brackets")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--retry-errored"], "--retry-errored retries a sweep's errored trials"),
+    (["--address", "auto"], "is a folder on this machine only"),
+])  # fmt: skip
+def test_cluster_and_resume_options_are_checked_first(tmp_path, args, needle):
+    result = _run("-m", "sweep.run", str(ROOT / "grids" / "smoke.yaml"), *args,
+                  "--set", f"storage={tmp_path}")  # fmt: skip
+    _assert_one_line_error(result, needle)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,138 @@
+"""Sweep storage on S3 for real: a local S3-compatible server (moto) that the test
+starts, reached through pyarrow's S3 file system with the endpoint the grid names
+(`storage_endpoint`); credentials from the standard AWS environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from pyarrow import fs
+
+from tests.conftest import ROOT, cifar_path
+
+pytestmark = pytest.mark.ray
+
+BUCKET = "sweeps"
+SMOKE = str(ROOT / "grids" / "smoke.yaml")
+TINY = [
+    "--set", "fid.extractor=fid.standin:make_standin",
+    "--set", "data.train_limit=300",
+    "--set", "data.test_limit=40",
+    "--set", "grid.n_train=[100, 150, 200]",
+    "--set", "grid.criterion=[random]",
+    "--set", "stage1.epochs=6",
+    "--set", "stage1.batch_size=50",
+    "--set", "checkpoint_every=1",
+    "--set", "fid.samples=20",
+]  # fmt: skip
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A moto S3 server on a free port with one bucket; yields (endpoint, fs)."""
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    endpoint = f"http://127.0.0.1:{port}"
+    filesystem = fs.S3FileSystem(endpoint_override=endpoint, scheme="http",
+                                 allow_bucket_creation=True)  # fmt: skip
+    filesystem.create_dir(BUCKET)
+    yield endpoint, filesystem
+    server.stop()
+
+
+def _sweep(endpoint, *args) -> list[str]:
+    return [sys.executable, "-m", "sweep.run", SMOKE, "--set",
+            f"storage=s3://{BUCKET}/runs", "--set", f"storage_endpoint={endpoint}",
+            *TINY, *args]  # fmt: skip
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA": str(cifar_path())}
+
+
+def _finished(filesystem) -> int:
+    """Trials whose final report Tune has written to the bucket."""
+    selector = fs.FileSelector(f"{BUCKET}/runs/smoke", recursive=True,
+                               allow_not_found=True)  # fmt: skip
+    count = 0
+    for info in filesystem.get_file_info(selector):
+        if info.path.endswith("/result.json"):
+            with filesystem.open_input_stream(info.path) as stream:
+                count += '"phase": "final"' in stream.read().decode()
+    return count
+
+
+def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, cifar_root):
+    endpoint, filesystem = s3
+    driver = subprocess.Popen(_sweep(endpoint), cwd=ROOT, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)  # fmt: skip
+    deadline = time.time() + 300
+    while time.time() < deadline and _finished(filesystem) < 1:
+        time.sleep(0.5)
+    assert _finished(filesystem) >= 1, "no trial finished in time"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its whole process group
+    driver.wait()
+    left = 3 - _finished(filesystem)
+    assert left > 0, "the sweep ended before it was killed"
+    folder = f"{BUCKET}/runs/smoke"
+    assert filesystem.get_file_info(f"{folder}/results.parquet").type == \
+        fs.FileType.NotFound  # fmt: skip
+
+    resumed = subprocess.run(_sweep(endpoint, "--resume"), cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    skipped = re.search(r"resume: (\d+) trials finished \(skipped\)", resumed.stdout)
+    assert skipped and int(skipped.group(1)) >= 1, resumed.stdout[-2000:]
+    for name in ("grid.yaml", "results.parquet", "history.parquet", "timings.json"):
+        assert filesystem.get_file_info(f"{folder}/{name}").is_file, name
+    checkpoints = [
+        info.path
+        for info in filesystem.get_file_info(fs.FileSelector(folder, recursive=True))
+        if "/checkpoint_" in info.path and info.path.endswith("trial.pt")
+    ]
+    assert checkpoints  # the trials' checkpoints live in the bucket too
+    with filesystem.open_input_file(f"{folder}/results.parquet") as file:
+        results = pd.read_parquet(file)
+    with filesystem.open_input_file(f"{folder}/history.parquet") as file:
+        history = pd.read_parquet(file)
+    assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
+    assert (results["status"] == "ok").all() and (results["epochs_run"] == 6).all()
+    assert len(history) == 3 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
+    # Tune's own records in the bucket: no trial ran epoch 1 twice (the one cut
+    # off went on from its checkpoint) and none reported its end twice
+    for info in filesystem.get_file_info(fs.FileSelector(folder, recursive=True)):
+        if info.path.endswith("/result.json"):
+            with filesystem.open_input_stream(info.path) as stream:
+                records = [json.loads(line) for line in stream.read().splitlines()]
+            epochs = [r["epoch"] for r in records if r.get("phase") == "stage1"]
+            assert epochs.count(1) == 1 and epochs[-1] == 6, epochs
+            assert sum(r.get("phase") == "final" for r in records) == 1
+
+
+def test_credentials_never_come_from_the_grid(tmp_path):
+    from selection.errors import InputError
+    from sweep.config import load_grid
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: t\nstorage: s3://b/p\naws_secret_access_key: x\n")
+    with pytest.raises(InputError, match="unknown key aws_secret_access_key"):
+        load_grid(grid)
