@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 def recorded_results(trial) -> list[dict]:
     """The results a trial reported before the sweep stopped, oldest first."""
     storage = getattr(trial, "storage", None)
-    if storage is None:
-        return []
+    if storage is None or getattr(storage, "trial_dir_name", "") is None:
+        return []  # a new trial: no folder, no history yet
     path = f"{storage.trial_fs_path}/result.json"
     try:
         with storage.storage_filesystem.open_input_stream(path) as stream:

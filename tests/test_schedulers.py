@@ -100,6 +100,8 @@ def test_a_trial_that_never_reported_has_no_history(tmp_path):
     storage = SimpleNamespace(trial_fs_path=str(tmp_path / "none"),
                               storage_filesystem=fs.LocalFileSystem())  # fmt: skip
     assert recorded_results(SimpleNamespace(storage=storage)) == []
+    new = SimpleNamespace(trial_dir_name=None)  # Tune's, before the trial has a folder
+    assert recorded_results(SimpleNamespace(storage=new)) == []
 
 
 def test_a_hyperband_sweep_refuses_resume_in_one_line(tmp_path):
