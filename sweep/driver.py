@@ -263,7 +263,10 @@ def build_tuner(
             failure_config=tune.FailureConfig(
                 max_failures=max_failures(config, address)
             ),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # two deep: Tune's experiment state in cloud storage lags the trials' own
+            # checkpoints by a few seconds, and a resume restores from the one the
+            # state names; with one kept, that one may already be deleted
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             verbose=1,
         ),
     )

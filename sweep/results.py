@@ -9,6 +9,7 @@ restart keeps only its latest row per epoch.
 from __future__ import annotations
 
 import io
+import json
 from importlib import metadata
 from pathlib import Path
 
@@ -93,10 +94,18 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
 
 
 def history_rows(result, grid: GridConfig) -> pd.DataFrame:
-    frame = result.metrics_dataframe
-    if frame is None or frame.empty or "phase" not in frame:
-        return pd.DataFrame()
-    frame = frame[frame["phase"] == "stage1"]
+    """A finished trial's own history (every epoch it ran, restored ones included);
+    else, for a trial stopped early, what it reported to Tune."""
+    own = (result.metrics or {}).get("history_json")
+    if own is not None:
+        frame = pd.DataFrame(json.loads(own))
+        if frame.empty:  # diverged in its first epoch
+            return frame
+    else:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or "phase" not in frame:
+            return pd.DataFrame()
+        frame = frame[frame["phase"] == "stage1"]
     columns = [
         c
         for c in (

@@ -9,6 +9,7 @@ The E1/E2 kinds run in sweep/experiment_trials.py with the same data and FID act
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,14 @@ class Stage1Reporter:
         grid: GridConfig,
         service,
         seed: int,
-        fid_intermediate: float | None,
+        fid_by_epoch: dict[int, float],
     ):
         self.trainer, self.grid, self.service, self.seed = trainer, grid, service, seed
         self.every = grid.eval.every
-        self.fid_intermediate = fid_intermediate
+        # every intermediate FID so far, restored with the checkpoint: the trial's
+        # own history, which Tune's result log (restored from a lagging experiment
+        # state) may lack after a resume
+        self.fid_by_epoch = dict(fid_by_epoch)
 
     def intermediate_fid(self, epoch: int) -> float:
         # Gaussian-prior samples drawn from their own seed: training never sees them
@@ -103,17 +107,33 @@ class Stage1Reporter:
         if self.every and not (evaluate or last):
             return  # with evaluations on, Tune hears from a trial only at them
         if evaluate:
-            self.fid_intermediate = self.intermediate_fid(epoch)
+            self.fid_by_epoch[epoch] = self.intermediate_fid(epoch)
         if not (evaluate or last or epoch % self.grid.checkpoint_every == 0):
             tune.report(self.metrics(report))
             return
         with tempfile.TemporaryDirectory() as folder:
             state = self.trainer.state_dict()
-            state["fid_intermediate"] = self.fid_intermediate
+            state["fid_by_epoch"] = self.fid_by_epoch
             state["fid_busy_seconds"] = self.service.busy_seconds
             torch.save(state, Path(folder) / STATE_FILE)
             checkpoint = tune.Checkpoint.from_directory(folder)
             tune.report(self.metrics(report), checkpoint=checkpoint)
+
+    @property
+    def fid_intermediate(self) -> float | None:
+        """The latest intermediate FID, which the schedulers act on."""
+        return self.fid_by_epoch[max(self.fid_by_epoch)] if self.fid_by_epoch else None
+
+    def history(self) -> list[dict]:
+        """One row per stage-1 epoch run, restored epochs included."""
+        samples = self.grid.eval.samples
+        return [
+            {"epoch": r.epoch, "loss_mse": r.mse, "objective": r.loss, "lr": r.lr,
+             "fid_intermediate": self.fid_by_epoch.get(r.epoch),
+             "fid_intermediate_samples": samples if r.epoch in self.fid_by_epoch
+             else None}
+            for r in self.trainer.history
+        ]  # fmt: skip
 
     def metrics(self, report: EpochReport) -> dict:
         metrics = {
@@ -130,22 +150,22 @@ class Stage1Reporter:
         return metrics
 
 
-def restore(trainer: Trainer, service: FIDClient) -> float | None:
-    """Load the trial's last checkpoint, if any; the intermediate FID it carried.
+def restore(trainer: Trainer, service: FIDClient) -> dict[int, float]:
+    """Load the trial's last checkpoint, if any; the intermediate FIDs it carried.
 
     The FID service time spent before the restart carries over, so the trial's
     share of it is counted once, in full.
     """
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None
+        return {}
     with checkpoint.as_directory() as folder:
         state = torch.load(
             Path(folder) / STATE_FILE, map_location="cpu", weights_only=True
         )
     trainer.load_state_dict(state)
     service.busy_seconds += float(state.get("fid_busy_seconds", 0.0))
-    return state.get("fid_intermediate")
+    return {int(epoch): float(fid) for epoch, fid in state["fid_by_epoch"].items()}
 
 
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
@@ -183,6 +203,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         )
     if reporter.fid_intermediate is not None:
         final["fid_intermediate"] = reporter.fid_intermediate
+    final["history_json"] = json.dumps(reporter.history())
     if trainer.outcome == "diverged":
         final["fid_busy_seconds"] = service.busy_seconds
         tune.report(final)

@@ -121,3 +121,42 @@ def test_cluster_and_resume_options_are_checked_first(tmp_path, args, needle):
                   "--set", f"storage={tmp_path}")  # fmt: skip
     _assert_one_line_error(result, needle)
     assert list(tmp_path.iterdir()) == []
+
+
+def _checkpointed_trial(tmp_path, named: str, existing: list[str]):
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    for name in existing:
+        (tmp_path / name).mkdir()
+    local = fs.LocalFileSystem()
+    latest = _TrainingResult(Checkpoint(str(tmp_path / named), filesystem=local),
+                             {"epoch": 2})  # fmt: skip
+    manager = SimpleNamespace(_latest_checkpoint_result=latest,
+                              _checkpoint_results=[latest])  # fmt: skip
+    return SimpleNamespace(
+        latest_checkpoint_result=latest,
+        storage=SimpleNamespace(trial_fs_path=str(tmp_path), trial_dir_name="t"),
+        run_metadata=SimpleNamespace(checkpoint_manager=manager),
+    )
+
+
+def test_a_resume_starts_from_a_checkpoint_that_exists(tmp_path):
+    from sweep.schedulers import repair_checkpoint
+
+    # the experiment state names checkpoint 1, which Tune has since deleted
+    trial = _checkpointed_trial(tmp_path, "checkpoint_000001",
+                                ["checkpoint_000003", "checkpoint_000004"])  # fmt: skip
+    assert repair_checkpoint(trial) == str(tmp_path / "checkpoint_000004")
+    manager = trial.run_metadata.checkpoint_manager
+    assert manager._latest_checkpoint_result.checkpoint.path.endswith("000004")
+    assert manager._latest_checkpoint_result.metrics == {"epoch": 2}
+
+    present = _checkpointed_trial(tmp_path / "b", "checkpoint_000002", [])
+    (tmp_path / "b" / "checkpoint_000002").mkdir(parents=True)
+    assert repair_checkpoint(present) == str(tmp_path / "b" / "checkpoint_000002")
+
+    gone = _checkpointed_trial(tmp_path / "c", "checkpoint_000002", [])
+    (tmp_path / "c").mkdir(exist_ok=True)
+    assert repair_checkpoint(gone) is None  # nothing left: the trial starts over
+    assert gone.run_metadata.checkpoint_manager._checkpoint_results == []

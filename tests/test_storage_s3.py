@@ -80,15 +80,27 @@ def _finished(filesystem) -> int:
     return count
 
 
+def _recorded_done(filesystem) -> int:
+    """Trials the experiment state in the bucket records as finished: what a resume
+    will skip (Tune writes it a little after the trials' own results)."""
+    selector = fs.FileSelector(f"{BUCKET}/runs/smoke", allow_not_found=True)
+    states = sorted(info.path for info in filesystem.get_file_info(selector)
+                    if "/experiment_state-" in info.path)  # fmt: skip
+    if not states:
+        return 0
+    with filesystem.open_input_stream(states[-1]) as stream:
+        return stream.read().decode().count("TERMINATED")
+
+
 def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, cifar_root):
     endpoint, filesystem = s3
     driver = subprocess.Popen(_sweep(endpoint), cwd=ROOT, env=_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # fmt: skip
     deadline = time.time() + 300
-    while time.time() < deadline and _finished(filesystem) < 1:
+    while time.time() < deadline and _recorded_done(filesystem) < 1:
         time.sleep(0.5)
-    assert _finished(filesystem) >= 1, "no trial finished in time"
+    assert _recorded_done(filesystem) >= 1, "no trial finished in time"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its whole process group
     driver.wait()
     left = 3 - _finished(filesystem)
@@ -116,15 +128,18 @@ def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, cifar_root):
         history = pd.read_parquet(file)
     assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
     assert (results["status"] == "ok").all() and (results["epochs_run"] == 6).all()
-    assert len(history) == 3 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
-    # Tune's own records in the bucket: no trial ran epoch 1 twice (the one cut
-    # off went on from its checkpoint) and none reported its end twice
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert len(history) == 3 * 6, history[["trial_id", "epoch"]].to_string()
+    # Tune's own records in the bucket: no trial ran an epoch twice (the one cut off
+    # went on from its checkpoint) and none reported its end twice. (They may lack
+    # a trial's first epochs: Tune copies its log to the bucket a little later than
+    # the trial's checkpoints; history.parquet above comes from the trials' own.)
     for info in filesystem.get_file_info(fs.FileSelector(folder, recursive=True)):
         if info.path.endswith("/result.json"):
             with filesystem.open_input_stream(info.path) as stream:
                 records = [json.loads(line) for line in stream.read().splitlines()]
             epochs = [r["epoch"] for r in records if r.get("phase") == "stage1"]
-            assert epochs.count(1) == 1 and epochs[-1] == 6, epochs
+            assert epochs == sorted(set(epochs)) and epochs[-1] == 6, epochs
             assert sum(r.get("phase") == "final" for r in records) == 1
 
 
