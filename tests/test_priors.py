@@ -38,10 +38,11 @@ def context(rng) -> PriorContext:
     torch.manual_seed(0)
     model = Stage1VAE(TINY_STAGE1).eval()
     train = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
-    means, _ = encode(model, train)
+    means, log_vars = encode(model, train)
     return PriorContext(
         model,
         means,
+        train_log_vars=log_vars,
         seed=3,
         recon_images=rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8),
         gmm=GMMOptions(components=3, reg_covar=1e-4),
@@ -81,21 +82,56 @@ def test_gmm_prior_fits_the_training_means(context, monkeypatch):
 
     def spy(**options):
         fitted.update(options)
-        return real(**options)
+        mixture = real(**options)
+        fit = mixture.fit
+        mixture.fit = lambda x: fitted.update(data=x) or fit(x)
+        return mixture
 
     monkeypatch.setattr(priors, "GaussianMixture", spy)
     sample_images("gmm", context, 6)
     assert fitted["n_components"] == 3 and fitted["covariance_type"] == "full"
-    assert fitted["reg_covar"] == 1e-4
+    assert fitted["reg_covar"] == 1e-4 and fitted["max_iter"] == 500
+    np.testing.assert_array_equal(fitted["data"], context.train_means)
+    assert context.gmm_fit["converged"] is True
+    assert 1 <= context.gmm_fit["iterations"] <= 500
 
 
-def test_two_stage_trains_stage2_once_on_the_means(context):
+def test_gmm_non_convergence_is_recorded(context):
+    context.gmm = GMMOptions(components=3, reg_covar=1e-4, max_iter=1)
+    sample_images("gmm", context, 6)  # one EM step: not converged, still sampled
+    assert context.gmm_fit == {"converged": False, "iterations": 1}
+
+
+def test_two_stage_trains_stage2_once_on_the_posteriors(context, monkeypatch):
+    import vae.priors as priors
+
+    seen = []
+    real = priors.stage2_data
+    monkeypatch.setattr(priors, "stage2_data",
+                        lambda *a: seen.append(a) or real(*a))  # fmt: skip
     sample_images("two_stage", context, 4)
-    stage2 = context.stage2
-    assert stage2.config.input_dim == TINY_STAGE1.latent_dim
-    assert context.stage2_result.epochs == 2
+    fit = context.stage2
+    assert fit.model.config.input_dim == TINY_STAGE1.latent_dim
+    assert fit.result.epochs == 2 and fit.model.config.layout == "dai_wipf"
+    # fitted on the context's stage-1 posteriors: means and log-variances
+    ((means, log_vars, inputs),) = seen
+    assert inputs == "posterior_draws"
+    assert means is context.train_means and log_vars is context.train_log_vars
     sample_images("two_stage", context, 4)
-    assert context.stage2 is stage2  # not retrained
+    assert context.stage2 is fit and len(seen) == 1  # not retrained
+
+
+def test_two_stage_generates_with_its_gamma_noise(context):
+    sample_images("two_stage", context, 4)
+    fit = context.stage2
+    generator = torch.Generator().manual_seed(prior_seed(3, "two_stage"))
+    u = torch.randn(4, fit.model.latent_dim, generator=generator)
+    z = decode(fit.model, u) + fit.gamma * torch.randn(
+        4, TINY_STAGE1.latent_dim, generator=generator
+    )
+    expected = to_uint8(decode(context.model, z))
+    assert np.array_equal(sample_images("two_stage", context, 4), expected)
+    assert fit.gamma > 0
 
 
 def test_priors_draw_independent_streams(context):

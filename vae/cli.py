@@ -29,8 +29,8 @@ from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.files import atomic_path
-from selection.scores import mahalanobis_source
-from vae.evaluate import evaluate_priors, latent_summary
+from selection.scores import mahalanobis_source, pixel_source
+from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_summary
 from vae.models import Stage1Config
 from vae.options import check, parser
 from vae.plots import save_loss_curve, save_sample_grid
@@ -131,6 +131,10 @@ class Run:
                 cache_dir=a.cache_dir,
                 progress=not a.quiet,
             )
+        elif kind == "mahalanobis" and a.mahalanobis_space == "pixel":
+            providers["mahalanobis"] = pixel_source(
+                train, self.test, ridge=a.mahalanobis_ridge
+            )
         elif kind == "mahalanobis":
             providers["mahalanobis"] = mahalanobis_source(
                 train,
@@ -161,7 +165,9 @@ class Run:
             trainer.run(checkpoint=checkpoint)
         return trainer
 
-    def prior_context(self, trainer: Trainer, means: np.ndarray) -> PriorContext:
+    def prior_context(
+        self, trainer: Trainer, means: np.ndarray, log_vars: np.ndarray
+    ) -> PriorContext:
         a = self.args
         stage2_training = replace(
             self.training,
@@ -174,13 +180,18 @@ class Run:
             means,
             seed=a.seed,
             recon_images=np.asarray(self.test.images) if "recon" in a.priors else None,
-            gmm=GMMOptions(reg_covar=a.gmm_reg_covar),
+            gmm=GMMOptions(
+                reg_covar=a.gmm_reg_covar, max_iter=a.gmm_max_iter, n_init=a.gmm_n_init
+            ),
             two_stage=TwoStageOptions(
                 latent_dim=a.stage2_latent_dim,
+                layout=a.stage2_layout,
                 hidden=a.stage2_hidden,
+                inputs=a.stage2_inputs,
                 loss=a.loss,
                 train=stage2_training,
             ),
+            train_log_vars=log_vars,
             progress=not a.quiet,
         )
 
@@ -223,12 +234,17 @@ class Run:
         return {
             "n_train": len(subset),
             "criterion": a.criterion,
+            "mahalanobis_space": a.mahalanobis_space
+            if SCORE_KIND.get(a.criterion) == "mahalanobis"
+            else None,
             "seed": a.seed,
             "outcome": trainer.outcome,
             "epochs_run": trainer.epoch,
             "loss_mse_per_pixel": last.get("mse"),
             "objective": last.get("loss"),
             "train_sha256": train.sha256,
+            # the original pixels, or a re-encoded copy whose FIDs are shifted
+            "data": {"encoding": train.encoding, "lossless": train.lossless},
             "model": trainer.model.describe(),
             "training": asdict(self.training),
             "loss": a.loss,
@@ -249,14 +265,11 @@ class Run:
                 f"{result.prior} prior: {a.criterion}, n={len(subset)}",
             )
         metrics = {"priors": {r.prior: r.record() for r in results}}
-        if ctx.stage2_result is not None:
-            save_model(ctx.stage2, self.out / "stage2.pt")
-            final = ctx.stage2_result.final
-            metrics["stage2"] = {
-                "outcome": ctx.stage2_result.outcome,
-                "epochs_run": ctx.stage2_result.epochs,
-                "loss_mse": final.mse if final else None,
-            }
+        if ctx.stage2 is not None:
+            save_model(ctx.stage2.model, self.out / "stage2.pt")
+            metrics["stage2"] = stage2_summary(ctx.stage2)
+        if ctx.gmm_fit is not None:
+            metrics["gmm"] = gmm_summary(ctx)
         if fid is not None:
             metrics["fid_reference"] = {
                 "split": "test",
@@ -284,9 +297,10 @@ def main(argv=None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(1)
-    means, latent = latent_summary(trainer.model, subset)
+    means, log_vars, latent = latent_summary(trainer.model, subset)
     metrics.update(latent)
-    metrics.update(run.prior_metrics(run.prior_context(trainer, means), subset))
+    context = run.prior_context(trainer, means, log_vars)
+    metrics.update(run.prior_metrics(context, subset))
     metrics["seconds"] = time.time() - started
     _write_metrics(run.out, metrics)
     _print_summary(metrics)

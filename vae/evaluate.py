@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from vae.diagnostics import diagnostics
 from vae.inference import encode
 from vae.models import Stage1VAE
-from vae.priors import PriorContext, check_priors, sample_images
+from vae.priors import PriorContext, Stage2Fit, check_priors, sample_images
 
-FIDFunction = Callable[[np.ndarray], float]  # (N, 32, 32, 3) uint8 -> FID
+# (N, 32, 32, 3) uint8 -> FID, or a dict of metrics with "fid" among them
+FIDFunction = Callable[[np.ndarray], float | dict]
 
 
 @dataclass
@@ -28,19 +29,52 @@ class PriorResult:
     fid_samples: int
     seconds: float
     preview: np.ndarray  # the first few samples, (k, 32, 32, 3) uint8
+    extra: dict = field(default_factory=dict)  # KID, FID-infinity when asked for
 
     def record(self) -> dict:
         return {
             "fid": self.fid,
             "fid_samples": self.fid_samples,
             "seconds": self.seconds,
+            **self.extra,
         }
 
 
-def latent_summary(model: Stage1VAE, images: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Encoder means of `images` and the diagnostics of their posteriors."""
+def latent_summary(
+    model: Stage1VAE, images: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Encoder means and log-variances of `images`, and their posteriors' diagnostics
+    (variance law, inactive dimensions)."""
     means, log_vars = encode(model, images)
-    return means, diagnostics(means, log_vars)
+    return means, log_vars, diagnostics(means, log_vars)
+
+
+def stage2_summary(fit: Stage2Fit) -> dict:
+    """Stage 2 as the study reports it: loss per coordinate, variance law and inactive
+    dimensions of its latent, the learned gamma_z, and its loss history."""
+    final = fit.result.final
+    history = [
+        {"epoch": r.epoch, "loss_mse": r.mse, "objective": r.loss, "lr": r.lr}
+        for r in fit.result.history
+    ]
+    return {
+        "stage2_loss_mse": final.mse if final else None,  # per latent coordinate
+        "stage2_objective": final.loss if final else None,
+        "stage2_variance_law": fit.diagnostics["variance_law"],
+        "stage2_inactive_dims": fit.diagnostics["inactive_dims"],
+        "stage2_latent_dim": fit.diagnostics["latent_dim"],
+        "stage2_gamma": fit.gamma,
+        "stage2_outcome": fit.result.outcome,
+        "stage2_epochs_run": fit.result.epochs,
+        "stage2_history": history,
+    }
+
+
+def gmm_summary(ctx: PriorContext) -> dict:
+    """Whether the GMM prior's EM converged, and in how many iterations."""
+    fit = ctx.gmm_fit or {}
+    return {"gmm_converged": fit.get("converged"),
+            "gmm_iterations": fit.get("iterations")}  # fmt: skip
 
 
 def evaluate_priors(
@@ -57,14 +91,17 @@ def evaluate_priors(
         started = time.perf_counter()
         count = samples if fid is not None and samples > 0 else preview
         images = sample_images(name, ctx, count)
-        score = float(fid(images)) if fid is not None and samples > 0 else None
+        value = fid(images) if fid is not None and samples > 0 else None
+        extra = dict(value) if isinstance(value, dict) else {}
+        score = float(extra.pop("fid")) if extra else value
         results.append(
             PriorResult(
                 name,
-                score,
+                None if score is None else float(score),
                 count if score is not None else 0,
                 time.perf_counter() - started,
                 images[:preview].copy(),
+                extra,
             )
         )
     return results

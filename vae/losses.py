@@ -60,7 +60,7 @@ class GammaLoss(nn.Module):
 
     @property
     def gamma(self) -> float:
-        return float(self.log_gamma.exp())
+        return float(self.log_gamma.detach().exp())
 
 
 class MSELoss(nn.Module):

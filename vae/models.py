@@ -44,20 +44,45 @@ class Stage1Config:
             )
 
 
+# Stage-2 layouts by name: (hidden widths, skip). `dai_wipf` is Dai & Wipf's reference
+# implementation (daib13/TwoStageVAE): three dense ReLU layers of 1024 units on each
+# side, with the layer's input concatenated to the last hidden layer before the
+# output heads. `table4` keeps the earlier 2048/512 layout (mirrored decoder, no
+# skip), read from the thesis' Table 4, whose extracted text is garbled: it is kept
+# as a named variant, not as a faithful reading.
+STAGE2_LAYOUTS = {
+    "dai_wipf": ((1024, 1024, 1024), True),
+    "table4": ((2048, 512), False),
+}
+
+
 @dataclass(frozen=True)
 class Stage2Config:
     kind = "Stage2VAE"
     input_dim: int = 128
     latent_dim: int = 64
-    hidden: tuple[int, ...] = (2048, 512)  # encoder; the decoder mirrors it
+    layout: str = "dai_wipf"
+    hidden: tuple[int, ...] | None = None  # None: the layout's widths
 
     def __post_init__(self):
+        if self.layout not in STAGE2_LAYOUTS:
+            raise InputError(
+                f"stage-2 layout {self.layout!r} is unknown; choose from "
+                f"{', '.join(STAGE2_LAYOUTS)}"
+            )
+        if self.hidden is None:
+            object.__setattr__(self, "hidden", STAGE2_LAYOUTS[self.layout][0])
         _check_widths("hidden", self.hidden)
         for name in ("input_dim", "latent_dim"):
             if getattr(self, name) < 1:
                 raise InputError(
                     f"{name} must be at least 1, got {getattr(self, name)}"
                 )
+
+    @property
+    def skip(self) -> bool:
+        """Whether the heads also see the layer input (Dai & Wipf)."""
+        return STAGE2_LAYOUTS[self.layout][1]
 
 
 def _check_widths(name: str, widths: tuple[int, ...]) -> None:
@@ -147,24 +172,46 @@ class Stage1VAE(VAE):
 
 
 class Stage2VAE(VAE):
+    """A dense VAE on stage-1 latents (DESIGN section 5).
+
+    Trained on fresh posterior draws: a training batch holds [mean | log variance]
+    of the stage-1 posteriors, and `prepare` draws z = mean + sigma * eps from it with
+    the trainer's own random stream, so every epoch sees new draws, seeded and
+    resumable. A batch of plain latents (the `means` variant) is used as it is.
+    """
+
     def __init__(self, config: Stage2Config | None = None):
         super().__init__()
-        self.config = config = config or Stage2Config()
-        self.encoder = _mlp((config.input_dim, *config.hidden))
-        self.mean = nn.Linear(config.hidden[-1], config.latent_dim)
-        self.log_var = nn.Linear(config.hidden[-1], config.latent_dim)
-        widths = (config.latent_dim, *reversed(config.hidden))
+        self.config = c = config or Stage2Config()
+        self.encoder = _mlp((c.input_dim, *c.hidden))
+        heads = c.hidden[-1] + (c.input_dim if c.skip else 0)
+        self.mean = nn.Linear(heads, c.latent_dim)
+        self.log_var = nn.Linear(heads, c.latent_dim)
+        widths = c.hidden if c.skip else tuple(reversed(c.hidden))
+        self.decoder_body = _mlp((c.latent_dim, *widths))
         # a Gaussian decoder on unbounded latents: linear output, no squashing
-        self.decoder = nn.Sequential(
-            _mlp(widths), nn.Linear(widths[-1], config.input_dim)
+        self.output = nn.Linear(
+            widths[-1] + (c.latent_dim if c.skip else 0), c.input_dim
         )
 
-    def decode(self, u: torch.Tensor) -> torch.Tensor:
-        return self.decoder(u)  # (B, input_dim)
+    def encode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(z)
+        if self.config.skip:
+            hidden = torch.cat([z, hidden], dim=1)
+        return self.mean(hidden), self.log_var(hidden)
 
-    @staticmethod
-    def prepare(batch: torch.Tensor) -> torch.Tensor:
-        return batch.float()
+    def decode(self, u: torch.Tensor) -> torch.Tensor:
+        hidden = self.decoder_body(u)
+        if self.config.skip:
+            hidden = torch.cat([u, hidden], dim=1)
+        return self.output(hidden)  # (B, input_dim)
+
+    def prepare(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.float()
+        if batch.shape[1] == 2 * self.config.input_dim:  # [mean | log variance]
+            mean, log_var = batch.chunk(2, dim=1)
+            return mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+        return batch
 
 
 def _mlp(widths: tuple[int, ...]) -> nn.Sequential:

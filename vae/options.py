@@ -7,8 +7,10 @@ from pathlib import Path
 
 from selection.criteria import CRITERIA, check_criterion
 from selection.errors import InputError
+from selection.scores import MAHALANOBIS_SPACES
 from vae.losses import LOSSES
-from vae.priors import PRIORS, check_priors
+from vae.models import STAGE2_LAYOUTS
+from vae.priors import PRIORS, STAGE2_INPUTS, check_priors
 from vae.train import PRECISIONS
 
 
@@ -68,13 +70,39 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="default: twice --epochs (the study's 1200 for 600)",
     )
     p.add_argument("--stage2-latent-dim", type=int, default=64)
-    p.add_argument("--stage2-hidden", type=_ints, default=(2048, 512))
+    p.add_argument(
+        "--stage2-layout",
+        choices=list(STAGE2_LAYOUTS),
+        default="dai_wipf",
+        help="dai_wipf: 3 x 1024 with the skip (Dai & Wipf's code); table4: 2048/512",
+    )
+    p.add_argument(
+        "--stage2-hidden",
+        type=_ints,
+        default=None,
+        help="stage-2 hidden widths (default: the layout's)",
+    )
+    p.add_argument(
+        "--stage2-inputs",
+        choices=list(STAGE2_INPUTS),
+        default="posterior_draws",
+        help="posterior_draws: fresh z = mu + sigma * eps every epoch (Dai & Wipf)",
+    )
     p.add_argument("--gmm-reg-covar", type=float, default=1e-6)
+    p.add_argument("--gmm-max-iter", type=int, default=500, help="EM iterations")
+    p.add_argument("--gmm-n-init", type=int, default=1, help="k-means restarts")
     p.add_argument(
         "--reference-epochs",
         type=int,
         default=None,
         help="epochs of the recon criterion's reference VAE (default --epochs)",
+    )
+    p.add_argument(
+        "--mahalanobis-space",
+        choices=list(MAHALANOBIS_SPACES),
+        default="inception",
+        help="where the Mahalanobis criteria measure (an interpretation: the thesis "
+        "does not say): inception features or pixels, against x_test's",
     )
     p.add_argument(
         "--mahalanobis-ridge",
@@ -104,7 +132,8 @@ def parser(description: str) -> argparse.ArgumentParser:
 def check(args: argparse.Namespace) -> None:
     check_criterion(args.criterion)
     check_priors(args.priors)
-    for name in ("epochs", "batch_size", "latent_dim", "preview"):
+    for name in ("epochs", "batch_size", "latent_dim", "preview", "gmm_max_iter",
+                 "gmm_n_init"):  # fmt: skip
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     for name in ("fid_samples", "gmm_reg_covar", "mahalanobis_ridge"):

@@ -6,8 +6,10 @@ conversion (`vae.inference.to_uint8`), so FIDs differ only by what was decoded:
 * `gaussian`: z ~ N(0, I), the prior the VAE was trained towards.
 * `gmm`: a Gaussian mixture (scikit-learn, full covariance) fitted ex post to the
   encoder means of the training subset, sampled, decoded.
-* `two_stage`: a stage-2 VAE trained on those means (Dai & Wipf); u ~ N(0, I) through
-  the stage-2 decoder gives z, decoded by stage 1.
+* `two_stage`: a stage-2 VAE (Dai & Wipf's recipe, daib13/TwoStageVAE) trained on
+  fresh posterior draws z = mu + sigma * eps of the training subset's stage-1
+  posteriors, new eps every epoch; it generates u ~ N(0, I), z = f2(u) + gamma_z * eps
+  with its learned decoder scale gamma_z, decoded by stage 1.
 * `recon`: reconstructions (decoded encoder means) of given images, usually x_test.
 
 Each prior draws from its own seed, derived from the run seed and the prior's name, so
@@ -16,35 +18,60 @@ asking for more priors never changes the samples of another.
 
 from __future__ import annotations
 
+import logging
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from selection.errors import InputError
+from vae.diagnostics import diagnostics
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE, Stage2Config, Stage2VAE
 from vae.train import TrainConfig, TrainResult, new_trainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class GMMOptions:
     components: int = 10
     reg_covar: float = 1e-6  # scikit-learn's default; raise it if a fit is singular
-    max_iter: int = 100
+    # EM iterations and k-means restarts; defaults measured to converge on 50,000
+    # stage-1 means (README)
+    max_iter: int = 500
+    n_init: int = 1
+
+
+STAGE2_INPUTS = ("posterior_draws", "means")
 
 
 @dataclass(frozen=True)
 class TwoStageOptions:
     # the stage-1 latent size is filled in from the stage-1 model
     latent_dim: int = 64
-    hidden: tuple[int, ...] = (2048, 512)
+    layout: str = "dai_wipf"  # vae.models.STAGE2_LAYOUTS
+    hidden: tuple[int, ...] | None = None  # None: the layout's widths
+    # what stage 2 learns from: Dai & Wipf's fresh posterior draws, or the means
+    inputs: str = "posterior_draws"
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1200))
     loss: str = "gamma"
     kl_weight: float = 1.0
+
+
+@dataclass
+class Stage2Fit:
+    """A trained stage 2 and what the results report of it."""
+
+    model: Stage2VAE
+    gamma: float  # learned decoder scale gamma_z (0 with the mse loss: no noise)
+    result: TrainResult
+    diagnostics: dict  # variance law and inactive dimensions of its latent
 
 
 @dataclass
@@ -57,10 +84,10 @@ class PriorContext:
     recon_images: np.ndarray | None = None  # (M, 32, 32, 3) uint8, for `recon`
     gmm: GMMOptions = field(default_factory=GMMOptions)
     two_stage: TwoStageOptions = field(default_factory=TwoStageOptions)
-    # a trained stage 2 (the sweep trains it under its own checkpoints); when None,
-    # `two_stage` trains one here on first use
-    stage2: Stage2VAE | None = None
-    stage2_result: TrainResult | None = None
+    train_log_vars: np.ndarray | None = None  # (N, latent), for posterior draws
+    # filled in as the priors are fitted, for the results
+    stage2: Stage2Fit | None = None
+    gmm_fit: dict | None = None  # converged, iterations
     progress: bool = False
 
 
@@ -87,8 +114,20 @@ def _gmm(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:
         covariance_type="full",
         reg_covar=options.reg_covar,
         max_iter=options.max_iter,
+        n_init=options.n_init,
         random_state=seed % 2**32,
-    ).fit(np.asarray(ctx.train_means, dtype=np.float64))
+    )
+    with warnings.catch_warnings():  # recorded below, not printed
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mixture.fit(np.asarray(ctx.train_means, dtype=np.float64))
+    ctx.gmm_fit = {"converged": bool(mixture.converged_),
+                   "iterations": int(mixture.n_iter_)}  # fmt: skip
+    if not mixture.converged_:
+        logger.warning(
+            "gmm prior: EM did not converge in %d iterations (gmm.max_iter); "
+            "recorded as gmm_converged = false",
+            options.max_iter,
+        )
     latents, _ = mixture.sample(n)
     # sample() returns the draws grouped by component; shuffle so that any first k
     # (a sample grid) are a fair draw
@@ -96,34 +135,76 @@ def _gmm(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:
     return torch.as_tensor(latents[order], dtype=torch.float32)
 
 
-def train_stage2(ctx: PriorContext) -> Stage2VAE:
-    """Fit stage 2 on the stage-1 encoder means, once per context."""
+def stage2_data(means: np.ndarray, log_vars: np.ndarray | None, inputs: str):
+    """What stage 2 trains on: (N, 2d) [mean | log variance], from which every batch
+    draws fresh latents (Stage2VAE.prepare), or (N, d) means."""
+    if inputs not in STAGE2_INPUTS:
+        raise InputError(
+            f"stage-2 inputs {inputs!r} are unknown; choose from "
+            f"{', '.join(STAGE2_INPUTS)}"
+        )
+    means = torch.as_tensor(np.asarray(means), dtype=torch.float32)
+    if inputs == "means":
+        return means
+    if log_vars is None:
+        raise InputError("stage-2 posterior draws need the encoder's log-variances")
+    log_vars = torch.as_tensor(np.asarray(log_vars), dtype=torch.float32)
+    return torch.cat([means, log_vars], dim=1)
+
+
+def train_stage2_model(
+    means: np.ndarray,
+    log_vars: np.ndarray | None,
+    options: TwoStageOptions,
+    *,
+    progress: bool = False,
+) -> tuple[Stage2VAE, float, TrainResult]:
+    """Train stage 2 on stage-1 posteriors; (model in eval mode, gamma_z, result)."""
+    config = Stage2Config(
+        input_dim=means.shape[1],
+        latent_dim=options.latent_dim,
+        layout=options.layout,
+        hidden=tuple(options.hidden) if options.hidden else None,
+    )
+    trainer = new_trainer(
+        config,
+        stage2_data(means, log_vars, options.inputs),
+        options.train,
+        loss=options.loss,
+        kl_weight=options.kl_weight,
+        progress=progress,
+        desc="stage 2",
+    )
+    result = trainer.run()
+    gamma = float(getattr(trainer.loss, "gamma", 0.0))
+    return trainer.model.eval(), gamma, result
+
+
+def stage2_latents(
+    stage2: Stage2VAE, gamma: float, n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """n stage-1 latents: u ~ N(0, I), z = f2(u) + gamma_z * eps (Dai & Wipf)."""
+    u = torch.randn(n, stage2.latent_dim, generator=generator)
+    z = decode(stage2, u)
+    return z + gamma * torch.randn(z.shape, generator=generator)
+
+
+def train_stage2(ctx: PriorContext) -> Stage2Fit:
+    """Fit stage 2 on the training subset's stage-1 posteriors, once per context."""
     if ctx.stage2 is None:
-        options = ctx.two_stage
-        config = Stage2Config(
-            input_dim=ctx.model.latent_dim,
-            latent_dim=options.latent_dim,
-            hidden=tuple(options.hidden),
+        model, gamma, result = train_stage2_model(
+            ctx.train_means, ctx.train_log_vars, ctx.two_stage, progress=ctx.progress
         )
-        trainer = new_trainer(
-            config,
-            torch.as_tensor(ctx.train_means, dtype=torch.float32),
-            options.train,
-            loss=options.loss,
-            kl_weight=options.kl_weight,
-            progress=ctx.progress,
-            desc="stage 2",
-        )
-        ctx.stage2_result = trainer.run()
-        ctx.stage2 = trainer.model.eval()
+        # its own latent, on the stage-1 means: variance law, inactive dimensions
+        mean_u, log_var_u = encode(model, np.asarray(ctx.train_means, np.float32))
+        ctx.stage2 = Stage2Fit(model, gamma, result, diagnostics(mean_u, log_var_u))
     return ctx.stage2
 
 
 def _two_stage(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:
-    stage2 = train_stage2(ctx)
+    fit = train_stage2(ctx)
     generator = torch.Generator().manual_seed(seed)
-    u = torch.randn(n, stage2.latent_dim, generator=generator)
-    return decode(stage2, u)
+    return stage2_latents(fit.model, fit.gamma, n, generator)
 
 
 def _recon(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:

@@ -192,6 +192,7 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         order = torch.randperm(len(self.data), generator=self.shuffle).to(self.device)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        coordinates = 0  # per sample, of what the model reconstructs (not the data)
         bounds = batch_bounds(len(order), self.config.batch_size)
         self.model.train()
         batches = tqdm(
@@ -204,6 +205,7 @@ class Trainer:
         with self._own_rng():
             for start, stop in batches:
                 x = self._prepare(self.data[order[start:stop]])
+                coordinates = x[0].numel()
                 with self._autocast():
                     recon, mean, log_var = self.forward(x)
                 terms = self.loss(x, recon.float(), mean.float(), log_var.float())
@@ -223,7 +225,7 @@ class Trainer:
         return EpochReport(
             epoch=self.epoch + 1,
             loss=total / n,
-            mse=squared / (n * self.data[0].numel()),
+            mse=squared / (n * coordinates),
             kl=kl / n,
             lr=lr,
             seconds=seconds,

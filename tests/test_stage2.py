@@ -1,0 +1,138 @@
+"""The second stage as Dai & Wipf built it (daib13/TwoStageVAE): layout, training on
+fresh posterior draws, generation with gamma_z noise, and exact resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fid.distance import frechet_distance
+from fid.sample_metrics import mmd2_unbiased
+from fid.stats import statistics
+from vae.models import Stage2Config, Stage2VAE
+from vae.priors import TwoStageOptions, stage2_data, stage2_latents, train_stage2_model
+from vae.train import TrainConfig, new_trainer
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_dai_wipf_layout_shapes_and_parameters():
+    model = Stage2VAE(Stage2Config(input_dim=128, latent_dim=64))
+    assert model.config.hidden == (1024, 1024, 1024) and model.config.skip
+    # encoder: 128 -> 1024 -> 1024 -> 1024, heads on [z, h] (128 + 1024 = 1152)
+    encoder = 128 * 1024 + 1024 + 2 * (1024 * 1024 + 1024)
+    heads = 2 * (1152 * 64 + 64)
+    # decoder: 64 -> 1024 -> 1024 -> 1024, output on [u, h] (64 + 1024 = 1088)
+    decoder = 64 * 1024 + 1024 + 2 * (1024 * 1024 + 1024)
+    output = 1088 * 128 + 128
+    assert _count(model) == encoder + heads + decoder + output == 4_684_032
+    z = torch.randn(5, 128)
+    mean, log_var = model.encode(z)
+    assert mean.shape == log_var.shape == (5, 64)
+    assert model.decode(mean).shape == (5, 128)
+
+
+def test_the_skip_reaches_the_heads_on_both_sides():
+    torch.manual_seed(0)
+    model = Stage2VAE(Stage2Config(input_dim=6, latent_dim=3, hidden=(8, 8, 8)))
+    # silence the hidden path: whatever is left is the skip from the input
+    for layer in [*model.encoder, *model.decoder_body]:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.zeros_(layer.weight), torch.nn.init.zeros_(layer.bias)
+    z, u = torch.randn(4, 6), torch.randn(4, 3)
+    heads = model.mean.weight[:, :6]  # the columns that read z itself
+    torch.testing.assert_close(model.encode(z)[0], z @ heads.T + model.mean.bias)
+    out = model.output.weight[:, :3]
+    torch.testing.assert_close(model.decode(u), u @ out.T + model.output.bias)
+
+
+def test_table4_variant_keeps_the_earlier_layout():
+    model = Stage2VAE(Stage2Config(input_dim=128, latent_dim=64, layout="table4"))
+    assert model.config.hidden == (2048, 512) and not model.config.skip
+    assert _count(model) == 2_725_120  # as before: 128-2048-512-64, mirrored
+
+
+def test_training_inputs_are_fresh_posterior_draws_each_time():
+    means = torch.zeros(4, 3)
+    log_vars = torch.zeros(4, 3)  # unit posterior variance
+    model = Stage2VAE(Stage2Config(input_dim=3, latent_dim=2, hidden=(4,)))
+    batch = stage2_data(means.numpy(), log_vars.numpy(), "posterior_draws")
+    assert batch.shape == (4, 6)  # [mean | log variance]: drawn per batch
+    torch.manual_seed(1)
+    first = model.prepare(batch)
+    second = model.prepare(batch)
+    assert first.shape == (4, 3) and not torch.equal(first, second)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.prepare(batch), first)  # seeded
+    # the means variant trains on the means themselves
+    plain = stage2_data(means.numpy(), log_vars.numpy(), "means")
+    torch.testing.assert_close(model.prepare(plain), means)
+
+
+def _ring_mixture(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage-1 latents in 8 dimensions: four tight clusters on a ring in the first
+    two, nothing like N(0, I); posterior variance 0.01 around each."""
+    angles = rng.integers(0, 4, n) * np.pi / 2
+    means = np.zeros((n, 8))
+    means[:, 0], means[:, 1] = 3 * np.cos(angles), 3 * np.sin(angles)
+    means += 0.2 * rng.standard_normal((n, 8))
+    return means.astype(np.float32), np.full((n, 8), np.log(0.01), np.float32)
+
+
+def test_stage2_samples_come_closer_to_the_latents_than_the_prior():
+    rng = np.random.default_rng(0)
+    means, log_vars = _ring_mixture(rng, 2000)
+    options = TwoStageOptions(
+        latent_dim=8, hidden=(64, 64, 64),
+        train=TrainConfig(epochs=60, batch_size=100, lr=1e-3, device="cpu"),
+    )  # fmt: skip
+    stage2, gamma, _ = train_stage2_model(means, log_vars, options)
+    assert 0 < gamma < 1  # the learned decoder scale shrank from exp(0) = 1
+    target = _ring_mixture(np.random.default_rng(1), 2000)[0].astype(np.float64)
+    generator = torch.Generator().manual_seed(2)
+    drawn = stage2_latents(stage2, gamma, 2000, generator).numpy().astype(np.float64)
+    prior = rng.standard_normal((2000, 8))
+    fd_stage2 = frechet_distance(statistics(target), statistics(drawn))
+    fd_prior = frechet_distance(statistics(target), statistics(prior))
+    assert fd_stage2 < fd_prior / 5, (fd_stage2, fd_prior)
+    mmd_stage2 = mmd2_unbiased(target[:500], drawn[:500])
+    mmd_prior = mmd2_unbiased(target[:500], prior[:500])
+    assert mmd_stage2 < mmd_prior / 5, (mmd_stage2, mmd_prior)
+
+
+def test_stage2_resume_is_exact():
+    rng = np.random.default_rng(3)
+    means, log_vars = _ring_mixture(rng, 300)
+    data = stage2_data(means, log_vars, "posterior_draws")
+    config = Stage2Config(input_dim=8, latent_dim=4, hidden=(16, 16, 16))
+
+    def trainer(epochs):
+        return new_trainer(config, data, TrainConfig(epochs=epochs, batch_size=50,
+                                                     seed=5, device="cpu"))  # fmt: skip
+
+    straight = trainer(4)
+    straight.run()
+    first = trainer(4)
+    first.config = TrainConfig(epochs=2, batch_size=50, seed=5, device="cpu")
+    first.run()
+    state = first.state_dict()
+    torch.manual_seed(123)  # other random draws in between must not matter
+    resumed = trainer(4)
+    resumed.load_state_dict(state)
+    resumed.run()
+    for a, b in zip(straight.model.state_dict().values(),
+                    resumed.model.state_dict().values(), strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [r.loss for r in straight.history] == [r.loss for r in resumed.history]
+
+
+@pytest.mark.parametrize("layout", ["dai_wipf", "table4"])
+def test_unknown_layouts_and_sizes_are_refused(layout):
+    from selection.errors import InputError
+
+    with pytest.raises(InputError, match="layout"):
+        Stage2Config(layout="flow")
+    Stage2Config(layout=layout)  # both names are known
