@@ -41,6 +41,15 @@ SPLITS = ("train", "test")
 LOADER_VERSION = 1
 
 
+# How the pixels were stored, for every result's provenance: CIFAR-10's own python
+# batches are the original pixels; image files are as their format keeps them. FIDs
+# on a re-encoded copy (such as the JPEG copy used offline here) are shifted against
+# published ones and must not be compared with them digit for digit.
+LOSSLESS_ENCODINGS = ("cifar-python-batches", "png", "bmp", "tiff")
+ENCODINGS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp",
+             ".webp": "webp", ".tif": "tiff", ".tiff": "tiff"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ImageSet:
     images: np.ndarray  # (N, H, W, 3) uint8, possibly a read-only memory map
@@ -48,6 +57,12 @@ class ImageSet:
     classes: tuple[str, ...]
     sha256: str  # of the pixels, see pixels_sha256
     source: str
+    encoding: str = "unknown"  # cifar-python-batches, png, jpeg, ... or mixed
+
+    @property
+    def lossless(self) -> bool:
+        """Whether the pixels are the original ones (no lossy re-encoding)."""
+        return self.encoding in LOSSLESS_ENCODINGS
 
     def __len__(self) -> int:
         return len(self.images)
@@ -103,6 +118,11 @@ def _list_members(path: Path) -> list[str]:
             f"{path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})"
         )
     return sorted(found)
+
+
+def _encoding(members: list[str]) -> str:
+    kinds = {ENCODINGS[Path(m).suffix.lower()] for m in members}
+    return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
 def _class_labels(members: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -218,9 +238,12 @@ def load_images(
         members
     )  # from all files: a prefix may hold one class
     members, labels = members[:limit], labels[:limit]
+    encoding = _encoding(members)
     if not cache:
         images = _decode_all(path, members, size, progress)
-        return ImageSet(images, labels, classes, pixels_sha256(images), str(path))
+        return ImageSet(
+            images, labels, classes, pixels_sha256(images), str(path), encoding
+        )
 
     key = f"{_source_fingerprint(path, members)}-{size}-{len(members)}"
     entry = (
@@ -247,6 +270,7 @@ def load_images(
         tuple(meta["classes"]),
         meta["sha256"],
         str(path),
+        encoding,
     )
 
 
@@ -281,7 +305,12 @@ def _load_batches(folder: Path, split: str) -> ImageSet:
             )
     pixels = np.ascontiguousarray(np.concatenate(images))
     return ImageSet(
-        pixels, np.concatenate(labels), classes, pixels_sha256(pixels), str(folder)
+        pixels,
+        np.concatenate(labels),
+        classes,
+        pixels_sha256(pixels),
+        str(folder),
+        "cifar-python-batches",
     )
 
 
@@ -339,5 +368,10 @@ def load_cifar10(
 def _first(data: ImageSet, limit: int) -> ImageSet:
     images = np.ascontiguousarray(data.images[:limit])
     return ImageSet(
-        images, data.labels[:limit], data.classes, pixels_sha256(images), data.source
+        images,
+        data.labels[:limit],
+        data.classes,
+        pixels_sha256(images),
+        data.source,
+        data.encoding,
     )

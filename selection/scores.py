@@ -1,7 +1,16 @@
-"""The Mahalanobis score source: x_train FID features against the x_test statistics.
+"""The Mahalanobis score sources, in the two spaces the criterion can be read in.
 
-Features come from the caller (a FID engine or actor, whose feature cache E1 and every
-other use of x_train features share); the distances are cached by the `ScoreBook`.
+The thesis defines the criterion as the images "most representative of the FID
+reference distribution" without saying in which space; both readings are offered,
+and which one a result used is recorded with it (`mahalanobis_space`):
+
+* `inception`: x_train's 2048-d FID features against the mean and covariance of
+  x_test's, the distribution FID itself compares with. Features come from the caller
+  (a FID engine or actor, whose feature cache E1 shares).
+* `pixel`: x_train's 3072-d pixel vectors against x_test's pixel mean and covariance.
+
+Distances use the pseudo-inverse (or a ridge) of the covariance
+(`selection.criteria.mahalanobis_distances`); the `ScoreBook` caches them.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fid.stats import Statistics
+from fid.stats import Statistics, StatsAccumulator
 from selection.criteria import mahalanobis_distances
 from selection.datasets import ImageSet
 from selection.files import content_key
@@ -23,15 +32,47 @@ def stats_fingerprint(stats: Statistics) -> str:
     return digest.hexdigest()[:16]
 
 
+MAHALANOBIS_SPACES = ("inception", "pixel")
+PIXEL_CHUNK = 2000  # images per block: 2000 x 3072 float64 = 49 MB
+
+
 def mahalanobis_key(
     train_sha256: str, reference: Statistics, *, network: str, ridge: float
 ) -> str:
-    """The cache key of Mahalanobis scores: everything they depend on."""
+    """The cache key of Inception-space Mahalanobis scores: all they depend on."""
     return content_key(
         train=train_sha256,
         network=network,
         reference=stats_fingerprint(reference),
         ridge=ridge,
+    )
+
+
+def pixel_key(train_sha256: str, test_sha256: str, *, ridge: float) -> str:
+    """The cache key of pixel-space Mahalanobis scores."""
+    return content_key(train=train_sha256, test=test_sha256, space="pixel", ridge=ridge)
+
+
+def pixel_statistics(images: np.ndarray) -> Statistics:
+    """Mean and covariance (N - 1) of (N, H, W, 3) uint8 images as pixel vectors,
+    accumulated in float64 a block at a time."""
+    flat = images.reshape(len(images), -1)  # a view: (N, 3072) uint8
+    accumulator = StatsAccumulator(flat.shape[1])
+    for start in range(0, len(flat), PIXEL_CHUNK):
+        accumulator.update(flat[start : start + PIXEL_CHUNK])
+    return accumulator.result()
+
+
+def pixel_mahalanobis_scores(
+    train_images: np.ndarray, test_images: np.ndarray, *, ridge: float = 0.0
+) -> np.ndarray:
+    """Distance of each training image's pixel vector to x_test's pixel
+    distribution: (N,) float64. Pixels stay in 0..255; the distance does not depend
+    on their scale."""
+    reference = pixel_statistics(test_images)
+    flat = train_images.reshape(len(train_images), -1)
+    return mahalanobis_distances(
+        flat, reference.mu, reference.sigma, ridge=ridge, chunk=PIXEL_CHUNK
     )
 
 
@@ -57,3 +98,12 @@ def mahalanobis_source(
         )
 
     return key, compute
+
+
+def pixel_source(
+    train: ImageSet, test: ImageSet, *, ridge: float = 0.0
+) -> tuple[str, Callable[[], np.ndarray]]:
+    """(cache key, compute) for `ScoreBook(providers={'mahalanobis': ...})` in pixel
+    space."""
+    key = pixel_key(train.sha256, test.sha256, ridge=ridge)
+    return key, lambda: pixel_mahalanobis_scores(train.images, test.images, ridge=ridge)

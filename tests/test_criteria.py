@@ -149,3 +149,26 @@ def test_score_book_computes_once_and_caches_on_disk(tmp_path):
     assert len(calls) == 2
     with pytest.raises(InputError, match="no 'mahalanobis' scores"):
         book.get("mahalanobis")
+
+
+def test_pixel_space_mahalanobis_matches_scipy(rng):
+    from scipy.spatial.distance import mahalanobis
+
+    from selection.scores import pixel_mahalanobis_scores
+
+    # 4x4 RGB images: 48-d pixel vectors; 200 test images give a full-rank covariance
+    test = rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)
+    train = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    flat = test.reshape(200, -1).astype(np.float64)
+    inverse = np.linalg.inv(np.cov(flat, rowvar=False))
+    expected = [mahalanobis(x, flat.mean(axis=0), inverse)
+                for x in train.reshape(7, -1).astype(np.float64)]  # fmt: skip
+    np.testing.assert_allclose(pixel_mahalanobis_scores(train, test), expected,
+                               rtol=1e-8)  # fmt: skip
+    # the scale of the pixels does not matter: scipy on [0, 1] pixels agrees
+    scaled = flat / 255
+    inverse = np.linalg.inv(np.cov(scaled, rowvar=False))
+    expected = [mahalanobis(x / 255, scaled.mean(axis=0), inverse)
+                for x in train.reshape(7, -1).astype(np.float64)]  # fmt: skip
+    np.testing.assert_allclose(pixel_mahalanobis_scores(train, test), expected,
+                               rtol=1e-8)  # fmt: skip

@@ -47,6 +47,7 @@ def test_folder_round_trip(tree):
     assert data.classes == ("airplane", "cat", "dog")
     assert [data.classes[i] for i in data.labels] == class_names
     assert data.sha256 == pixels_sha256(images)
+    assert data.encoding == "png" and data.lossless  # PNG keeps every pixel
 
 
 def test_zip_round_trip_with_top_folder(tree, tmp_path):
@@ -111,6 +112,8 @@ def test_cifar_python_batches(tmp_path, rng):
     np.testing.assert_array_equal(test.images, expected["test_batch"][0])
     assert test.labels.tolist() == expected["test_batch"][1]
     assert test.classes == ("airplane", "automobile")
+    assert train.encoding == test.encoding == "cifar-python-batches"
+    assert test.lossless and load_cifar10(tmp_path, "test", limit=2).lossless
 
 
 def test_cifar_train_test_zips_layout(tree, tmp_path):
@@ -124,6 +127,16 @@ def test_offline_cifar_copy_loads(cifar_root):
     data = load_cifar10(cifar_root, "test", limit=20)
     assert data.images.shape == (20, 32, 32, 3) and data.images.dtype == np.uint8
     assert len(data.classes) == 10
+    # the offline copy is re-encoded JPEG: its FIDs are not the published pixels'
+    assert data.encoding == "jpeg" and not data.lossless
+
+
+def test_mixed_formats_are_named_so(tmp_path, rng):
+    images = random_images(rng, 2)
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    Image.fromarray(images[1]).save(tmp_path / "b.jpg")
+    data = load_images(tmp_path, cache=False)
+    assert data.encoding == "mixed" and not data.lossless
 
 
 @pytest.mark.parametrize(
