@@ -63,7 +63,31 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
     parser.add_argument("--device", default="auto")
     parser.add_argument("--network", default=None, help="FID network file")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument(
+        "--published",
+        default=None,
+        metavar="CSV",
+        help="a table of published values to draw beside this project's (columns: "
+        "the size or tile count, fid_mean; see README)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def read_published(path: str | None, x: str) -> pd.DataFrame | None:
+    """The published values to overlay, checked: one line naming the file if bad."""
+    if path is None:
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as error:
+        raise InputError(f"--published {path}: cannot read it ({error})") from None
+    missing = {x, "fid_mean"} - set(table.columns)
+    if missing:
+        raise InputError(
+            f"--published {path}: needs the columns {x} and fid_mean, missing "
+            f"{', '.join(sorted(missing))}"
+        )
+    return table
 
 
 def check_positive(args: argparse.Namespace, *names: str) -> None:
@@ -103,8 +127,16 @@ def test_reference(args: argparse.Namespace, engine: FIDEngine) -> FrechetRefere
     return engine.reference(np.asarray(test.images), sha256=test.sha256)
 
 
+def sample_variance(fids) -> float:
+    """The unbiased sample variance (ddof 1); NaN for a single value, whose spread
+    is unknown, not zero."""
+    fids = np.asarray(fids, dtype=np.float64)
+    return float(fids.var(ddof=1)) if len(fids) > 1 else float("nan")
+
+
 def summarise(raw: pd.DataFrame, by: str) -> pd.DataFrame:
-    """One row per value of `by`: mean, sample variance (ddof=1) and the raw FIDs."""
+    """One row per value of `by`: mean, sample variance (ddof=1, the column says so)
+    and the raw FIDs."""
     rows = []
     for key, group in raw.groupby(by, sort=True):
         fids = group.sort_values("repetition")["fid"].to_numpy()
@@ -112,7 +144,7 @@ def summarise(raw: pd.DataFrame, by: str) -> pd.DataFrame:
             {
                 by: int(key),
                 "fid_mean": float(fids.mean()),
-                "fid_variance": float(fids.var(ddof=1)) if len(fids) > 1 else 0.0,
+                "fid_variance_ddof1": sample_variance(fids),
                 "repetitions": len(fids),
                 "sample_count": int(group["sample_count"].iloc[0]),
                 "fid_values": fids.tolist(),
@@ -122,16 +154,30 @@ def summarise(raw: pd.DataFrame, by: str) -> pd.DataFrame:
 
 
 def plot_fid_curve(
-    axis, table: pd.DataFrame, x: str, *, xlabel: str, title: str, log_base: int = 10
+    axis,
+    table: pd.DataFrame,
+    x: str,
+    *,
+    xlabel: str,
+    title: str,
+    log_base: int = 10,
+    published: pd.DataFrame | None = None,
+    published_label: str = "published",
 ) -> None:
-    """FID mean with a one-sd error bar against `x` on a log axis."""
+    """FID mean with a one-sd error bar against `x` on a log axis, beside the
+    published values when given (a table with `x` and `fid_mean` columns)."""
     axis.errorbar(
         table[x],
         table["fid_mean"],
-        yerr=np.sqrt(table["fid_variance"]),
+        yerr=np.sqrt(table["fid_variance_ddof1"]),
         marker="o",
         capsize=3,
+        label="this project",
     )
+    if published is not None:
+        axis.plot(published[x], published["fid_mean"], "s--", color="0.3",
+                  label=published_label)  # fmt: skip
+        axis.legend(fontsize=8)
     axis.set_xscale("log", base=log_base)
     axis.set_xticks(table[x], [str(v) for v in table[x]], rotation=45, fontsize=8)
     axis.minorticks_off()

@@ -26,6 +26,7 @@ from experiments.common import (
     int_list,
     load_split,
     plot_fid_curve,
+    read_published,
     summarise,
     test_reference,
 )
@@ -112,7 +113,7 @@ def run_protocol(
     return fids_from_features(draws, distinct, features, reference)
 
 
-def plot(table: pd.DataFrame, total: int):
+def plot(table: pd.DataFrame, total: int, published: pd.DataFrame | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,6 +126,8 @@ def plot(table: pd.DataFrame, total: int):
         "size",
         title="E1: FID vs diversity",
         xlabel=f"distinct training images n (set of {total})",
+        published=published,
+        published_label="published (study, Table 1)",
     )
     return figure
 
@@ -151,6 +154,7 @@ def main(argv=None) -> None:
     check_positive(args, "total", "repetitions", "batch_size", "test_limit")
     if args.total < 2:
         raise InputError(f"--total must be at least 2, got {args.total}")
+    published = read_published(args.published, "size")  # checked before work
     started = time.time()
     train = load_split(args, "train")
     draws = plan(len(train), args.sizes, args.repetitions, args.total, args.seed)
@@ -162,7 +166,7 @@ def main(argv=None) -> None:
         args,
         "fid_repeated",
         table,
-        plot(table, args.total),
+        plot(table, args.total, published),
         train=train,
         engine=engine,
         started=started,

@@ -26,6 +26,7 @@ from experiments.common import (
     int_list,
     load_split,
     plot_fid_curve,
+    read_published,
     summarise,
     test_reference,
 )
@@ -114,7 +115,12 @@ def run_protocol(
     return pd.DataFrame(rows)
 
 
-def plot(table: pd.DataFrame, example: np.ndarray, seed: int):
+def plot(
+    table: pd.DataFrame,
+    example: np.ndarray,
+    seed: int,
+    published: pd.DataFrame | None = None,
+):
     """FID against k, and one image at every scramble level (k = 1 is the original)."""
     import matplotlib
 
@@ -132,6 +138,8 @@ def plot(table: pd.DataFrame, example: np.ndarray, seed: int):
         xlabel="tiles k per image",
         title="E2: FID vs scrambling",
         log_base=2,
+        published=published,
+        published_label="published (study, Table 2)",
     )
     for column, tiles in enumerate(levels):
         ax = figure.add_subplot(grid[1, column])
@@ -166,6 +174,7 @@ def main(argv=None) -> None:
     check_positive(args, "count", "repetitions", "batch_size", "test_limit")
     for tiles in args.tiles:
         tile_grid(tiles)
+    published = read_published(args.published, "tiles")  # checked before work
     started = time.time()
     train = load_split(args, "train")
     if not 2 <= args.count <= len(train):
@@ -186,7 +195,7 @@ def main(argv=None) -> None:
         args,
         "fid_scrambled",
         table,
-        plot(table, images[0], args.seed),
+        plot(table, images[0], args.seed, published),
         train=train,
         engine=engine,
         started=started,

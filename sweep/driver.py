@@ -10,6 +10,7 @@ driver resumes with `Tuner.restore`.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pandas as pd
 import ray
@@ -23,7 +24,7 @@ from fid.turns import BULK
 from selection.criteria import ScoreBook
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
-from selection.scores import mahalanobis_key
+from selection.scores import mahalanobis_key, pixel_key
 from sweep.accounting import Accounting
 from sweep.cluster import (
     connect,
@@ -41,8 +42,10 @@ from sweep.prerequisites import (
     GatedTrials,
     Prerequisites,
     mahalanobis_task,
-    needed_kinds,
+    pixel_mahalanobis_task,
     recon_task,
+    score_key,
+    score_need,
 )
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
@@ -146,45 +149,63 @@ def start_prerequisites(
     config: GridConfig,
     trials: list[dict],
     folder: str,
-    train: ImageSet,
-    train_ref: ray.ObjectRef,
+    data: tuple[ImageSet, ray.ObjectRef, ImageSet, ray.ObjectRef],
     client: FIDClient,
     network: str,
 ) -> Prerequisites:
-    """Launch the criterion scores any trial needs, beside the trials."""
-    kinds = needed_kinds(trials)
+    """Launch every score vector a trial needs (one per score key), beside the
+    trials; cached ones are ready at once."""
+    train, train_ref, test, test_ref = data
+    needs = {need[0]: need for need in map(partial(score_need, config), trials)
+             if need}  # fmt: skip
     keys, launches, gpus = {}, {}, {}
-    if "mahalanobis" in kinds:
-        reference = client.reference_stats("test")
-        ridge = config.selection.mahalanobis_ridge
-        keys["mahalanobis"] = mahalanobis_key(
-            train.sha256, reference, network=network, ridge=ridge
-        )
-        # a coordinator: the features are computed by the FID service
-        launches["mahalanobis"] = lambda: mahalanobis_task.options(
-            num_cpus=0.25
-        ).remote(train_ref, reference, service_names(config), NAMESPACE,
-                 client_options(config), ridge)  # fmt: skip
-        gpus["mahalanobis"] = 0.0
-    if "recon" in kinds:
-        # the reference VAE takes the grid's base settings (not its axes), seed 0
-        base = settings(config, {"n_train": len(train), "criterion": "all", "seed": 0})
-        options = {"model": base.model, "training": base.reference,
-                   "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
-        keys["recon"] = reference_key(train.sha256, **options)
-        # on shared storage: a task retried on another node continues from it
-        checkpoint = join(folder, PREREQUISITES_DIR, f"reference-{keys['recon']}.pt")
-        resources = config.resources
-        launches["recon"] = lambda: recon_task.options(
-            num_cpus=resources.cpu, num_gpus=resources.gpu
-        ).remote(train_ref, options, checkpoint, config.checkpoint_every)
-        gpus["recon"] = resources.gpu
+    for key, kind, spec in needs.values():
+        if kind == "mahalanobis" and spec["space"] == "pixel":
+            keys[key] = pixel_key(train.sha256, test.sha256, ridge=spec["ridge"])
+            launches[key] = partial(
+                pixel_mahalanobis_task.options(num_cpus=1).remote,
+                train_ref, test_ref, spec["ridge"],
+            )  # fmt: skip
+            gpus[key] = 0.0
+        elif kind == "mahalanobis":
+            reference = client.reference_stats("test")
+            keys[key] = mahalanobis_key(train.sha256, reference, network=network,
+                                        ridge=spec["ridge"])  # fmt: skip
+            # a coordinator: the features are computed by the FID service
+            launches[key] = partial(
+                mahalanobis_task.options(num_cpus=0.25).remote,
+                train_ref, reference, service_names(config), NAMESPACE,
+                client_options(config), spec["ridge"],
+            )  # fmt: skip
+            gpus[key] = 0.0
+        else:
+            # the reference VAE: the grid's base settings, seed 0, its own epochs
+            base = settings(config, {"n_train": len(train), "criterion": "all",
+                                     "seed": 0, **_selection(spec)})  # fmt: skip
+            options = {"model": base.model, "training": base.reference,
+                       "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
+            keys[key] = reference_key(train.sha256, **options)
+            # on shared storage: a task retried on another node continues from it
+            checkpoint = join(folder, PREREQUISITES_DIR, f"reference-{keys[key]}.pt")
+            resources = config.resources
+            launches[key] = partial(
+                recon_task.options(num_cpus=resources.cpu,
+                                   num_gpus=resources.gpu).remote,
+                train_ref, options, checkpoint, config.checkpoint_every,
+            )  # fmt: skip
+            gpus[key] = resources.gpu
     prerequisites = Prerequisites(
-        ScoreBook({kind: (key, None) for kind, key in keys.items()})
+        ScoreBook({key: (cache, None) for key, cache in keys.items()})
     )
-    for kind in sorted(kinds):
-        prerequisites.start(kind, launches[kind], gpu=gpus[kind])
+    for key in sorted(keys):
+        prerequisites.start(key, launches[key], gpu=gpus[key])
     return prerequisites
+
+
+def _selection(spec: dict) -> dict:
+    """The reference VAE's epochs as the axis value `settings` reads."""
+    epochs = spec.get("reference_epochs")
+    return {"selection.reference_epochs": epochs} if epochs else {}
 
 
 def resume_plan(folder: str, total: int, retry_errored: bool) -> str:
@@ -246,7 +267,9 @@ def build_tuner(
         tune_config=tune.TuneConfig(
             # the grid in order; trials waiting for criterion scores are handed to
             # Tune only when those exist, so they hold no resources meanwhile
-            search_alg=GatedTrials(trials, gate=folder),
+            search_alg=GatedTrials(
+                trials, [score_key(config, t) for t in trials], gate=folder
+            ),
             num_samples=len(trials),
             # as many trials may wait for resources as the grid has (a custom
             # searcher otherwise gets one pending trial at a time)
@@ -303,7 +326,7 @@ def run_sweep(
     features = None
     if config.kind == "vae":
         prerequisites = start_prerequisites(
-            config, trials, folder, train, train_ref, client, network
+            config, trials, folder, (train, train_ref, test, test_ref), client, network
         )
         if not overlap:
             prerequisites.wait_all()
@@ -337,6 +360,9 @@ def run_sweep(
         "package_version": package_version(),
         "dataset_sha256": train.sha256,
         "test_sha256": test.sha256,
+        # lossless python batches, or a re-encoded copy whose FIDs are shifted
+        "data_encoding": train.encoding,
+        "data_lossless": train.lossless and test.lossless,
         "fid_network": network,
         "sweep_gpu_seconds": accounting.sweep_gpu_seconds(),
     }

@@ -11,6 +11,7 @@ import numpy as np
 import ray
 from ray import tune
 
+from experiments.common import sample_variance
 from experiments.fid_repeated import distinct_indices, fids_from_features, plan
 from experiments.fid_scrambled import level_rng, scrambled_batches
 from fid.client import FIDClient
@@ -27,7 +28,7 @@ def _finish(fids: list[float], samples: int, service: FIDClient) -> None:
     tune.report({
         "phase": "final", "outcome": "completed", "repetitions": len(fids),
         "fid_mean": float(np.mean(fids)),
-        "fid_variance": float(np.var(fids, ddof=1)) if len(fids) > 1 else 0.0,
+        "fid_variance_ddof1": sample_variance(fids),
         "fid_samples": samples, "fid_busy_seconds": service.busy_seconds,
     })  # fmt: skip
 

@@ -33,8 +33,12 @@ from fid.client import ClientOptions, FIDClient
 from fid.stats import Statistics
 from fid.turns import BULK
 from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
+from selection.files import content_key
+from selection.scores import pixel_mahalanobis_scores
 from sweep.cluster import trial_device
+from sweep.config import GridConfig
 from sweep.storage import fetch, publish
+from sweep.trials import section as settings_section
 from vae.reference import reference_scores
 from vae.train import read_checkpoint
 
@@ -101,6 +105,14 @@ def mahalanobis_task(
         train.images, FEATURE_CHUNK, cache=True, priority=BULK
     )
     scores = mahalanobis_distances(features, reference.mu, reference.sigma, ridge=ridge)
+    return scores, _span(started)
+
+
+@ray.remote(num_returns=2)
+def pixel_mahalanobis_task(train, test, ridge: float):
+    """Pixel-space Mahalanobis distances of x_train to x_test; (scores, span)."""
+    started = time.time()
+    scores = pixel_mahalanobis_scores(train.images, test.images, ridge=ridge)
     return scores, _span(started)
 
 
@@ -171,18 +183,37 @@ class Prerequisites:
         )
 
 
-def needed_kinds(trials: list[dict]) -> set[str]:
-    criteria = {t.get("criterion") for t in trials}
-    return {SCORE_KIND[c] for c in criteria if c in SCORE_KIND}
+def score_need(config: GridConfig, params: dict) -> tuple[str, str, dict] | None:
+    """(key, kind, spec) of the scores a trial's criterion reads, or None.
+
+    The spec holds the trial's own `selection.*` settings (they may be grid axes):
+    trials with the same key share one score vector. Everything else the scores
+    depend on is the grid's base recipe, one per sweep.
+    """
+    kind = SCORE_KIND.get(params.get("criterion"))
+    if kind is None:
+        return None
+    selection = settings_section(config, "selection", params)
+    if kind == "mahalanobis":
+        spec = {"space": selection.mahalanobis_space,
+                "ridge": selection.mahalanobis_ridge}  # fmt: skip
+    else:
+        spec = {"reference_epochs": selection.reference_epochs}
+    return f"{kind}-{content_key(**spec)[:8]}", kind, spec
+
+
+def score_key(config: GridConfig, params: dict) -> str | None:
+    need = score_need(config, params)
+    return need[0] if need else None
 
 
 class GatedTrials(Searcher):
     """The grid's trials in order, each handed to Tune once its scores exist."""
 
-    def __init__(self, trials: list[dict], gate: str):
+    def __init__(self, trials: list[dict], needs: list[str | None], gate: str):
         super().__init__()
         self.trials = trials
-        self.needs = [SCORE_KIND.get(t.get("criterion")) for t in trials]
+        self.needs = needs  # per trial, the score key it waits for (None: nothing)
         self.gate = gate
         self.suggested: list[int] = []  # indices into trials, in the order handed out
 

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from pyarrow import Table
 
 from sweep.config import GridConfig
+from sweep.prerequisites import score_need
 from sweep.storage import write_bytes
 
 STATUS_BY_OUTCOME = {"completed": "ok", "diverged": "diverged"}
@@ -46,6 +47,12 @@ def _trial_id(result) -> str:
     return (result.metrics or {}).get("trial_id") or Path(result.path).name
 
 
+def _mahalanobis_space(grid: GridConfig, params: dict) -> str | None:
+    """Where a Mahalanobis criterion measured (inception or pixel); None otherwise."""
+    need = score_need(grid, params)
+    return need[2]["space"] if need and need[1] == "mahalanobis" else None
+
+
 def _fid_time(metrics: dict, grid: GridConfig) -> dict:
     """The FID network time spent on a trial, and its share of the replicas' GPUs
     (inside the sweep's FID-service total, see sweep.accounting)."""
@@ -63,6 +70,7 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
         "experiment": grid.name,
         "trial_id": _trial_id(result),
         **params,
+        "mahalanobis_space": _mahalanobis_space(grid, params),
         "loss_mse": metrics.get("loss_mse"),
         "variance_law": metrics.get("variance_law"),
         "inactive_dims": metrics.get("inactive_dims"),
@@ -88,9 +96,31 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
             "prior": prior,
             "fid": metrics.get(f"fid_{prior}"),
             "fid_samples": metrics.get(f"fid_samples_{prior}"),
+            # null unless fid.metrics asked for them
+            "kid": metrics.get(f"kid_{prior}"),
+            "kid_std": metrics.get(f"kid_std_{prior}"),
+            "fid_inf": metrics.get(f"fid_inf_{prior}"),
+            **_prior_columns(metrics, prior),
         }
         for prior in grid.priors
     ]
+
+
+# what each prior's own fit reports; null in the rows of the other priors
+PRIOR_COLUMNS = {
+    "two_stage": ("stage2_loss_mse", "stage2_objective", "stage2_variance_law",
+                  "stage2_inactive_dims", "stage2_latent_dim", "stage2_gamma",
+                  "stage2_epochs_run", "stage2_outcome"),
+    "gmm": ("gmm_converged", "gmm_iterations"),
+}  # fmt: skip
+
+
+def _prior_columns(metrics: dict, prior: str) -> dict:
+    return {
+        column: metrics.get(column) if prior == owner else None
+        for owner, columns in PRIOR_COLUMNS.items()
+        for column in columns
+    }
 
 
 def history_rows(result, grid: GridConfig) -> pd.DataFrame:
@@ -98,27 +128,23 @@ def history_rows(result, grid: GridConfig) -> pd.DataFrame:
     else, for a trial stopped early, what it reported to Tune."""
     own = (result.metrics or {}).get("history_json")
     if own is not None:
-        frame = pd.DataFrame(json.loads(own))
+        frame = pd.DataFrame(json.loads(own)).assign(phase="stage1")
         if frame.empty:  # diverged in its first epoch
             return frame
+        stage2 = (result.metrics or {}).get("stage2_history_json")
+        if stage2:  # the second stage's epochs, after the first's
+            second = pd.DataFrame(json.loads(stage2)).assign(phase="stage2")
+            frame = pd.concat([frame, second], ignore_index=True)
     else:
         frame = result.metrics_dataframe
         if frame is None or frame.empty or "phase" not in frame:
             return pd.DataFrame()
         frame = frame[frame["phase"] == "stage1"]
-    columns = [
-        c
-        for c in (
-            "epoch",
-            "loss_mse",
-            "objective",
-            "lr",
-            "fid_intermediate",
-            "fid_intermediate_samples",
-        )
-        if c in frame
-    ]
-    frame = frame[columns].drop_duplicates("epoch", keep="last").sort_values("epoch")
+    columns = ["phase", "epoch", "loss_mse", "objective", "lr", "fid_intermediate",
+               "fid_intermediate_samples"]  # fmt: skip
+    frame = frame[[c for c in columns if c in frame]]
+    frame = frame.drop_duplicates(["phase", "epoch"], keep="last")
+    frame = frame.sort_values(["phase", "epoch"])
     frame.insert(0, "trial_id", _trial_id(result))
     frame.insert(0, "experiment", grid.name)
     for axis, value in result.config["trial"].items():
@@ -190,7 +216,8 @@ def summary(table: pd.DataFrame) -> str:
     axis = next((a for a in ("size", "tiles") if a in table), None)
     if axis and table["fid"].notna().any():
         fids = table.groupby(axis)["fid"]
-        frame = pd.DataFrame({"fid_mean": fids.mean(), "fid_variance": fids.var()})
+        frame = pd.DataFrame({"fid_mean": fids.mean(),
+                              "fid_variance_ddof1": fids.var(ddof=1)})  # fmt: skip
         lines.append(frame.round(3).to_string())
     elif "n_train" in table and table["fid"].notna().any():
         done = table[table["status"] == "ok"]

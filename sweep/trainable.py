@@ -21,12 +21,18 @@ from ray import tune
 
 from fid.client import ClientOptions, FIDClient
 from fid.turns import FINAL, INTERACTIVE
-from selection.criteria import SCORE_KIND, ScoreBook, select
+from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
+from sweep.prerequisites import score_need
 from sweep.trials import settings
-from vae.evaluate import evaluate_priors, latent_summary
+from vae.evaluate import (
+    evaluate_priors,
+    gmm_summary,
+    latent_summary,
+    stage2_summary,
+)
 from vae.inference import decode, to_uint8
 from vae.priors import PriorContext, prior_seed
 from vae.train import EpochReport, Trainer, new_trainer
@@ -64,6 +70,7 @@ def share(images: ImageSet) -> ray.ObjectRef:
         images.classes,
         images.sha256,
         images.source,
+        images.encoding,
     )
     return ray.put(plain)
 
@@ -171,9 +178,9 @@ def restore(trainer: Trainer, service: FIDClient) -> dict[int, float]:
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     s = settings(grid, config["trial"], device=trial_device())
     train = ray.get(data.train)  # read-only, zero-copy
-    kind = SCORE_KIND.get(s.criterion)
+    need = score_need(grid, config["trial"])
     # released by the driver's GatedTrials only once these scores exist
-    scores = {kind: ray.get(data.scores[kind])} if kind else {}
+    scores = {need[1]: ray.get(data.scores[need[0]])} if need else {}
     chosen = select(
         s.criterion, train, s.n_train, seed=s.seed, scores=ScoreBook.in_memory(scores)
     )
@@ -209,7 +216,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         tune.report(final)
         return
 
-    means, latent = latent_summary(trainer.model, subset)
+    means, log_vars, latent = latent_summary(trainer.model, subset)
     ctx = PriorContext(
         trainer.model.eval(),
         means,
@@ -217,15 +224,27 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         recon_images=ray.get(data.test).images,
         gmm=s.gmm,
         two_stage=s.two_stage,
+        train_log_vars=log_vars,
     )
 
-    def fid(images: np.ndarray) -> float:
-        return service.fid(images, priority=FINAL)
+    def fid(images: np.ndarray) -> float | dict:
+        if grid.fid.metrics == ("fid",):
+            return service.fid(images, priority=FINAL)
+        return service.metrics(images, names=grid.fid.metrics, priority=FINAL,
+                               seed=s.seed)  # fmt: skip
 
     for result in evaluate_priors(ctx, grid.priors, samples=grid.fid.samples, fid=fid):
         final[f"fid_{result.prior}"] = result.fid
         final[f"fid_samples_{result.prior}"] = result.fid_samples
+        for metric, value in result.extra.items():  # kid, kid_std, fid_inf
+            final[f"{metric}_{result.prior}"] = value
     final.update(latent)
+    if ctx.stage2 is not None:
+        stage2 = stage2_summary(ctx.stage2)
+        final["stage2_history_json"] = json.dumps(stage2.pop("stage2_history"))
+        final.update(stage2)
+    if ctx.gmm_fit is not None:
+        final.update(gmm_summary(ctx))
     # the FID service's network time spent on this trial (its GPU share is in results)
     final["fid_busy_seconds"] = service.busy_seconds
     tune.report(final)

@@ -101,7 +101,8 @@ class TrialSettings:
     config_hash: str
 
 
-def _section(config: GridConfig, name: str, params: dict):
+def section(config: GridConfig, name: str, params: dict):
+    """A grid section with the trial's axis values for it applied."""
     base = getattr(config, name)
     updates = {
         axis.split(".", 1)[1]: value
@@ -121,11 +122,11 @@ def _training(section, **overrides) -> TrainConfig:
 def settings(
     config: GridConfig, params: dict, *, device: str = "auto"
 ) -> TrialSettings:
-    model = _section(config, "model", params)
-    stage1 = _section(config, "stage1", params)
-    stage2 = _section(config, "stage2", params)
-    gmm = _section(config, "gmm", params)
-    selection = _section(config, "selection", params)
+    model = section(config, "model", params)
+    stage1 = section(config, "stage1", params)
+    stage2 = section(config, "stage2", params)
+    gmm = section(config, "gmm", params)
+    selection = section(config, "selection", params)
     seed = params["seed"]
     stage1_training = _training(stage1, seed=seed, device=device)
     # stage 2 is dense and small: no channels_last or compile; stage 1's precision
@@ -169,10 +170,17 @@ def settings(
         loss=stage1.loss,
         kl_weight=stage1.kl_weight,
         reference=reference,
-        gmm=GMMOptions(components=gmm.components, reg_covar=gmm.reg_covar),
+        gmm=GMMOptions(
+            components=gmm.components,
+            reg_covar=gmm.reg_covar,
+            max_iter=gmm.max_iter,
+            n_init=gmm.n_init,
+        ),  # fmt: skip
         two_stage=TwoStageOptions(
             latent_dim=stage2.latent_dim,
-            hidden=tuple(stage2.hidden),
+            layout=stage2.layout,
+            hidden=tuple(stage2.hidden) if stage2.hidden else None,
+            inputs=stage2.inputs,
             train=stage2_training,
             loss=stage2.loss,
             kl_weight=stage2.kl_weight,

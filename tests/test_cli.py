@@ -12,6 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fid.distance import FrechetReference
+from fid.sample_metrics import fid_infinity, kid
+from fid.stats import statistics
 from tests.conftest import ROOT, random_images
 
 
@@ -91,6 +94,19 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
         check_rc=0,
     )
     assert "samples: 4 vs 4" in limited.stderr
+    # KID and FID-infinity: the library functions applied to the same features (the
+    # ones the first call cached)
+    extra = _run("-m", "fid", str(a), str(b), "--kid", "--fid-inf", "--seed", "3",
+                 "--quiet", env_extra=env, check_rc=0)  # fmt: skip
+    lines = dict(line.split(": ", 1) for line in extra.stdout.strip().splitlines())
+    assert float(lines["FID"]) == pytest.approx(value, rel=1e-9)
+    files = (tmp_path / "cache").rglob("*.features.npy")
+    cached = {len(f): f for f in map(np.load, files)}
+    expected_kid = kid(cached[5], cached[6], seed=3)
+    assert lines["KID"].startswith(f"{expected_kid.mean} +- {expected_kid.std}")
+    reference = FrechetReference(statistics(cached[6]))
+    expected_inf = fid_infinity(cached[5], reference, seed=3)
+    assert lines["FID-infinity"].startswith(f"{expected_inf.value} (")
 
 
 @pytest.mark.parametrize(
@@ -101,6 +117,9 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
         (["-m", "fid", "--batch-size", "0", "/tmp", "/tmp"], "--batch-size"),
         (["-m", "fid", "--network", "/no/net.pt", "{a}", "{a}"], "/no/net.pt"),
         (["-m", "fid", "{junk}", "{a}"], "junk.npz: not a statistics file"),
+        (["-m", "fid", "--kid", "{a}", "{junk}"], "--kid needs images, not statistics"),
+        (["-m", "fid", "--fid-inf", "{junk}", "{a}"], "--fid-inf needs images"),
+        (["-m", "fid", "--save-stats", "--kid", "{a}", "o.npz"], "drop --save-stats"),
         (["-m", "experiments.fid_repeated", "--data", "/no/data"], "/no/data"),
         (["-m", "experiments.fid_repeated", "--repetitions", "0"], "--repetitions"),
         (["-m", "experiments.fid_scrambled", "--tiles", "3"], "--tiles: 3"),
@@ -154,7 +173,7 @@ def test_e1_cli_writes_table_and_plot(fake_cifar, tmp_path):
     assert (table["repetitions"] == 3).all() and (table["sample_count"] == 20).all()
     for row in table.itertuples():
         assert row.fid_mean == pytest.approx(np.mean(row.fid_values))
-        assert row.fid_variance == pytest.approx(np.var(row.fid_values, ddof=1))
+        assert row.fid_variance_ddof1 == pytest.approx(np.var(row.fid_values, ddof=1))
     assert (tmp_path / "e1" / "fid_repeated.png").stat().st_size > 1000
 
 

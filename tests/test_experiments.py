@@ -116,3 +116,42 @@ def test_e2_streams_and_matches_explicit_scrambled_set(rng, standin):
         expected = reference.distance(statistics(standin(explicit)))
         assert row.fid == pytest.approx(expected, rel=1e-9, abs=1e-9)
     assert table["fid"].nunique() == 2
+
+
+def test_summary_states_its_variance_and_leaves_one_repetition_undefined():
+    import pandas as pd
+
+    from experiments.common import summarise
+
+    raw = pd.DataFrame({"size": [10, 10, 10, 20], "repetition": [0, 1, 2, 0],
+                        "fid": [1.0, 2.0, 4.0, 5.0], "sample_count": 100})  # fmt: skip
+    table = summarise(raw, "size").set_index("size")
+    # (1 - 7/3)^2 + (2 - 7/3)^2 + (4 - 7/3)^2 = 14/3, over n - 1 = 2
+    assert table.loc[10, "fid_variance_ddof1"] == pytest.approx(7 / 3)
+    assert np.isnan(table.loc[20, "fid_variance_ddof1"])  # one value: no spread known
+
+
+def test_published_values_are_drawn_beside_ours_and_checked(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from experiments.common import plot_fid_curve, read_published
+
+    ours = pd.DataFrame({"size": [10, 20], "fid_mean": [50.0, 30.0],
+                         "fid_variance_ddof1": [4.0, 1.0]})  # fmt: skip
+    (tmp_path / "table1.csv").write_text("size,fid_mean\n10,55.5\n20,33.0\n")
+    published = read_published(str(tmp_path / "table1.csv"), "size")
+    figure, axis = plt.subplots()
+    plot_fid_curve(axis, ours, "size", xlabel="n", title="E1", published=published,
+                   published_label="published (Table 1)")  # fmt: skip
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert sorted(labels) == ["published (Table 1)", "this project"]
+    drawn = axis.get_lines()[-1]
+    assert list(drawn.get_ydata()) == [55.5, 33.0]
+    plt.close(figure)
+    (tmp_path / "bad.csv").write_text("tiles,fid\n2,1\n")
+    with pytest.raises(InputError, match="needs the columns size and fid_mean"):
+        read_published(str(tmp_path / "bad.csv"), "size")

@@ -103,7 +103,9 @@ def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
     ]
     gate = GATES["test-sweep"] = _Gate()
     try:
-        searcher = GatedTrials(trials, gate="test-sweep")
+        needs = [{"lowest_recon": "recon", "lowest_mahalanobis": "mahalanobis"}
+                 .get(t["criterion"]) for t in trials]  # fmt: skip
+        searcher = GatedTrials(trials, needs, gate="test-sweep")
         handed = [searcher.suggest(f"t{i}") for i in range(3)]
         # the score-free trials at once, in grid order; then nothing until scores
         assert handed == [{"trial": trials[1]}, {"trial": trials[3]}, None]
@@ -114,7 +116,7 @@ def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
         # Tune saves the searcher with the experiment; a resumed driver restores it
         path = tmp_path / "searcher.json"
         searcher.save(str(path))
-        restored = GatedTrials(trials, gate="test-sweep")
+        restored = GatedTrials(trials, needs, gate="test-sweep")
         restored.restore(str(path))
         gate.open.add("recon")
         assert restored.suggest("t5") == {"trial": trials[0]}

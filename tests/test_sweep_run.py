@@ -3,6 +3,7 @@ and each fault case (DESIGN section 9). Trials use the stand-in feature network.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -326,3 +327,39 @@ def test_mahalanobis_scores_come_once_from_the_driver(tmp_path, cifar_root):
     features = extractor(np.asarray(train.images))
     expected = mahalanobis_distances(features, reference.mu, reference.sigma)
     np.testing.assert_allclose(np.load(cached[0]), expected, rtol=1e-9)
+
+
+def test_stage2_gmm_kid_and_provenance_reach_the_tables(tmp_path, cifar_root):
+    sweep(tmp_path, "--set", "grid.criterion=[lowest_mahalanobis]",
+          "--set", "grid.selection.mahalanobis_space=[inception, pixel]",
+          "--set", "grid.n_train=[100]", "--set", "priors=[gaussian, gmm, two_stage]",
+          "--set", "stage2.epochs=3", "--set", "stage2.hidden=[16, 16, 16]",
+          "--set", "stage2.latent_dim=2", "--set", "fid.metrics=[fid, kid, fid_inf]",
+          "--set", "gmm.components=2")  # fmt: skip
+    results, history = _tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 2
+    assert set(results["mahalanobis_space"]) == {"inception", "pixel"}
+    # each prior's own fit, in its own rows only
+    two_stage = results[results["prior"] == "two_stage"]
+    others = results[results["prior"] != "two_stage"]
+    assert two_stage[["stage2_loss_mse", "stage2_variance_law", "stage2_gamma",
+                      "stage2_inactive_dims"]].notna().all().all()  # fmt: skip
+    assert (two_stage["stage2_epochs_run"] == 3).all()
+    assert (two_stage["stage2_latent_dim"] == 2).all()
+    assert others["stage2_loss_mse"].isna().all()
+    gmm = results[results["prior"] == "gmm"]
+    assert gmm["gmm_converged"].notna().all() and (gmm["gmm_iterations"] >= 1).all()
+    assert results.loc[results["prior"] != "gmm", "gmm_converged"].isna().all()
+    # KID and FID-infinity from the same features as the FID
+    assert results[["kid", "kid_std", "fid_inf"]].notna().all().all()
+    # the offline copy is re-encoded JPEG, and the results say so
+    assert (results["data_encoding"] == "jpeg").all()
+    assert not results["data_lossless"].any()
+    # stage 2's loss history, after stage 1's, per trial
+    assert set(history["phase"]) == {"stage1", "stage2"}
+    per_trial = history.groupby(["trial_id", "phase"]).size().unstack()
+    assert (per_trial["stage1"] == 2).all() and (per_trial["stage2"] == 3).all()
+    # one Mahalanobis score vector per space
+    timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
+    spans = timings["runs"][0]["prerequisites"]
+    assert len(spans) == 2 and all(key.startswith("mahalanobis-") for key in spans)
