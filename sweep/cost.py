@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from selection.criteria import SCORE_KIND
 from selection.errors import InputError
 from sweep.config import CIFAR_TEST_SIZE, GridConfig
+from sweep.prerequisites import score_need
 from sweep.trials import settings, train_size
 
 RATES = ("train_images_per_s", "stage2_vectors_per_s", "fid_images_per_s")
@@ -104,10 +105,15 @@ def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
         epochs = config.selection.reference_epochs or config.stage1.epochs
         reference_images = total * epochs
         free[0] = ready["recon"] = start + reference_images / rates.train_images_per_s
-    features = "mahalanobis" in kinds or config.kind == "fid_repeated"
+    # the Mahalanobis criteria in inception space push x_train through the network;
+    # in pixel space their scores cost next to nothing
+    spaces = {need[2]["space"] for need in (score_need(config, t) for t in trials)
+              if need and need[1] == "mahalanobis"}  # fmt: skip
+    features = "inception" in spaces or config.kind == "fid_repeated"
     prerequisite_fid = service.replicas * test_images + (total if features else 0)
     if "mahalanobis" in kinds:
-        ready["mahalanobis"] = start + total / (fid_rate * service.replicas)
+        extraction = total / (fid_rate * service.replicas) if features else 0.0
+        ready["mahalanobis"] = start + extraction
     heapq.heapify(free)
 
     def needs(index: int) -> str:
