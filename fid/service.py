@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+import torch
 
 from fid.cache import FIDCache
 from fid.distance import FrechetReference
@@ -99,7 +100,12 @@ class FIDServer:
         chunk: int | None = None,
         extractor_factory: Callable[[], FeatureExtractor] | None = None,
         require_gpu: bool = False,
+        threads: int | None = None,
     ):
+        if threads is not None:
+            # Ray pins a process to as many threads as CPUs it reserved; a replica
+            # that is the sweep's bottleneck on a small CPU machine may use more
+            torch.set_num_threads(threads)
         if require_gpu:
             device = gpu_device("the FID service")
         extractor = (

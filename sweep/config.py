@@ -138,6 +138,10 @@ class FIDServiceSection(Section):
     # images per turn on the network: an intermediate FID waits for at most one
     # chunk of a large call; null: ten feature batches
     chunk: PositiveInt | None = None
+    # torch threads of a replica's network; null: as many as the CPUs it reserved
+    # (Ray's rule). More than that oversubscribes the node: for a CPU machine where
+    # the FID replica, not the trials, is the bottleneck
+    threads: PositiveInt | None = None
     timeout_s: float = Field(3600.0, gt=0)  # one call, retries and waits included
     retries: NonNegativeInt = 3  # calls re-sent when a replica is lost
     ping_timeout_s: float = Field(10.0, gt=0)  # a live replica answers load() in this
