@@ -119,6 +119,7 @@ def start_services(
         "network_sha1": NETWORK_SHA1,
         "batch_size": config.fid.batch_size,
         "chunk": config.fid_service.chunk,
+        "threads": config.fid_service.threads,
     }
     if config.fid.extractor:
         options["extractor_factory"] = extractor_factory(config.fid.extractor)
@@ -135,6 +136,8 @@ def start_services(
         for name in service_names(config)
     ]
     # the x_test statistics are computed (or read from the cache) once, here
+    print(f"FID service: x_test statistics on {len(actors)} replica(s) (read from the "
+          "cache when it holds them; minutes per 10,000 images on a CPU)", flush=True)
     try:
         ray.get([actor.reference_stats.remote("test") for actor in actors])
     except ray.exceptions.RayActorError as error:
@@ -343,6 +346,7 @@ def run_sweep(
         services=service_names(config),
         client=client_options(config),
         train_features=features,
+        folder=folder,
     )
     tuner = build_tuner(config, trials, folder, data, resume=resume,
                         retry_errored=retry_errored, address=address)  # fmt: skip

@@ -141,7 +141,7 @@ def history_rows(result, grid: GridConfig) -> pd.DataFrame:
             return pd.DataFrame()
         frame = frame[frame["phase"] == "stage1"]
     columns = ["phase", "epoch", "loss_mse", "objective", "lr", "fid_intermediate",
-               "fid_intermediate_samples"]  # fmt: skip
+               "fid_intermediate_samples", "finished_at"]  # fmt: skip
     frame = frame[[c for c in columns if c in frame]]
     frame = frame.drop_duplicates(["phase", "epoch"], keep="last")
     frame = frame.sort_values(["phase", "epoch"])

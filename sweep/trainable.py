@@ -26,6 +26,7 @@ from selection.datasets import ImageSet
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.prerequisites import score_need
+from sweep.storage import join, write_bytes
 from sweep.trials import settings
 from vae.evaluate import (
     evaluate_priors,
@@ -34,10 +35,13 @@ from vae.evaluate import (
     stage2_summary,
 )
 from vae.inference import decode, to_uint8
+from vae.plots import sample_grid_png
 from vae.priors import PriorContext, prior_seed
 from vae.train import EpochReport, Trainer, new_trainer
 
 STATE_FILE = "trial.pt"
+SAMPLES_FOLDER = "samples"
+SAMPLE_GRID = 64  # samples shown per prior
 NAMESPACE = "vae-sweep"
 
 
@@ -55,6 +59,9 @@ class SweepData:
     services: tuple[str, ...]  # FID actor names
     client: ClientOptions = ClientOptions()
     train_features: ray.ObjectRef | None = None  # (N, d) float32, for the E1 kind
+    # the sweep's folder (local or s3://): each finished trial writes a sample grid per
+    # prior into samples/<trial_id>/, for the analysis report
+    folder: str | None = None
 
 
 def share(images: ImageSet) -> ray.ObjectRef:
@@ -138,7 +145,8 @@ class Stage1Reporter:
             {"epoch": r.epoch, "loss_mse": r.mse, "objective": r.loss, "lr": r.lr,
              "fid_intermediate": self.fid_by_epoch.get(r.epoch),
              "fid_intermediate_samples": samples if r.epoch in self.fid_by_epoch
-             else None}
+             else None,
+             "finished_at": r.finished_at}
             for r in self.trainer.history
         ]  # fmt: skip
 
@@ -149,6 +157,7 @@ class Stage1Reporter:
             "loss_mse": report.mse,
             "objective": report.loss,
             "lr": report.lr,
+            "finished_at": report.finished_at,
         }
         if self.fid_intermediate is not None:
             metrics["fid_intermediate"] = self.fid_intermediate
@@ -173,6 +182,13 @@ def restore(trainer: Trainer, service: FIDClient) -> dict[int, float]:
     trainer.load_state_dict(state)
     service.busy_seconds += float(state.get("fid_busy_seconds", 0.0))
     return {int(epoch): float(fid) for epoch, fid in state["fid_by_epoch"].items()}
+
+
+def save_samples(folder: str, images: np.ndarray, prior: str, fid: float) -> None:
+    trial = tune.get_context().get_trial_id()
+    title = f"{trial}, {prior} prior: FID {fid:.2f}"
+    write_bytes(join(folder, SAMPLES_FOLDER, trial, f"{prior}.png"),
+                sample_grid_png(images, title))  # fmt: skip
 
 
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
@@ -227,13 +243,18 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         train_log_vars=log_vars,
     )
 
+    shown = []  # the first samples of each prior, in grid.priors order
+
     def fid(images: np.ndarray) -> float | dict:
+        shown.append(images[:SAMPLE_GRID])
         if grid.fid.metrics == ("fid",):
             return service.fid(images, priority=FINAL)
         return service.metrics(images, names=grid.fid.metrics, priority=FINAL,
                                seed=s.seed)  # fmt: skip
 
     for result in evaluate_priors(ctx, grid.priors, samples=grid.fid.samples, fid=fid):
+        if data.folder is not None and shown:
+            save_samples(data.folder, shown[-1], result.prior, result.fid)
         final[f"fid_{result.prior}"] = result.fid
         final[f"fid_samples_{result.prior}"] = result.fid_samples
         for metric, value in result.extra.items():  # kid, kid_std, fid_inf

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 
@@ -30,13 +31,25 @@ def image_grid(
     return grid
 
 
-def save_sample_grid(images: np.ndarray, path: str | os.PathLike, title: str) -> None:
+def _sample_figure(images: np.ndarray, title: str) -> Figure:
     figure = Figure(figsize=(6, 6.4))
     axis = figure.subplots()
     axis.imshow(image_grid(images), interpolation="nearest")
     axis.set_title(title)
     axis.axis("off")
-    _save(figure, path)
+    return figure
+
+
+def save_sample_grid(images: np.ndarray, path: str | os.PathLike, title: str) -> None:
+    _save(_sample_figure(images, title), path)
+
+
+def sample_grid_png(images: np.ndarray, title: str) -> bytes:
+    """The sample grid as PNG bytes, for storage that is not a local path (S3)."""
+    buffer = io.BytesIO()
+    _sample_figure(images, title).savefig(buffer, format="png", dpi=120,
+                                          bbox_inches="tight")  # fmt: skip
+    return buffer.getvalue()
 
 
 def save_loss_curve(history: list[dict], path: str | os.PathLike, title: str) -> None:

@@ -74,6 +74,9 @@ class EpochReport:
     lr: float  # the LR this epoch ran at
     seconds: float
     samples_per_second: float
+    # wall clock (Unix seconds) at the epoch's end: the order results arrived in, for
+    # replaying a scheduler's decisions offline (experiments.replay)
+    finished_at: float = 0.0
 
 
 @dataclass
@@ -230,6 +233,7 @@ class Trainer:
             lr=lr,
             seconds=seconds,
             samples_per_second=n / seconds,
+            finished_at=time.time(),
         )
 
     def run(
