@@ -1,0 +1,364 @@
+"""From Parquet to answers: the analysis report of one or more sweeps.
+
+    python -m experiments.analysis RESULTS_DIR... [--out DIR] [--test t|permutation]
+
+Reads `results.parquet`, `history.parquet` and `grid.yaml` of each sweep folder (a
+sweep still running, or resumed, is rebuilt from Tune's state and reported as
+partial) and writes into `--out` (default: `<first RESULTS_DIR>/report`):
+
+- `report.md`: what was run, the FID table laid out like the study's Table 5 (mean
+  and Student-t 95% interval over seeds, seeds and samples; other outcomes counted
+  apart), the stage-1/stage-2 diagnostics, and the paired comparisons (each criterion
+  against `random`, each n_train against the full set) with Holm-adjusted p-values;
+- `fid.csv`, `diagnostics.csv`, `comparisons.csv`: the same tables, in full;
+- `fid_vs_n_train.png`, `learning_curves.png`, the best and worst trial's sample grid
+  (`samples_best.png`, `samples_worst.png`) when the sweep saved them, and for E1/E2
+  sweeps `e1.png` / `e2.png` with `e1.csv` / `e2.csv`.
+
+The folder is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from experiments import figures, tables
+from experiments.sweeps import Sweep, load_sweeps
+from selection.errors import InputError, run_cli
+from sweep.trainable import SAMPLES_FOLDER
+
+REPORT = "report.md"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.analysis", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "folders",
+        nargs="+",
+        metavar="RESULTS_DIR",
+        help="sweep folders (<storage>/<name>)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="report folder (default: <first RESULTS_DIR>/report)",
+    )
+    parser.add_argument(
+        "--test",
+        choices=("t", "permutation"),
+        default="t",
+        help="paired test: t, or exact sign-flip permutation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--level",
+        type=float,
+        default=0.95,
+        help="confidence level of the intervals (default: %(default)s)",
+    )
+    return parser
+
+
+def check_out(out: Path) -> None:
+    """The report folder can be written: not a file, its parent a folder."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"--out {out}: {parent} is not a folder")
+
+
+def replace_folder(staged: Path, out: Path) -> None:
+    """Put the finished report in place of the old one (never a half-written one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.with_name(f".{out.name}.old")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    staged.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _markdown(frame: pd.DataFrame, floats: str = "{:.3g}") -> str:
+    """A pipe table (no tabulate dependency)."""
+
+    def fmt(value) -> str:
+        if isinstance(value, float):
+            return "–" if pd.isna(value) else floats.format(value)
+        if isinstance(value, tuple):
+            return "[" + ", ".join(fmt(v) for v in value) + "]"
+        return "–" if value is None else str(value)
+
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = [
+        "| " + " | ".join(fmt(v) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    ]
+    return "\n".join([head, rule, *body])
+
+
+def _status_lines(sweeps: list[Sweep]) -> list[str]:
+    lines = []
+    for sweep in sweeps:
+        counts = sweep.trials["status"].value_counts().to_dict()
+        told = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        state = "PARTIAL" if sweep.partial else "complete"
+        lines.append(
+            f"- `{sweep.name}` ({sweep.folder}): {state}; "
+            f"{len(sweep.trials)} of {sweep.expected_trials} trials "
+            f"reported ({told})."
+        )
+        lines += [f"  {note}" for note in sweep.notes]
+    return lines
+
+
+def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
+    grid = sweep.grid
+    first = results.iloc[0]
+    encoding = first.get("data_encoding")
+    lossless = first.get("data_lossless")
+    lines = [
+        f"- Training pool: {grid.data.train_limit or 50000} images of x_train; FID "
+        f"reference: {grid.data.test_limit or 10000} images of x_test.",
+        f"- Stage 1: latent {grid.model.latent_dim}, encoder "
+        f"{list(grid.model.encoder_channels)}, decoder "
+        f"{list(grid.model.decoder_channels)}, {grid.stage1.epochs} epochs, lr "
+        f"{grid.stage1.lr}, loss {grid.stage1.loss}.",
+        f"- Priors: {', '.join(grid.priors)}; FID on {grid.fid.samples} samples per "
+        f"prior; metrics {', '.join(grid.fid.metrics)}; network "
+        f"{first.get('fid_network', 'unknown')}.",
+        f"- Mahalanobis space: {grid.selection.mahalanobis_space}; recon reference VAE "
+        f"epochs: {grid.selection.reference_epochs or grid.stage1.epochs}.",
+    ]
+    if "two_stage" in grid.priors:
+        hidden = list(grid.stage2.hidden) if grid.stage2.hidden else "default"
+        lines.insert(
+            2,
+            f"- Stage 2: layout {grid.stage2.layout}, hidden {hidden}, "
+            f"inputs {grid.stage2.inputs}, latent {grid.stage2.latent_dim}, "
+            f"{grid.stage2.epochs} epochs.",
+        )
+    if encoding is not None:
+        shifted = (
+            ""
+            if lossless
+            else (
+                " (re-encoded: FIDs are shifted against "
+                "published ones, compare them only here)"
+            )
+        )
+        lines.append(f"- Data encoding: {encoding}{shifted}.")
+    return lines
+
+
+def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float) -> list[str]:
+    results = pd.concat([s.results for s in sweeps], ignore_index=True)
+    histories = [s.history for s in sweeps if len(s.history)]
+    history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
+    axes = set().union(*(s.grid.grid for s in sweeps))
+    keys = tables.row_keys(results, axes)
+    priors = list(dict.fromkeys(p for s in sweeps for p in s.grid.priors))
+    long = tables.fid_table(results, keys, level)
+    wide = tables.wide_fid_table(long, keys, priors)
+    diagnostics = tables.diagnostics_table(results, keys, level)
+    compared = tables.comparisons(results, keys, test, level)
+    long.to_csv(out / "fid.csv", index=False)
+    diagnostics.to_csv(out / "diagnostics.csv", index=False)
+    compared.to_csv(out / "comparisons.csv", index=False)
+    figures.fid_against_n_train(long, priors).savefig(
+        out / "fid_vs_n_train.png", dpi=120, bbox_inches="tight"
+    )
+    lines = [
+        "## Setup",
+        "",
+        *_setup_lines(sweeps[0], results),
+        "",
+        f"## FID (mean [{level:.0%} Student-t interval] over n seeds)",
+        "",
+        "Rows: the training-set choice; columns: the prior. Only trials that "
+        "finished enter a mean; the last column counts the others.",
+        "",
+        _markdown(wide),
+        "",
+        "![FID](fid_vs_n_train.png)",
+        "",
+    ]
+    if "kid" in results and results["kid"].notna().any():
+        lines += _kid_lines(results, keys, priors, level, out)
+    shown = diagnostics[[c for c in diagnostics.columns if not c.endswith(" ci")]]
+    lines += [
+        "## Diagnostics (mean over finished trials)",
+        "",
+        "Variance law: mean over latent dimensions of (variance of the means + "
+        "mean of the variances), expected near 1. Inactive dimensions: mean "
+        "variance above 0.8.",
+        "",
+        _markdown(shown),
+        "",
+    ]
+    lines += _comparison_lines(compared, test, level)
+    if len(history):
+        figures.learning_curves(history).savefig(
+            out / "learning_curves.png", dpi=120, bbox_inches="tight"
+        )
+        lines += [
+            "## Learning curves",
+            "",
+            "![learning curves](learning_curves.png)",
+            "",
+        ]
+    lines += _sample_lines(sweeps, results, out)
+    return lines
+
+
+def _kid_lines(results, keys, priors, level, out: Path) -> list[str]:
+    """KID (x 1000, as usually printed): unbiased at any sample count, so it
+    separates sample size from quality where FID cannot."""
+    scaled = results.assign(kid=results["kid"].astype(float) * 1000)
+    long = tables.fid_table(scaled, keys, level, metric="kid")
+    long.to_csv(out / "kid.csv", index=False)
+    wide = tables.wide_fid_table(long, keys, priors, metric="kid")
+    return [
+        f"## KID x 1000 (mean [{level:.0%} interval] over n seeds)", "",
+        "Unbiased MMD^2 with the cubic polynomial kernel (Binkowski et al. 2018) on "
+        "the same features: unlike FID it does not grow as the sample count shrinks.",
+        "", _markdown(wide), "",
+    ]  # fmt: skip
+
+
+def _comparison_lines(compared: pd.DataFrame, test: str, level: float) -> list[str]:
+    if compared.empty:
+        return []
+    name = "paired t test" if test == "t" else "exact sign-flip permutation test"
+    shown = compared[
+        [
+            "comparison",
+            "prior",
+            "label",
+            "pairs",
+            "difference",
+            "ci_low",
+            "ci_high",
+            "p_value",
+            "p_holm",
+        ]
+    ]
+    return [
+        "## Paired comparisons",
+        "",
+        f"FID(a) - FID(b) over seeds run on both sides (negative: a is better), "
+        f"{level:.0%} interval, two-sided {name}. The p-values are Holm-adjusted over "
+        f"all {len(compared)} comparisons of this report together (`p_holm`); with "
+        "few seeds a test has little power, so read the intervals first.",
+        "",
+        _markdown(shown),
+        "",
+    ]
+
+
+def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path) -> list[str]:
+    usable = tables._usable(results)
+    if usable.empty:
+        return []
+    lines = []
+    for label, row in (
+        ("best", usable.loc[usable["fid"].astype(float).idxmin()]),
+        ("worst", usable.loc[usable["fid"].astype(float).idxmax()]),
+    ):
+        for sweep in sweeps:
+            grid = (
+                sweep.folder / SAMPLES_FOLDER / row["trial_id"] / f"{row['prior']}.png"
+            )
+            if grid.is_file():
+                shutil.copyfile(grid, out / f"samples_{label}.png")
+                lines += [
+                    f"{label.capitalize()} trial: `{row['trial_id']}` "
+                    f"(n_train {row['n_train']}, {row['criterion']}, seed "
+                    f"{row['seed']}, {row['prior']} prior, FID "
+                    f"{float(row['fid']):.2f}).",
+                    "",
+                    f"![{label} samples](samples_{label}.png)",
+                    "",
+                ]
+                break
+    return (["## Samples", "", *lines]) if lines else []
+
+
+def analyse_repetitions(sweeps: list[Sweep], out: Path) -> list[str]:
+    """E1 (fid_repeated) and E2 (fid_scrambled) sweeps: mean and variance per x."""
+    from experiments.common import summarise  # noqa: PLC0415 (loads torch)
+
+    lines = []
+    for kind, x, name, title, xlabel in (
+        ("fid_repeated", "size", "e1", "E1: FID vs diversity", "distinct images n"),
+        ("fid_scrambled", "tiles", "e2", "E2: FID vs scrambling", "tiles k"),
+    ):
+        frames = [s.results for s in sweeps if s.grid.kind == kind]
+        if not frames:
+            continue
+        raw = pd.concat(frames, ignore_index=True)
+        raw = raw[(raw["status"] == "ok") & raw["fid"].notna()]
+        if raw.empty:
+            continue
+        table = summarise(raw.rename(columns={"fid_samples": "sample_count"}), x)
+        table.to_csv(out / f"{name}.csv", index=False)
+        figures.repetition_curve(table, x, title, xlabel).savefig(
+            out / f"{name}.png", dpi=120, bbox_inches="tight"
+        )
+        shown = table.drop(columns=["fid_values"])
+        lines += [f"## {title}", "", _markdown(shown), "", f"![{name}]({name}.png)", ""]
+    return lines
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if not 0 < args.level < 1:
+        raise InputError(f"--level must be between 0 and 1, got {args.level}")
+    out = Path(args.out) if args.out else Path(args.folders[0]) / "report"
+    check_out(out)
+    started = time.time()
+    sweeps = load_sweeps(args.folders)
+    kinds = {s.grid.kind for s in sweeps}
+    if "vae" in kinds and len(kinds) > 1:
+        raise InputError(
+            "cannot analyse a vae sweep together with E1/E2 sweeps: "
+            "give them in separate calls"
+        )
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    try:
+        lines = ["# Sweep analysis", "", *_status_lines(sweeps), ""]
+        if kinds == {"vae"}:
+            lines += analyse_vae(sweeps, staged, args.test, args.level)
+        else:
+            lines += analyse_repetitions(sweeps, staged)
+        command = (
+            " ".join(["python -m experiments.analysis", *sys.argv[1:]])
+            if argv is None
+            else " ".join(["python -m experiments.analysis", *argv])
+        )
+        lines += [
+            "---",
+            "",
+            f"Written by `{command}` in {time.time() - started:.1f} s.",
+        ]
+        (staged / REPORT).write_text("\n".join(lines) + "\n")
+        replace_folder(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    print(f"report: {out / REPORT}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,478 @@
+"""The early-stopping ablation (E4): what a scheduler saves, and what it costs in the
+quality of the final ranking.
+
+    python -m experiments.early_stopping RUN_DIR... [--replay] [--out DIR]
+        [--prior gaussian] [--top-k 3] [--grace 5,10] [--reduction 2,3,4]
+
+RUN_DIR... are sweeps of one grid under different schedulers; the one with scheduler
+`none` is the exhaustive run every other is measured against. For each run: trials
+run to the end, compute hours, the best final FID it found and its regret against the
+exhaustive best, Kendall's tau of the final ranking against the exhaustive one (among
+trials finished in both) and the top-k overlap (the share of the exhaustive top k
+that the run also ranks in its top k).
+
+`--replay` also replays ASHA and the median rule offline on the exhaustive run's
+history (`experiments.replay`) for every grace period and reduction factor given, in
+seconds, and checks the replay against each live run: the trials it stopped and the
+epochs it stopped them at must agree, or the report says where and why not.
+
+Writes `early_stopping.md`, `early_stopping.csv`, `replay_check.csv` and
+`early_stopping.png` (compute hours against ranking quality) into `--out` (default:
+`<exhaustive RUN_DIR>/early_stopping`), whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from experiments.analysis import _markdown, check_out, replace_folder
+from experiments.replay import REPLAYABLE, replay
+from experiments.significance import kendall_tau, regret, top_k_overlap
+from experiments.sweeps import Sweep, load_sweeps
+from selection.errors import InputError, run_cli
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"needs positive integers, got {text!r}")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or min(values) <= 1:
+        raise argparse.ArgumentTypeError(f"needs numbers above 1, got {text!r}")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.early_stopping",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("folders", nargs="+", metavar="RUN_DIR")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="replay ASHA and the median rule on the exhaustive run",
+    )
+    parser.add_argument(
+        "--out", default=None, help="default: <exhaustive RUN_DIR>/early_stopping"
+    )
+    parser.add_argument(
+        "--prior",
+        default=None,
+        help="the prior whose final FID ranks the trials (default: the grid's first)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=3,
+        help="size of the top set compared (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grace",
+        type=_int_list,
+        default=None,
+        help="replayed grace periods (default: the grid's, and twice it)",
+    )
+    parser.add_argument(
+        "--reduction",
+        type=_float_list,
+        default=[2.0, 3.0, 4.0],
+        help="replayed reduction factors of ASHA (default: 2,3,4)",
+    )
+    return parser
+
+
+def axis_key(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
+    """A trial's identity across runs: its axis values (trial ids differ per run)."""
+    return frame[axes].astype(str).agg("|".join, axis=1)
+
+
+def _unit(grid) -> tuple[str, float]:
+    """Compute is counted in GPU-hours for GPU trials, else CPU-core-hours."""
+    if grid.resources.gpu > 0:
+        return "GPU-hours", grid.resources.gpu
+    return "CPU-core-hours", grid.resources.cpu
+
+
+def _hours(sweep: Sweep, trials: pd.DataFrame) -> float:
+    """The honest accounting (timings.json: trials, FID replicas, prerequisites)
+    where the sweep wrote one and used GPUs; else the trials' own reserved time."""
+    unit, share = _unit(sweep.grid)
+    timings = sweep.folder / "timings.json"
+    if unit == "GPU-hours" and timings.is_file():
+        return float(json.loads(timings.read_text())["gpu_hours"])
+    return float(trials["wall_seconds"].sum()) * share / 3600
+
+
+def _ranking_row(
+    label, finals: dict, exhaustive: dict, top_k: int, hours: float, counts: dict
+) -> dict:
+    best_all = min(exhaustive.values()) if exhaustive else math.nan
+    best = min(finals.values()) if finals else math.nan
+    common = sorted(set(finals) & set(exhaustive))
+    return {
+        "run": label,
+        **counts,
+        "hours": hours,
+        "best_fid": best,
+        "regret": regret(best, best_all),
+        "kendall_tau": kendall_tau(
+            [finals[t] for t in common], [exhaustive[t] for t in common]
+        ),
+        "top_k_overlap": top_k_overlap(finals, exhaustive, top_k),
+    }
+
+
+def _finals(sweep: Sweep, prior: str, axes: list[str]) -> tuple[dict, pd.DataFrame]:
+    rows = sweep.results[sweep.results["prior"] == prior].copy()
+    rows["key"] = axis_key(rows, axes)
+    ok = rows[(rows["status"] == "ok") & rows["fid"].notna()]
+    return dict(zip(ok["key"], ok["fid"].astype(float), strict=True)), rows
+
+
+def _scheduler_label(grid) -> str:
+    s = grid.scheduler
+    if s.name == "none":
+        return "none (exhaustive)"
+    if s.name == "median":
+        return f"median, grace {s.grace_period}, min samples {s.min_samples_required}"
+    return f"{s.name}, grace {s.grace_period}, eta {s.reduction_factor:g}"
+
+
+def live_rows(sweeps, exhaustive: Sweep, prior, axes, top_k) -> list[dict]:
+    reference, _ = _finals(exhaustive, prior, axes)
+    rows = []
+    for sweep in sweeps:
+        finals, frame = _finals(sweep, prior, axes)
+        trials = frame.drop_duplicates("key")
+        counts = {
+            "kind": "live",
+            "trials": len(trials),
+            "finished": int((trials["status"] == "ok").sum()),
+            "stopped": int((trials["status"] == "stopped").sum()),
+        }
+        rows.append(
+            _ranking_row(
+                f"{sweep.name}: {_scheduler_label(sweep.grid)}",
+                finals,
+                reference,
+                top_k,
+                _hours(sweep, trials),
+                counts,
+            )
+        )
+    return rows
+
+
+def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, stopped_at: dict) -> float:
+    """Seconds of the exhaustive run's trials had they stopped where the replay did:
+    up to the stop epoch's end (wall clock) for a stopped trial, all of it otherwise.
+    Without per-epoch clocks, the share of its stage-1 epochs."""
+    history = exhaustive.history
+    total = 0.0
+    epochs = exhaustive.grid.stage1.epochs
+    for trial in trials.itertuples():
+        wall = float(trial.wall_seconds)
+        if trial.trial_id not in stopped_at:
+            total += wall
+            continue
+        epoch = stopped_at[trial.trial_id]
+        at = history[
+            (history["trial_id"] == trial.trial_id)
+            & (history["phase"] == "stage1")
+            & (history["epoch"] == epoch)
+        ]
+        if (
+            "finished_at" in at
+            and len(at)
+            and pd.notna(trial.started_at)
+            and float(at["finished_at"].iloc[0]) > 0
+        ):
+            total += float(at["finished_at"].iloc[0]) - trial.started_at.timestamp()
+        else:
+            total += wall * epoch / epochs
+    return total
+
+
+def replay_settings(grid, grace: list[int] | None, reduction: list[float]):
+    graces = grace or sorted(
+        {grid.scheduler.grace_period, 2 * grid.scheduler.grace_period}
+    )
+    for g in graces:
+        for eta in reduction:
+            yield {"name": "asha", "grace_period": g, "reduction_factor": eta}
+        yield {
+            "name": "median",
+            "grace_period": g,
+            "min_samples_required": grid.scheduler.min_samples_required,
+        }
+
+
+def replay_rows(exhaustive: Sweep, settings, prior, axes, top_k) -> list[dict]:
+    reference, frame = _finals(exhaustive, prior, axes)
+    trials = frame.drop_duplicates("trial_id")
+    key_of = dict(zip(trials["trial_id"], trials["key"], strict=True))
+    _, share = _unit(exhaustive.grid)
+    rows = []
+    for options in settings:
+        outcome = replay_exhaustive(exhaustive, **options)
+        stopped = {key_of[t] for t in outcome.stopped_at}
+        finals = {k: v for k, v in reference.items() if k not in stopped}
+        seconds = _stop_cost(exhaustive, trials, outcome.stopped_at)
+        counts = {
+            "kind": "replay",
+            "trials": len(trials),
+            "finished": len(trials) - len(stopped),
+            "stopped": len(stopped),
+        }
+        label = _scheduler_label(
+            exhaustive.grid.model_copy(
+                update={
+                    "scheduler": exhaustive.grid.scheduler.model_copy(update=options)
+                }
+            )
+        )
+        rows.append(
+            _ranking_row(
+                f"replay: {label}",
+                finals,
+                reference,
+                top_k,
+                seconds * share / 3600,
+                counts,
+            )
+        )
+    return rows
+
+
+def trial_times(trials: pd.DataFrame) -> pd.DataFrame | None:
+    """started_at and finished_at of each trial, in Unix seconds, by trial id."""
+    if not {"started_at", "finished_at"} <= set(trials.columns):
+        return None
+    known = trials.dropna(subset=["started_at", "finished_at"])
+    return pd.DataFrame({
+        "started_at": [t.timestamp() for t in known["started_at"]],
+        "finished_at": [t.timestamp() for t in known["finished_at"]],
+    }, index=known["trial_id"])  # fmt: skip
+
+
+def replay_exhaustive(exhaustive: Sweep, **options):
+    """The replay of the exhaustive run with as many trials at once as it ran."""
+    return replay(exhaustive.grid, exhaustive.history,
+                  times=trial_times(exhaustive.trials),
+                  slots=max(1, _concurrency(exhaustive)), **options)  # fmt: skip
+
+
+def check_replay(exhaustive: Sweep, live: Sweep, axes: list[str]) -> pd.DataFrame:
+    """Per trial: where the live run stopped it (or not) and where the replay of the
+    exhaustive run with the live run's scheduler settings did."""
+    options = live.grid.scheduler.model_dump()
+    outcome = replay_exhaustive(exhaustive, **options)
+    replayed = exhaustive.trials.assign(key=axis_key(exhaustive.trials, axes))
+    replay_stop = {
+        k: outcome.stopped_at.get(t)
+        for k, t in zip(replayed["key"], replayed["trial_id"], strict=True)
+    }
+    rows = []
+    trials = live.trials.assign(key=axis_key(live.trials, axes))
+    for trial in trials.itertuples():
+        live_stop = int(trial.epochs_run) if trial.status == "stopped" else None
+        again = replay_stop.get(trial.key, "missing")
+        rows.append(
+            {
+                "run": live.name,
+                "trial": trial.key,
+                "live_stopped_at": live_stop,
+                "replay_stopped_at": again,
+                "agree": live_stop == again,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _why(check: pd.DataFrame, live: Sweep) -> str:
+    wrong = check[~check["agree"]]
+    if wrong.empty:
+        stopped = int(check["live_stopped_at"].notna().sum())
+        return (
+            f"`{live.name}`: the replay stopped the same {stopped} trials at the "
+            "same epochs as the live run, and let the same "
+            f"{len(check) - stopped} finish."
+        )
+    slots = _concurrency(live)
+    reason = (
+        f"the live run ran up to {slots} trials at once; the replay simulates that "
+        "from the exhaustive run's clocks, and results that arrived close together "
+        "can arrive in the other order (ASHA's cut-offs and the median rule depend "
+        "on the results recorded so far)"
+        if slots > 1
+        else "unexplained: one trial ran at a time"
+    )
+    return (
+        f"`{live.name}`: {len(wrong)} of {len(check)} trials disagree "
+        f"({', '.join(wrong['trial'])}); why: {reason}."
+    )
+
+
+def _concurrency(sweep: Sweep) -> int:
+    """The most trials that ran at once (from their start and finish times)."""
+    trials = sweep.trials.dropna(subset=["started_at", "finished_at"])
+    moments = sorted(
+        [(t, 1) for t in trials["started_at"]]
+        + [(t, -1) for t in trials["finished_at"]]
+    )
+    running = peak = 0
+    for _, step in moments:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def plot(table: pd.DataFrame, unit: str, top_k: int) -> Figure:
+    figure = Figure(figsize=(10, 4))
+    left, right = figure.subplots(1, 2)
+    for kind, marker in (("live", "o"), ("replay", "x")):
+        part = table[table["kind"] == kind]
+        left.scatter(part["hours"], part["top_k_overlap"], marker=marker, label=kind)
+        right.scatter(part["hours"], part["regret"], marker=marker, label=kind)
+    left.set_ylabel(f"top-{top_k} overlap with the exhaustive run")
+    right.set_ylabel("regret: best final FID - exhaustive best")
+    for axis in (left, right):
+        axis.set_xlabel(unit)
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if args.top_k < 1:
+        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    sweeps = load_sweeps(args.folders)
+    if any(s.grid.kind != "vae" for s in sweeps):
+        raise InputError("early stopping compares vae sweeps only")
+    exhaustive = [s for s in sweeps if s.grid.scheduler.name == "none"]
+    if len(exhaustive) != 1:
+        raise InputError(
+            f"needs exactly one exhaustive run (scheduler none) among "
+            f"the RUN_DIRs, got {len(exhaustive)}"
+        )
+    exhaustive = exhaustive[0]
+    out = Path(args.out) if args.out else exhaustive.folder / "early_stopping"
+    check_out(out)
+    prior = args.prior or exhaustive.grid.priors[0]
+    if prior not in exhaustive.grid.priors:
+        raise InputError(
+            f"--prior {prior}: not among the grid's priors "
+            f"({', '.join(exhaustive.grid.priors)})"
+        )
+    if args.replay and (
+        exhaustive.history.empty
+        or "fid_intermediate" not in exhaustive.history
+        or not exhaustive.grid.eval.every
+    ):
+        raise InputError(
+            f"{exhaustive.folder}: --replay needs a history with an "
+            "intermediate FID (eval.every > 0)"
+        )
+    started = time.time()
+    axes = sorted(exhaustive.grid.grid)
+    unit, _ = _unit(exhaustive.grid)
+    table = pd.DataFrame(live_rows(sweeps, exhaustive, prior, axes, args.top_k))
+    checks, lines = [], []
+    if args.replay:
+        settings = replay_settings(exhaustive.grid, args.grace, args.reduction)
+        table = pd.concat(
+            [
+                table,
+                pd.DataFrame(
+                    replay_rows(exhaustive, settings, prior, axes, args.top_k)
+                ),
+            ],
+            ignore_index=True,
+        )
+        for live in sweeps:
+            if live.grid.scheduler.name in REPLAYABLE:
+                check = check_replay(exhaustive, live, axes)
+                checks.append(check)
+                lines.append(f"- {_why(check, live)}")
+            elif live is not exhaustive:
+                lines.append(
+                    f"- `{live.name}` ({live.grid.scheduler.name}): not "
+                    "replayed (HyperBand pauses and resumes trials in step)"
+                )
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    try:
+        table.to_csv(staged / "early_stopping.csv", index=False)
+        if checks:
+            pd.concat(checks).to_csv(staged / "replay_check.csv", index=False)
+        plot(table, unit, args.top_k).savefig(
+            staged / "early_stopping.png", dpi=120, bbox_inches="tight"
+        )
+        command = " ".join(
+            [
+                "python -m experiments.early_stopping",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        )
+        report = [
+            "# Early stopping",
+            "",
+            f"Exhaustive run: `{exhaustive.name}` ({exhaustive.folder}). Trials are "
+            f"ranked by their final FID with the `{prior}` prior. Compute in {unit}: "
+            "the trials' reserved time (GPU sweeps: the sweep's whole accounting, FID "
+            "replicas included); for a replay, the exhaustive run's trials cut at the "
+            "epoch the replay stopped them. A replay's finished trials keep their "
+            "exhaustive final FIDs, so its Kendall tau is 1 by construction: its "
+            "ranking quality is the top-k overlap and the regret.",
+            "",
+            _markdown(table.drop(columns=[])),
+            "",
+            "![compute against ranking quality](early_stopping.png)",
+            "",
+        ]
+        if lines:
+            report += [
+                "## Replay against the live runs",
+                "",
+                *lines,
+                "",
+                "Per trial: `replay_check.csv`.",
+                "",
+            ]
+        report += [
+            "---",
+            "",
+            f"Written by `{command}` in {time.time() - started:.1f} s.",
+        ]
+        (staged / "early_stopping.md").write_text("\n".join(report) + "\n")
+        replace_folder(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    print(f"report: {out / 'early_stopping.md'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,174 @@
+"""Replay an early-stopping scheduler's decisions offline, from one exhaustive sweep.
+
+An exhaustive sweep (scheduler `none`) whose history holds the intermediate FID at
+every evaluation epoch already holds every result any scheduler would have seen: a
+trial's results do not depend on what the others do. The replay re-runs the sweep as
+Tune would, in simulated time, and asks the same Ray Tune scheduler classes the sweep
+uses (`sweep.schedulers.scheduler`) at every result:
+
+- `slots` trials run at once (default: as many as ran at once in the exhaustive run);
+  each result arrives after the time it took in the exhaustive run (its `finished_at`
+  clock; without clocks, one unit per epoch), a trial's priors take what they took;
+- a free slot takes the next pending trial in the order the exhaustive run started
+  them, else the first paused one (Tune's FIFO choice);
+- STOP ends a trial (its slot frees); PAUSE (the median rule, when it has too few
+  samples and trials are pending) parks it until a slot frees with nothing pending;
+- a trial that reaches its end sends its final report (`on_trial_result`, then
+  `on_trial_complete`), as the sweep's trainable does.
+
+What it cannot redo: timing noise (with several slots, two results that arrived close
+together in a live run may arrive in the other order here) and Tune's own overheads
+(start-up, pause and restore). HyperBand's synchronous brackets are not replayed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from sweep.config import GridConfig
+from sweep.schedulers import METRIC, scheduler
+
+REPLAYABLE = ("asha", "median")
+
+
+@dataclass(eq=False)
+class _Trial:
+    """Tune's Trial as a scheduler reads it: an id, a status, hashable by identity."""
+
+    trial_id: str
+    results: list[dict]  # what it reports, in order, each with its duration
+    final_seconds: float  # its priors and final FIDs, after the last result
+    status: str = "PENDING"
+    next: int = 0  # the next result it will report
+
+
+@dataclass
+class _Controller:
+    """What the schedulers ask Tune's controller: the live trials."""
+
+    trials: list[_Trial] = field(default_factory=list)
+
+    def get_live_trials(self) -> list[_Trial]:
+        return [t for t in self.trials if t.status in ("PENDING", "RUNNING", "PAUSED")]
+
+
+def reported_results(history: pd.DataFrame, every: int, epochs: int) -> pd.DataFrame:
+    """The results a trial reported to Tune, per trial: with evaluations every
+    `every` epochs, at those epochs and at the last one, each carrying the latest
+    intermediate FID so far (what `sweep.trainable.Stage1Reporter` sends)."""
+    stage1 = history[history["phase"] == "stage1"].sort_values(["trial_id", "epoch"])
+    frames = []
+    for _, trial in stage1.groupby("trial_id", sort=False):
+        trial = trial.assign(**{METRIC: trial[METRIC].ffill()})
+        heard = (
+            (trial["epoch"] % every == 0) | (trial["epoch"] == epochs)
+            if every
+            else np.ones(len(trial), bool)
+        )
+        frames.append(trial[heard & trial[METRIC].notna()])
+    return pd.concat(frames, ignore_index=True) if frames else stage1.iloc[:0]
+
+
+def _timed(frame: pd.DataFrame) -> bool:
+    return "finished_at" in frame and bool((frame["finished_at"].fillna(0) > 0).all())
+
+
+def build_trials(history: pd.DataFrame, grid: GridConfig,
+                 times: pd.DataFrame | None = None) -> list[_Trial]:  # fmt: skip
+    """The exhaustive run's trials, in the order it started them, with what each
+    reported and how long each step took. `times`: the trials' `started_at` and
+    `finished_at` (Unix seconds, indexed by trial id), when known."""
+    reported = reported_results(history, grid.eval.every, grid.stage1.epochs)
+    timed = _timed(reported) and times is not None
+    trials = []
+    for trial_id, rows in reported.groupby("trial_id", sort=False):
+        rows = rows.sort_values("epoch")
+        if timed and trial_id in times.index:
+            clock = rows["finished_at"].to_numpy(float)
+            start, end = times.loc[trial_id, ["started_at", "finished_at"]]
+            steps = np.diff(np.concatenate([[start], clock]))
+            final, first = max(0.0, end - clock[-1]), start
+        else:  # one unit per epoch, priors instant: a synchronous run
+            epochs = rows["epoch"].to_numpy(float)
+            steps, final, first = np.diff(np.concatenate([[0.0], epochs])), 0.0, 0.0
+        results = [{"epoch": int(e), METRIC: float(f), "seconds": float(max(s, 0.0))}
+                   for e, f, s in zip(rows["epoch"], rows[METRIC], steps,
+                                      strict=True)]  # fmt: skip
+        trials.append((first, len(trials), _Trial(trial_id, results, final)))
+    # started first runs first; ties (no clocks) in the history's order
+    return [t for _, _, t in sorted(trials, key=lambda x: (x[0], x[1]))]
+
+
+def _step(trial: _Trial) -> float:
+    """How long until the trial's next report: a result, or its final one."""
+    if trial.next < len(trial.results):
+        return trial.results[trial.next]["seconds"]
+    return trial.final_seconds
+
+
+@dataclass
+class ReplayOutcome:
+    stopped_at: dict[str, int]  # trial id -> the epoch at which it was stopped
+    heard: dict[str, int]  # trial id -> the last epoch the scheduler heard
+    paused: dict[str, int] = field(default_factory=dict)  # trial id -> pauses
+
+
+def replay(grid: GridConfig, history: pd.DataFrame, *, slots: int = 1,
+           times: pd.DataFrame | None = None,
+           **scheduler_options) -> ReplayOutcome:  # fmt: skip
+    """Each trial's fate under the grid's scheduler, `scheduler_options` overriding
+    its settings (name, grace_period, reduction_factor, min_samples_required)."""
+    options = grid.scheduler.model_copy(update=scheduler_options)
+    if options.name not in REPLAYABLE:
+        raise ValueError(f"scheduler {options.name!r} cannot be replayed: "
+                         f"{', '.join(REPLAYABLE)}")  # fmt: skip
+    judge = scheduler(grid.model_copy(update={"scheduler": options}))
+    trials = build_trials(history, grid, times)
+    controller = _Controller(trials)
+    for trial in trials:
+        judge.on_trial_add(controller, trial)
+    outcome = ReplayOutcome({}, {})
+    arrivals: list[tuple[float, int, _Trial]] = []  # (time, tie-break, trial)
+    order = {t.trial_id: i for i, t in enumerate(trials)}
+    now, free = 0.0, slots
+
+    def start_next() -> None:
+        nonlocal free
+        while free > 0:
+            waiting = [t for t in trials if t.status == "PENDING"] or [
+                t for t in trials if t.status == "PAUSED"
+            ]
+            if not waiting:
+                return
+            trial = waiting[0]
+            trial.status, free = "RUNNING", free - 1
+            heapq.heappush(arrivals, (now + _step(trial), order[trial.trial_id], trial))
+
+    start_next()
+    while arrivals:
+        now, _, trial = heapq.heappop(arrivals)
+        if trial.next == len(trial.results):  # its final report, after its priors
+            final = {k: v for k, v in trial.results[-1].items() if k != "seconds"}
+            judge.on_trial_result(controller, trial, final)
+            judge.on_trial_complete(controller, trial, final)
+            trial.status, free = "TERMINATED", free + 1
+            start_next()
+            continue
+        result = {k: v for k, v in trial.results[trial.next].items() if k != "seconds"}
+        trial.next += 1
+        outcome.heard[trial.trial_id] = result["epoch"]
+        action = judge.on_trial_result(controller, trial, result)
+        if action == "STOP":
+            outcome.stopped_at[trial.trial_id] = result["epoch"]
+            trial.status, free = "TERMINATED", free + 1
+        elif action == "PAUSE":
+            outcome.paused[trial.trial_id] = outcome.paused.get(trial.trial_id, 0) + 1
+            trial.status, free = "PAUSED", free + 1
+        else:
+            heapq.heappush(arrivals, (now + _step(trial), order[trial.trial_id], trial))
+        start_next()
+    return outcome

@@ -1,0 +1,112 @@
+"""The statistics of the analysis report, as pure functions (tested against values
+worked out by hand): confidence intervals over seeds, paired comparisons with a
+multiple-comparison correction, and the ranking measures of the early-stopping study.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float  # NaN with fewer than two values: one seed has no spread
+    high: float
+    n: int
+
+
+def t_interval(values, level: float = 0.95) -> Interval:
+    """Mean and Student-t confidence interval of independent values (seeds)."""
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], float)
+    n = len(x)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = float(x.mean())
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, 1)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    return Interval(mean, mean - float(half), mean + float(half), n)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    difference: Interval  # of a - b over the pairs
+    p_value: float  # two-sided; NaN when it cannot be computed (fewer than 2 pairs)
+    test: str
+
+
+def paired_difference(a, b, test: str = "t", level: float = 0.95) -> PairedComparison:
+    """a - b over paired values (the same seed), with a two-sided test of zero mean
+    difference: `t` (paired t test) or `permutation` (exact sign flips)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values of unequal lengths: {a.shape}, {b.shape}")
+    difference = a - b
+    interval = t_interval(difference, level)
+    if len(difference) < 2:
+        return PairedComparison(interval, math.nan, test)
+    if test == "t":
+        if np.all(difference == difference[0]):  # no spread: t is undefined
+            p = 1.0 if difference[0] == 0 else 0.0
+        else:
+            p = float(stats.ttest_1samp(difference, 0.0).pvalue)
+    elif test == "permutation":
+        p = sign_flip_p_value(difference)
+    else:
+        raise ValueError(f"unknown test {test!r}: t or permutation")
+    return PairedComparison(interval, p, test)
+
+
+def sign_flip_p_value(difference) -> float:
+    """Exact two-sided permutation p-value of a paired design: every assignment of
+    signs to the differences, |mean| at least the observed one."""
+    d = np.asarray(difference, float)
+    n = len(d)
+    signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    means = np.abs((signs * d).mean(axis=1))
+    observed = abs(d.mean())
+    return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in the input order;
+    NaN stays NaN and is not counted in the family."""
+    p = np.asarray(p_values, float)
+    adjusted = np.full_like(p, math.nan)
+    valid = np.flatnonzero(np.isfinite(p))
+    order = valid[np.argsort(p[valid], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def kendall_tau(a, b) -> float:
+    """Kendall's tau-b between two scorings of the same items (scipy)."""
+    if len(a) < 2:
+        return math.nan
+    return float(stats.kendalltau(a, b).statistic)
+
+
+def top_k_overlap(scores_a: dict, scores_b: dict, k: int) -> float:
+    """Share of the k lowest-scored items of `scores_b` (the reference: lower is
+    better, as FID) that are also among the k lowest of `scores_a`; each side ranks
+    its own items, so a run that lost a top trial is marked down for it."""
+    k = min(k, len(scores_b))
+    if k == 0:
+        return math.nan
+    best_a = set(sorted(scores_a, key=lambda t: (scores_a[t], t))[:k])
+    best_b = set(sorted(scores_b, key=lambda t: (scores_b[t], t))[:k])
+    return len(best_a & best_b) / k
+
+
+def regret(found: float, best: float) -> float:
+    """How much worse the best final FID a scheduler kept is than the best of all."""
+    return float(found - best)

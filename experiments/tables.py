@@ -1,0 +1,196 @@
+"""The analysis report's tables, from `results.parquet` rows of one or more sweeps.
+
+Only trials that finished (`status` ok) with a finite FID enter a mean; stopped,
+diverged, errored and unfinished trials are counted in their own columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from experiments.significance import holm, paired_difference, t_interval
+
+OUTCOMES = ("stopped", "diverged", "error", "unfinished")
+FULL_SET = "all"  # the criterion of a trial that trained on the whole pool
+
+
+def row_keys(results: pd.DataFrame, axes: set[str]) -> list[str]:
+    """What defines a training-set choice: n_train, criterion, and any other axis
+    the sweeps varied (the seed is the replicate, not a key)."""
+    extra = sorted(a for a in axes - {"n_train", "criterion", "seed"} if a in results)
+    return ["n_train", "criterion", *extra]
+
+
+def _usable(frame: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
+    values = frame[metric].astype(float)
+    return frame[(frame["status"] == "ok") & np.isfinite(values)]
+
+
+def _trials_by_outcome(group: pd.DataFrame) -> dict:
+    trials = group.drop_duplicates("trial_id")
+    return {outcome: int((trials["status"] == outcome).sum()) for outcome in OUTCOMES}
+
+
+def fid_table(results: pd.DataFrame, keys: list[str], level: float = 0.95,
+              metric: str = "fid"):  # fmt: skip
+    """Long form: one row per (training-set choice, prior) with the mean of the
+    metric (FID, or KID), its Student-t interval over seeds, the seeds and samples it
+    rests on, and the trials that ended otherwise."""
+    rows = []
+    for values, group in results.groupby(keys + ["prior"], sort=True, dropna=False):
+        usable = _usable(group, metric)
+        interval = t_interval(usable[metric].astype(float), level)
+        samples = sorted({int(s) for s in usable["fid_samples"].dropna()})
+        rows.append(
+            {
+                **dict(zip(keys + ["prior"], values, strict=True)),
+                f"{metric}_mean": interval.mean,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+                "seeds": interval.n,
+                "samples": samples[0] if len(samples) == 1 else (samples or None),
+                **_trials_by_outcome(group),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _cell(row, metric: str) -> str:
+    mean = getattr(row, f"{metric}_mean")
+    if row.seeds == 0:
+        return "–"
+    if row.seeds == 1:
+        return f"{mean:.2f} (1 seed)"
+    return f"{mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] n={row.seeds}"
+
+
+def wide_fid_table(long: pd.DataFrame, keys: list[str], priors: list[str],
+                   metric: str = "fid"):  # fmt: skip
+    """Laid out like the study's Table 5: a row per training-set choice, a column per
+    prior; other outcomes in one column."""
+    rows = []
+    for values, group in long.groupby(keys, sort=True, dropna=False):
+        by_prior = {r.prior: r for r in group.itertuples()}
+        other = {o: int(group[o].max()) for o in OUTCOMES}
+        rows.append(
+            {
+                **dict(zip(keys, values, strict=True)),
+                **{
+                    p: _cell(by_prior[p], metric) if p in by_prior else "–"
+                    for p in priors
+                },
+                "not averaged": ", ".join(f"{n} {o}" for o, n in other.items() if n)
+                or "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+DIAGNOSTICS = {
+    "stage 1 loss (per-pixel MSE)": ("loss_mse", None),
+    "stage 1 variance law": ("variance_law", None),
+    "stage 1 inactive dims": ("inactive_dims", None),
+    "stage 2 loss (per coordinate)": ("stage2_loss_mse", "two_stage"),
+    "stage 2 variance law": ("stage2_variance_law", "two_stage"),
+    "stage 2 inactive dims": ("stage2_inactive_dims", "two_stage"),
+}
+
+
+def diagnostics_table(results: pd.DataFrame, keys: list[str], level: float = 0.95):
+    """Stage-1 and stage-2 loss, variance law and inactive dimensions per
+    training-set choice: mean and interval over the finished trials."""
+    rows = []
+    trials = results[results["status"] == "ok"]
+    for values, group in trials.groupby(keys, sort=True, dropna=False):
+        row = dict(zip(keys, values, strict=True))
+        for label, (column, prior) in DIAGNOSTICS.items():
+            if column not in group:
+                continue
+            source = group[group["prior"] == prior] if prior else group
+            source = source.drop_duplicates("trial_id")[column].astype(float)
+            interval = t_interval(source.dropna(), level)
+            row[label] = interval.mean
+            row[f"{label} ci"] = (interval.low, interval.high)
+        if "gmm_converged" in group:
+            gmm = group[group["prior"] == "gmm"].drop_duplicates("trial_id")
+            if len(gmm):
+                row["gmm converged"] = f"{int(gmm['gmm_converged'].sum())}/{len(gmm)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pairs(a: pd.DataFrame, b: pd.DataFrame, on: list[str]) -> pd.DataFrame:
+    a, b = _usable(a), _usable(b)
+    return a[on + ["fid"]].merge(b[on + ["fid"]], on=on, suffixes=("_a", "_b"))
+
+
+def comparisons(
+    results: pd.DataFrame, keys: list[str], test: str = "t", level: float = 0.95
+) -> pd.DataFrame:
+    """Paired differences over seeds, with Holm-adjusted p-values over the whole
+    family: (1) each criterion against `random` at the same n_train; (2) each smaller
+    n_train against the full set. FID a - FID b: negative means a is better."""
+    extra = [k for k in keys if k not in ("n_train", "criterion")]
+    pair_on = ["seed", "prior", *extra]
+    rows = []
+    ok = results[results["status"].notna()]
+    full_n = ok.loc[ok["criterion"] == FULL_SET, "n_train"]
+    full = ok[ok["criterion"] == FULL_SET]
+    for n_train, at_n in ok.groupby("n_train", sort=True):
+        random = at_n[at_n["criterion"] == "random"]
+        for criterion, group in at_n.groupby("criterion", sort=True):
+            if criterion in ("random", FULL_SET):
+                continue
+            for prior, cell in group.groupby("prior", sort=True):
+                pairs = _pairs(cell, random[random["prior"] == prior], pair_on)
+                rows.append(
+                    _comparison(
+                        "criterion vs random",
+                        n_train,
+                        criterion,
+                        prior,
+                        f"n={n_train} {criterion} vs random",
+                        pairs,
+                        test,
+                        level,
+                    )
+                )
+        if len(full_n) and n_train not in set(full_n):
+            for criterion, group in at_n.groupby("criterion", sort=True):
+                for prior, cell in group.groupby("prior", sort=True):
+                    pairs = _pairs(cell, full[full["prior"] == prior], pair_on)
+                    rows.append(
+                        _comparison(
+                            "n_train vs full set",
+                            n_train,
+                            criterion,
+                            prior,
+                            f"n={n_train} {criterion} vs full set",
+                            pairs,
+                            test,
+                            level,
+                        )
+                    )
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = holm(table["p_value"])
+    return table
+
+
+def _comparison(family, n_train, criterion, prior, label, pairs, test, level) -> dict:
+    result = paired_difference(pairs["fid_a"], pairs["fid_b"], test=test, level=level)
+    d = result.difference
+    return {
+        "comparison": family,
+        "n_train": n_train,
+        "criterion": criterion,
+        "prior": prior,
+        "label": label,
+        "pairs": d.n,
+        "difference": d.mean,
+        "ci_low": d.low,
+        "ci_high": d.high,
+        "test": test,
+        "p_value": result.p_value,
+    }

@@ -1,0 +1,377 @@
+"""The analysis report and the early-stopping replay on small synthetic sweeps whose
+answers are worked out by hand (experiments.significance, .tables, .analysis,
+.replay, .early_stopping)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import analysis, early_stopping
+from experiments.replay import replay
+from experiments.significance import (
+    holm,
+    kendall_tau,
+    paired_difference,
+    sign_flip_p_value,
+    t_interval,
+    top_k_overlap,
+)
+from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
+from sweep.config import GridConfig, resolved_yaml
+from tests.test_cli import _assert_one_line_error, _run
+
+# Student t's 97.5% quantile with 2 degrees of freedom, whose CDF is
+# 1/2 + t / (2 sqrt(2 + t^2)): t / sqrt(2 + t^2) = 0.95
+T_975_DF2 = math.sqrt(2 * 0.95**2 / (1 - 0.95**2))
+
+
+# -- the statistics, by hand ---------------------------------------------------------
+
+
+def test_t_interval_by_hand():
+    interval = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1
+    half = T_975_DF2 / math.sqrt(3)
+    assert interval.mean == 2.0 and interval.n == 3
+    assert interval.low == pytest.approx(2 - half, rel=1e-12)
+    assert interval.high == pytest.approx(2 + half, rel=1e-12)
+    one = t_interval([5.0, float("nan")])  # NaN dropped; one value has no spread
+    assert one.mean == 5.0 and one.n == 1 and math.isnan(one.low)
+
+
+def test_paired_t_by_hand():
+    # d = [2, 3, 2]: mean 7/3, sd sqrt(1/3), t = 7; with 2 degrees of freedom the
+    # two-sided p is 1 - t / sqrt(2 + t^2)
+    result = paired_difference([3, 5, 4], [1, 2, 2])
+    assert result.difference.mean == pytest.approx(7 / 3)
+    assert result.p_value == pytest.approx(1 - 7 / math.sqrt(51), rel=1e-9)
+    half = T_975_DF2 * math.sqrt(1 / 3) / math.sqrt(3)
+    assert result.difference.low == pytest.approx(7 / 3 - half)
+
+
+def test_sign_flip_permutation_by_hand():
+    # 8 sign patterns of [2, 3, 2]: only all-plus and all-minus reach |mean| 7/3
+    assert sign_flip_p_value([2, 3, 2]) == 0.25
+    assert paired_difference([3, 5, 4], [1, 2, 2], test="permutation").p_value == 0.25
+    # [1, -1]: every pattern has |mean| >= 0
+    assert sign_flip_p_value([1, -1]) == 1.0
+
+
+def test_holm_by_hand():
+    # sorted 0.01 (x3 = 0.03), 0.03 (x2 = 0.06), 0.04 (x1, but not below 0.06)
+    adjusted = holm([0.01, 0.04, 0.03, float("nan")])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(adjusted[3])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_kendall_tau_and_top_k_by_hand():
+    # one discordant pair of six: (5 - 1) / 6
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    a = {"w": 1.0, "x": 2.0, "y": 3.0, "z": 4.0}
+    b = {"w": 2.0, "x": 1.0, "y": 4.0}
+    assert top_k_overlap(b, a, 2) == 1.0  # {w, x} both
+    assert top_k_overlap(b, a, 1) == 0.0  # x against w
+    assert top_k_overlap({"y": 1.0, "z": 0.5}, a, 2) == 0.0
+
+
+# -- a synthetic sweep folder ---------------------------------------------------------
+
+# n_train 100 of a 400-image pool by random and lowest_recon, and the full pool
+# ("all"), 3 seeds, 2 priors: FIDs picked so that the answers are easy to work out
+FIDS = {
+    (100, "random"): {"gaussian": [10.0, 12.0, 14.0], "gmm": [8.0, 9.0, 10.0]},
+    (100, "lowest_recon"): {"gaussian": [9.0, 10.0, 13.0], "gmm": [8.0, 9.0, 10.0]},
+    (400, "all"): {"gaussian": [6.0, 7.0, 8.0], "gmm": [5.0, 5.0, 8.0]},
+}
+
+
+def synthetic_grid(name="syn", **changes) -> GridConfig:
+    raw = {
+        "name": name,
+        "data": {"train_limit": 400},
+        "grid": {"n_train": [100, None], "criterion": ["random", "lowest_recon"],
+                 "seed": [0, 1, 2]},
+        "priors": ["gaussian", "gmm"],
+        "eval": {"every": 1, "samples": 10},
+        "stage1": {"epochs": 4},
+        "fid": {"samples": 50},
+        **changes,
+    }  # fmt: skip
+    return GridConfig.model_validate(raw)
+
+
+def synthetic_results(statuses=None) -> pd.DataFrame:
+    statuses = statuses or {}
+    rows = []
+    for (n, criterion), priors in FIDS.items():
+        for seed in range(3):
+            trial = f"{criterion[:3]}{n}s{seed}"
+            status = statuses.get(trial, "ok")
+            for prior, fids in priors.items():
+                rows.append({
+                    "experiment": "syn", "trial_id": trial, "n_train": n,
+                    "criterion": criterion, "seed": seed, "prior": prior,
+                    "fid": fids[seed] if status == "ok" else None,
+                    "fid_samples": 50, "status": status, "epochs_run": 4,
+                    "loss_mse": 0.01 * (seed + 1), "variance_law": 1.0,
+                    "inactive_dims": 2, "wall_seconds": 60.0,
+                    "started_at": pd.Timestamp(1000 + 100 * len(rows), unit="s",
+                                               tz="UTC"),
+                    "finished_at": pd.Timestamp(1060 + 100 * len(rows), unit="s",
+                                                tz="UTC"),
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def synthetic_history(results: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for trial in results.drop_duplicates("trial_id").itertuples():
+        for epoch in range(1, 5):
+            rows.append({"experiment": "syn", "trial_id": trial.trial_id,
+                         "phase": "stage1", "epoch": epoch, "loss_mse": 0.1 / epoch,
+                         "fid_intermediate": 20.0 / epoch + trial.seed,
+                         "finished_at": trial.started_at.timestamp() + 10 * epoch,
+                         "n_train": trial.n_train, "criterion": trial.criterion,
+                         "seed": trial.seed})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_sweep(folder, grid=None, results=None, history=None):
+    folder.mkdir(parents=True)
+    grid = grid or synthetic_grid()
+    results = synthetic_results() if results is None else results
+    (folder / "grid.yaml").write_text(resolved_yaml(grid))
+    results.to_parquet(folder / "results.parquet")
+    history = synthetic_history(results) if history is None else history
+    history.to_parquet(folder / "history.parquet")
+    return folder
+
+
+# -- the tables ---------------------------------------------------------------------
+
+
+def test_fid_table_cells_by_hand():
+    results = synthetic_results({"ran100s2": "stopped"})  # random, seed 2: stopped
+    keys = row_keys(results, {"n_train", "criterion", "seed"})
+    long = fid_table(results, keys).set_index(["n_train", "criterion", "prior"])
+    cell = long.loc[(100, "lowest_recon", "gaussian")]  # 9, 10, 13: mean 32/3
+    sd = np.std([9.0, 10.0, 13.0], ddof=1)
+    assert cell["fid_mean"] == pytest.approx(32 / 3)
+    assert cell["ci_high"] - cell["fid_mean"] == pytest.approx(T_975_DF2 * sd / 3**0.5)
+    assert cell["seeds"] == 3 and cell["samples"] == 50 and cell["stopped"] == 0
+    stopped = long.loc[(100, "random", "gaussian")]  # 10, 12 only: the stop is apart
+    assert stopped["fid_mean"] == 11.0 and stopped["seeds"] == 2
+    assert stopped["stopped"] == 1
+    wide = wide_fid_table(long.reset_index(), keys, ["gaussian", "gmm"])
+    row = wide[(wide["n_train"] == 100) & (wide["criterion"] == "random")].iloc[0]
+    assert row["not averaged"] == "1 stopped"
+    assert row["gaussian"].startswith("11.00 [") and row["gaussian"].endswith("n=2")
+
+
+def test_comparisons_by_hand():
+    results = synthetic_results()
+    keys = row_keys(results, {"n_train", "criterion", "seed"})
+    table = comparisons(results, keys).set_index(["comparison", "criterion", "prior"])
+    # lowest_recon - random, gaussian: d = [-1, -2, -1], t = -4 with 2 degrees of
+    # freedom: p = 1 - 4 / sqrt(18)
+    recon = table.loc[("criterion vs random", "lowest_recon", "gaussian")]
+    assert recon["difference"] == pytest.approx(-4 / 3)
+    assert recon["p_value"] == pytest.approx(1 - 4 / math.sqrt(18), rel=1e-9)
+    # equal FIDs: no difference, p = 1
+    same = table.loc[("criterion vs random", "lowest_recon", "gmm")]
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    # random at 100 - the full set, gaussian: d = [4, 5, 6], t = 5 * sqrt(3)
+    full = table.loc[("n_train vs full set", "random", "gaussian")]
+    t = 5 * math.sqrt(3)
+    assert full["difference"] == pytest.approx(5.0)
+    assert full["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t**2), rel=1e-9)
+    # 2 criterion comparisons + 4 against the full set, adjusted together
+    assert len(table) == 6
+    assert table["p_holm"].to_numpy() == pytest.approx(holm(table["p_value"]))
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def test_report_of_a_synthetic_sweep(tmp_path):
+    folder = write_sweep(tmp_path / "syn")
+    out = tmp_path / "report"
+    analysis.main([str(folder), "--out", str(out)])
+    report = (out / "report.md").read_text()
+    assert "complete; 9 of 9 trials reported (9 ok)" in report
+    mean, sd = 32 / 3, np.std([9.0, 10.0, 13.0], ddof=1)
+    half = T_975_DF2 * sd / 3**0.5
+    assert f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}] n=3" in report
+    assert "Holm-adjusted over all 6 comparisons" in report
+    for name in ("fid.csv", "diagnostics.csv", "comparisons.csv",
+                 "fid_vs_n_train.png", "learning_curves.png"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    fid = pd.read_csv(out / "fid.csv")
+    assert len(fid) == 6 and set(fid["seeds"]) == {3}
+
+
+def test_a_sweep_with_missing_trials_is_reported_partial(tmp_path):
+    results = synthetic_results()
+    folder = write_sweep(tmp_path / "syn", results=results[results["seed"] < 2])
+    analysis.main([str(folder), "--out", str(tmp_path / "r")])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "PARTIAL; 6 of 9 trials reported" in report
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("empty", "no grid.yaml, not a sweep folder"),
+    ("no_tables", "no results.parquet and no Tune experiment state"),
+    ("columns", "missing columns fid"),
+    ("mixed", "cannot be compared with"),
+    ("out_file", "exists and is not a folder"),
+    ("level", "--level must be between 0 and 1"),
+])  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case, needle):
+    good = write_sweep(tmp_path / "good")
+    args = [str(good)]
+    if case == "empty":
+        (tmp_path / "empty").mkdir()
+        args = [str(tmp_path / "empty")]
+    if case == "no_tables":
+        folder = tmp_path / "bare"
+        folder.mkdir()
+        (folder / "grid.yaml").write_text((good / "grid.yaml").read_text())
+        args = [str(folder)]
+    if case == "columns":
+        args = [
+            str(
+                write_sweep(
+                    tmp_path / "c", results=synthetic_results().drop(columns="fid")
+                )
+            )
+        ]
+    if case == "mixed":
+        other = synthetic_grid("other", model={"latent_dim": 16})
+        args += [str(write_sweep(tmp_path / "other", grid=other))]
+    out = tmp_path / "out"
+    if case == "out_file":
+        out.write_text("a file")
+    extra = ["--level", "1.5"] if case == "level" else []
+    result = _run("-m", "experiments.analysis", *args, "--out", str(out), *extra)
+    _assert_one_line_error(result, needle)
+    assert case == "out_file" or not out.exists()
+
+
+# -- the replay ---------------------------------------------------------------------
+
+
+def _history(fids: dict[str, list[float]]) -> pd.DataFrame:
+    """Trials run one after another (a, then b, then c), one result per epoch."""
+    rows, clock = [], 0.0
+    for trial, values in fids.items():
+        for epoch, fid in enumerate(values, start=1):
+            clock += 1.0
+            rows.append({"trial_id": trial, "phase": "stage1", "epoch": epoch,
+                         "fid_intermediate": fid, "finished_at": clock})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_asha_replay_by_hand():
+    # grace 1, eta 2, max_t 5: rungs at 1, 2, 4. a runs first and sets every rung;
+    # b (0.8 at epoch 2) is worse than a's 0.7 there: stopped at 2; c (1.0 at epoch
+    # 1) is worse than the median of {0.9, 0.8}: stopped at 1
+    grid = synthetic_grid(scheduler={"name": "asha", "grace_period": 1,
+                                     "reduction_factor": 2})  # fmt: skip
+    history = _history({"a": [0.9, 0.7, 0.6, 0.5], "b": [0.8, 0.8, 0.9, 0.9],
+                        "c": [1.0, 0.95, 0.9, 0.9]})  # fmt: skip
+    outcome = replay(grid, history)
+    assert outcome.stopped_at == {"b": 2, "c": 1}
+    # grace 4: one rung, at 4. b's 0.9 is worse than a's 0.5; c's 0.9 worse than the
+    # median of {0.5, 0.9} (0.7): both stopped at their last epoch
+    loose = replay(grid, history, grace_period=4, reduction_factor=2)
+    assert loose.stopped_at == {"b": 4, "c": 4}
+    assert loose.heard == {"a": 4, "b": 4, "c": 4}
+
+
+def test_median_replay_by_hand():
+    # Ray's rule: from the grace period on, stop a trial whose best FID so far is worse
+    # than the median, over the other trials that reached epoch t, of their mean FID
+    # over epochs grace..t; with fewer than min_samples_required others, pause it if
+    # some trial is pending or paused. Grace 2, one sample, one slot, order a, b, d, c:
+    # a at 2: no other trial yet, b, d, c pending: paused.
+    # b at 2: a's mean over [2, 2] is 0.7 < b's best 0.8: stopped at 2.
+    # d at 2: median of a (0.7), b (0.8) is 0.75 > d's best 0.65: continues; at 3 no
+    #   other trial reached 3 and c is pending: paused.
+    # c at 2: median of a 0.7, b 0.8, d 0.65 is 0.7 < c's best 0.95: stopped at 2.
+    # a resumes: at 3, d's mean over [2, 3] is 0.625 > a's best 0.6: continues; at 4,
+    #   nobody else reached 4 and d is paused: paused again, resumed at once (first
+    #   paused), and finishes. d resumes: at 4, a's mean over [2, 4] (its final report
+    #   counted twice more, as Tune hands it over) is 0.56 > 0.55: d finishes.
+    grid = synthetic_grid(scheduler={"name": "median", "grace_period": 2,
+                                     "min_samples_required": 1})  # fmt: skip
+    history = _history({"a": [0.9, 0.7, 0.6, 0.5], "b": [0.8, 0.8, 0.9, 0.9],
+                        "d": [0.95, 0.65, 0.6, 0.55],
+                        "c": [1.0, 0.95, 0.9, 0.9]})  # fmt: skip
+    outcome = replay(grid, history)
+    assert outcome.stopped_at == {"b": 2, "c": 2}
+    assert outcome.paused == {"a": 2, "d": 1}
+    assert outcome.heard == {"a": 4, "b": 2, "c": 2, "d": 4}
+
+
+def test_early_stopping_report_on_synthetic_runs(tmp_path):
+    exhaustive = write_sweep(tmp_path / "none")
+    grid = synthetic_grid("asha", scheduler={"name": "asha", "grace_period": 1,
+                                             "reduction_factor": 2})  # fmt: skip
+    results = synthetic_results({"ran100s2": "stopped", "low100s2": "stopped"})
+    results.loc[results["status"] == "stopped", "epochs_run"] = 2
+    live = write_sweep(tmp_path / "asha", grid=grid, results=results)
+    out = tmp_path / "es"
+    early_stopping.main(
+        [
+            str(exhaustive),
+            str(live),
+            "--replay",
+            "--out",
+            str(out),
+            "--top-k",
+            "2",
+            "--grace",
+            "1",
+            "--reduction",
+            "2",
+        ]
+    )
+    table = pd.read_csv(out / "early_stopping.csv").set_index("run")
+    asha = table.loc["asha: asha, grace 1, eta 2"]
+    # the live run kept 7 trials; the best gaussian FID (6.0, all seed 0) is among them
+    assert asha["finished"] == 7 and asha["stopped"] == 2 and asha["regret"] == 0
+    assert asha["kendall_tau"] == pytest.approx(1.0)
+    # 7 trials x 60 s of one CPU share
+    assert asha["hours"] == pytest.approx(7 * 60 / 3600 + 2 * 60 / 3600)
+    assert (out / "early_stopping.png").stat().st_size > 0
+    check = pd.read_csv(out / "replay_check.csv")
+    assert len(check) == 9
+    assert "Replay against the live runs" in (out / "early_stopping.md").read_text()
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("no_exhaustive", "needs exactly one exhaustive run (scheduler none)"),
+    ("prior", "--prior vamp: not among the grid's priors"),
+    ("top_k", "--top-k must be at least 1"),
+    ("no_fid", "--replay needs a history with an intermediate FID"),
+])  # fmt: skip
+def test_early_stopping_bad_input_is_one_line(tmp_path, case, needle):
+    grid = synthetic_grid("asha", scheduler={"name": "asha", "grace_period": 1})
+    history = None
+    if case == "no_fid":
+        history = synthetic_history(synthetic_results()).drop(
+            columns="fid_intermediate"
+        )
+    exhaustive = write_sweep(tmp_path / "none", history=history)
+    live = write_sweep(tmp_path / "asha", grid=grid)
+    args = [str(live)] if case == "no_exhaustive" else [str(exhaustive), str(live)]
+    args += {"prior": ["--prior", "vamp"], "top_k": ["--top-k", "0"],
+             "no_fid": ["--replay"]}.get(case, [])  # fmt: skip
+    out = tmp_path / "out"
+    result = _run("-m", "experiments.early_stopping", *args, "--out", str(out))
+    _assert_one_line_error(result, needle)
+    assert not out.exists()
