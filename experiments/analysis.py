@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pandas as pd
 from experiments import figures, tables
 from experiments.sweeps import Sweep, load_sweeps
 from selection.errors import InputError, run_cli
+from selection.files import staged_dir
 from sweep.trainable import SAMPLES_FOLDER
 
 REPORT = "report.md"
@@ -335,8 +335,7 @@ def main(argv=None) -> None:
             "cannot analyse a vae sweep together with E1/E2 sweeps: "
             "give them in separate calls"
         )
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    staged = staged_dir(out.resolve())
     try:
         lines = ["# Sweep analysis", "", *_status_lines(sweeps), ""]
         if kinds == {"vae"}:

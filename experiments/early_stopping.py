@@ -28,7 +28,6 @@ import json
 import math
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
 from experiments.sweeps import Sweep, load_sweeps
 from selection.errors import InputError, run_cli
+from selection.files import staged_dir
 
 
 def _int_list(text: str) -> list[int]:
@@ -422,8 +422,7 @@ def main(argv=None) -> None:
                     f"- `{live.name}` ({live.grid.scheduler.name}): not "
                     "replayed (HyperBand pauses and resumes trials in step)"
                 )
-    out.resolve().parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.resolve().parent))
+    staged = staged_dir(out.resolve())
     try:
         table.to_csv(staged / "early_stopping.csv", index=False)
         if checks:

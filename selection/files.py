@@ -22,6 +22,26 @@ def default_cache_dir() -> Path:
     return Path(base) / "vae-sweep"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: set it back at once
+    os.umask(mask)
+    return mask
+
+
+# mkstemp and mkdtemp make private (0600 / 0700) entries; what is published in their
+# place gets the modes an ordinary create would (group-readable on shared storage)
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
+def staged_dir(target: Path) -> Path:
+    """A fresh folder beside `target` with the user's modes, to build it in."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    os.chmod(tmp, DIR_MODE)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` on success.
@@ -39,6 +59,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -52,8 +73,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     both were built from the same inputs.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = staged_dir(target)
     try:
         yield tmp
         try:
