@@ -21,7 +21,7 @@ from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1
 from fid.sample_metrics import fid_infinity, kid
-from fid.stats import Statistics
+from fid.stats import Statistics, warn_small_sample
 from selection.datasets import load_images
 from selection.errors import InputError, run_cli
 
@@ -183,6 +183,7 @@ def main(argv=None) -> None:
         return
     first, second = (session.stats(p) for p in args.paths)
     print(f"samples: {first.n} vs {second.n}", file=sys.stderr)
+    warn_small_sample(min(first.n, second.n), "samples")
     try:
         value = frechet_distance(first, second)
     except ValueError as error:

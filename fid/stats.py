@@ -6,12 +6,31 @@ Covariances use N - 1, as numpy.cov and every FID implementation do.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from selection.errors import InputError
 from selection.files import atomic_path
+
+FEATURE_DIM = 2048  # the Inception pool features FID compares
+
+
+def small_sample_warning(n: int, what: str) -> str | None:
+    """One line when `n` samples cannot give a full-rank covariance of the features:
+    such an FID is biased upward and only comparable at equal sample counts."""
+    if 0 < n < FEATURE_DIM:
+        return (f"warning: {what} = {n} is below the {FEATURE_DIM} feature dimensions: "
+                "FID is biased upward and comparable only at equal sample counts "
+                "(KID is not biased)")  # fmt: skip
+    return None
+
+
+def warn_small_sample(n: int, what: str) -> None:
+    message = small_sample_warning(n, what)
+    if message:
+        print(message, file=sys.stderr)
 
 
 @dataclass(frozen=True)

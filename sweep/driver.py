@@ -136,8 +136,11 @@ def start_services(
         for name in service_names(config)
     ]
     # the x_test statistics are computed (or read from the cache) once, here
-    print(f"FID service: x_test statistics on {len(actors)} replica(s) (read from the "
-          "cache when it holds them; minutes per 10,000 images on a CPU)", flush=True)
+    print(
+        f"FID service: x_test statistics on {len(actors)} replica(s) (read from the "
+        "cache when it holds them; minutes per 10,000 images on a CPU)",
+        flush=True,
+    )
     try:
         ray.get([actor.reference_stats.remote("test") for actor in actors])
     except ray.exceptions.RayActorError as error:

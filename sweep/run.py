@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fid.stats import warn_small_sample
 from selection.errors import InputError, run_cli
 from sweep.cluster import connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml
@@ -187,6 +188,8 @@ def main(argv=None) -> None:
         config = rehearsal(config, args.grid)
         print(REHEARSAL_BANNER)
     trials = expand(config)
+    if config.kind == "vae":
+        warn_small_sample(config.fid.samples, "fid.samples")
     if args.dry_run:
         print_plan(config, trials, slots(config, len(trials), gpus=args.gpus,
                                          cpus=args.cpus))  # fmt: skip

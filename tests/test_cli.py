@@ -59,6 +59,7 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
     direct = _run("-m", "fid", str(a), str(b), "--quiet", env_extra=env, check_rc=0)
     value = float(direct.stdout.split("FID:")[1])
     assert value > 0
+    assert "warning: samples = 5 is below the 2048 feature dimensions" in direct.stderr
     _run(
         "-m",
         "fid",

@@ -203,6 +203,14 @@ def test_dry_run_lists_trials_and_cost_without_ray(tmp_path):
     assert "4 trials" in result.stdout and "wall: about" in result.stdout
     assert "n_train=2000,criterion=lowest_recon,seed=0" in result.stdout
     assert list(tmp_path.iterdir()) == []
+    # the smoke grid's 100 samples per prior: FID biased, said in one line
+    assert result.stderr.strip() == (
+        "warning: fid.samples = 100 is below the 2048 feature dimensions: FID is "
+        "biased upward and comparable only at equal sample counts (KID is not biased)"
+    )
+    full = _run("-m", "sweep.run", str(GRIDS / "table5.yaml"), "--dry-run",
+                "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
+    assert "warning" not in full.stderr  # 10,000 samples
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.name)

@@ -25,6 +25,7 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1
+from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
@@ -283,6 +284,7 @@ class Run:
 def main(argv=None) -> None:
     args = parser(__doc__).parse_args(argv)
     check(args)
+    warn_small_sample(args.fid_samples, "--fid-samples")
     started = time.time()
     run = Run(args)
     run.check_recon_budget()
