@@ -30,11 +30,28 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
-def resolve_device(device: str | None = None) -> torch.device:
-    """'auto' or None: CUDA when available, else CPU."""
+def resolve_device(device: str | None = None, flag: str = "--device") -> torch.device:
+    """'auto' or None: CUDA when available, else CPU. Anything else is checked against
+    this machine: InputError (one line naming `flag`) for an unknown name, a CUDA
+    device torch cannot see, or a GPU index past the last one."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"{flag} {device}: unknown device (auto, cpu, cuda or "
+                         "cuda:N)") from None  # fmt: skip
+    if resolved.type not in ("cpu", "cuda"):
+        raise InputError(f"{flag} {device}: only cpu and cuda devices are supported")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"{flag} {device}: torch sees no CUDA GPU on this machine "
+                             "(use cpu or auto)")  # fmt: skip
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise InputError(f"{flag} {device}: this machine has {count} GPU(s), "
+                             f"cuda:0 to cuda:{count - 1}")  # fmt: skip
+    return resolved
 
 
 SIMULATED_GPUS_ENV = "VAE_SWEEP_SIMULATED_GPUS"

@@ -99,6 +99,15 @@ def test_cli_score_criteria(fake_data, tmp_path, criterion):
             ["--priors", "recon", "--fid-samples", "25"],
             "reconstructions of 24 test images",
         ),
+        (["--stage2-epochs", "0"], "--stage2-epochs must be at least 1, got 0"),
+        (["--lr-patience", "-1"], "--lr-patience must be at least 0, got -1"),
+        (["--lr", "0"], "--lr must be above 0, got 0.0"),
+        (["--test-limit", "1"], "--test-limit must be at least 2, got 1"),
+        (["--encoder-channels", "0,8"], "--encoder-channels needs positive integers"),
+        (["--device", "cuda:99"], "--device cuda:99: "),
+        (["--device", "tpu"], "--device tpu: "),
+        (["--precision", "bf16", "--device", "cpu"], "--precision bf16 needs a CUDA"),
+        (["--resume"], "--resume: nothing to resume"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(fake_data, tmp_path, args, needle):
@@ -108,6 +117,17 @@ def test_cli_bad_input_is_one_line_exit_2(fake_data, tmp_path, args, needle):
                   "--fid-samples", "0", *args)  # fmt: skip
     _assert_one_line_error(result, needle)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_cli_refuses_an_out_it_cannot_write(fake_data, tmp_path, where):
+    data, _ = fake_data
+    (tmp_path / "taken").write_text("a file")
+    out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "run"
+    result = _run("-m", "vae.train", "--data", str(data), "--out", str(out))
+    needle = "exists and is not a folder" if where == "file" else "is a file, not a"
+    _assert_one_line_error(result, needle)
+    assert (tmp_path / "taken").read_text() == "a file"
 
 
 def test_cli_refuses_to_overwrite_a_run(fake_data, tmp_path):

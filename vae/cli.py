@@ -284,10 +284,10 @@ class Run:
 def main(argv=None) -> None:
     args = parser(__doc__).parse_args(argv)
     check(args)
-    warn_small_sample(args.fid_samples, "--fid-samples")
     started = time.time()
     run = Run(args)
     run.check_recon_budget()
+    warn_small_sample(args.fid_samples, "--fid-samples")  # once the input is good
     train, subset = run.selection()
     trainer = run.train_stage1(subset)
     metrics = run.stage1_metrics(train, subset, trainer)

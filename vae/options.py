@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from fid.features import resolve_device
+from selection.checks import at_least, positive, positive_list, writable_folder
 from selection.criteria import CRITERIA, check_criterion
 from selection.errors import InputError
 from selection.scores import MAHALANOBIS_SPACES
@@ -130,17 +131,26 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def check(args: argparse.Namespace) -> None:
+    """Every argument, the device and the output folder, before any work."""
     check_criterion(args.criterion)
     check_priors(args.priors)
-    for name in ("epochs", "batch_size", "latent_dim", "preview", "gmm_max_iter",
-                 "gmm_n_init"):  # fmt: skip
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("fid_samples", "gmm_reg_covar", "mahalanobis_ridge"):
-        if getattr(args, name) < 0:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 0")
-    stage1 = Path(args.out) / "stage1.pt"
+    at_least(args, 1, "epochs", "batch_size", "latent_dim", "preview", "gmm_max_iter",
+             "gmm_n_init", "n", "stage2_epochs", "stage2_latent_dim",
+             "reference_epochs", "fid_batch_size")  # fmt: skip
+    at_least(args, 2, "test_limit")  # a covariance needs two images
+    at_least(args, 0, "fid_samples", "gmm_reg_covar", "mahalanobis_ridge",
+             "lr_patience", "kl_weight")  # fmt: skip
+    positive(args, "lr")
+    positive_list(args, "encoder_channels", "decoder_channels", "stage2_hidden")
+    device = resolve_device(args.device)
+    if args.precision == "bf16" and device.type != "cuda":
+        raise InputError(f"--precision bf16 needs a CUDA device, got --device "
+                         f"{args.device} ({device.type})")  # fmt: skip
+    out = writable_folder(args.out, "--out")
+    stage1 = out / "stage1.pt"
     if stage1.exists() and not args.resume:
         raise InputError(
             f"{stage1} exists: pass --resume to continue it, or a new --out"
         )
+    if args.resume and not stage1.exists():
+        raise InputError(f"--resume: nothing to resume, {stage1} does not exist")

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fid.features import resolve_device
 from selection.errors import InputError
 from selection.files import atomic_path
 from vae.losses import build_loss, describe_loss
@@ -93,17 +94,6 @@ class TrainResult:
 
 # Returns True to stop training after this epoch.
 EpochCallback = Callable[[EpochReport], bool | None]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r} (use auto, cpu or cuda)") from None
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

@@ -1,0 +1,56 @@
+"""Checks every command runs on its arguments before it loads data or computes
+anything, with one vocabulary: each error names the flag the user typed, the value,
+and what is allowed (an InputError: one line, exit code 2)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from selection.errors import InputError
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
+    """Each named option, when given (not None), is at least `minimum`."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise InputError(f"{flag(name)} must be at least {minimum}, got {value}")
+
+
+def positive(args: argparse.Namespace, *names: str) -> None:
+    """Each named option, when given, is above zero (learning rates, scales)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise InputError(f"{flag(name)} must be above 0, got {value}")
+
+
+def positive_list(args: argparse.Namespace, *names: str) -> None:
+    """Each named list option, when given, is non-empty with every entry >= 1."""
+    for name in names:
+        values = getattr(args, name)
+        if values is not None and (not values or min(values) < 1):
+            shown = ",".join(map(str, values))
+            raise InputError(f"{flag(name)} needs positive integers, got {shown!r}")
+
+
+def writable_folder(path: str | os.PathLike, option: str) -> Path:
+    """A folder the command may create or fill: not an existing file, and its
+    nearest existing ancestor a folder this user can write into."""
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a folder")
+    existing = folder if folder.exists() else folder.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write into {existing}")
+    return folder
