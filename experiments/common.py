@@ -13,8 +13,9 @@ import pandas as pd
 from fid.cache import FIDCache
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
-from fid.features import InceptionExtractor
+from fid.features import InceptionExtractor, resolve_device
 from fid.network import NETWORK_SHA1
+from selection.checks import at_least, writable_folder
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.files import atomic_path
@@ -90,13 +91,13 @@ def read_published(path: str | None, x: str) -> pd.DataFrame | None:
     return table
 
 
-def check_positive(args: argparse.Namespace, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise InputError(
-                f"--{name.replace('_', '-')} must be at least 1, got {value}"
-            )
+def check_options(args: argparse.Namespace, *positive: str) -> None:
+    """The options E1 and E2 share, before any work: the named counts at least 1,
+    a reference of at least two test images, the device, a writable --out."""
+    at_least(args, 1, *positive)
+    at_least(args, 2, "test_limit")  # a covariance needs two images
+    resolve_device(args.device)
+    writable_folder(args.out, "--out")
 
 
 def load_split(

@@ -21,7 +21,7 @@ import pandas as pd
 from experiments.common import (
     add_common_options,
     build_engine,
-    check_positive,
+    check_options,
     finish,
     int_list,
     load_split,
@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
-    check_positive(args, "total", "repetitions", "batch_size", "test_limit")
+    check_options(args, "total", "repetitions", "batch_size")
     if args.total < 2:
         raise InputError(f"--total must be at least 2, got {args.total}")
     published = read_published(args.published, "size")  # checked before work

@@ -21,7 +21,7 @@ import pandas as pd
 from experiments.common import (
     add_common_options,
     build_engine,
-    check_positive,
+    check_options,
     finish,
     int_list,
     load_split,
@@ -171,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
-    check_positive(args, "count", "repetitions", "batch_size", "test_limit")
+    check_options(args, "count", "repetitions", "batch_size")
     for tiles in args.tiles:
         tile_grid(tiles)
     published = read_published(args.published, "tiles")  # checked before work

@@ -18,7 +18,7 @@ from pathlib import Path
 from fid.cache import FIDCache
 from fid.distance import FrechetReference, frechet_distance
 from fid.engine import FIDEngine
-from fid.features import InceptionExtractor
+from fid.features import InceptionExtractor, resolve_device
 from fid.network import NETWORK_SHA1
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, warn_small_sample
@@ -97,6 +97,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 2:
         raise InputError(f"--limit must be at least 2 images, got {args.limit}")
+    resolve_device(args.device)
     if args.save_stats and not args.paths[1].endswith(".npz"):
         raise InputError(f"{args.paths[1]}: the statistics output must end in .npz")
     for path in args.paths[: 1 if args.save_stats else 2]:

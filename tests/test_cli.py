@@ -124,6 +124,9 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
         (["-m", "experiments.fid_repeated", "--data", "/no/data"], "/no/data"),
         (["-m", "experiments.fid_repeated", "--repetitions", "0"], "--repetitions"),
         (["-m", "experiments.fid_scrambled", "--tiles", "3"], "--tiles: 3"),
+        (["-m", "fid", "--device", "cuda:99", "{a}", "{a}"], "--device cuda:99: "),
+        (["-m", "experiments.fid_repeated", "--test-limit", "1"], "--test-limit must"),
+        (["-m", "experiments.fid_scrambled", "--device", "tpu"], "--device tpu: "),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
@@ -200,3 +203,13 @@ def test_e2_cli_writes_table_and_plot(fake_cifar, tmp_path):
     assert table["tiles"].tolist() == [2, 16, 1024]
     assert (table["sample_count"] == 12).all() and (table["repetitions"] == 2).all()
     assert (tmp_path / "e2" / "fid_scrambled.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("module", ["experiments.fid_repeated",
+                                    "experiments.fid_scrambled"])  # fmt: skip
+def test_e1_e2_refuse_an_out_they_cannot_write_before_any_work(tmp_path, module):
+    (tmp_path / "taken").write_text("a file")
+    result = _run("-m", module, "--data", "/no/data", "--out",
+                  str(tmp_path / "taken" / "e"))  # fmt: skip
+    # the output folder is refused before the (missing) data is even looked at
+    _assert_one_line_error(result, "is a file, not a folder")
