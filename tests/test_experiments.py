@@ -83,6 +83,39 @@ def test_scrambling_keeps_each_images_pixels(rng, tiles):
         assert not np.array_equal(images, scrambled)
 
 
+# the tile shape of each k, written out by hand from DESIGN section 1 (2 = top and
+# bottom halves, 4 = a 2x2 grid of 16x16 tiles, ..., 1024 = single pixels)
+TILE_SHAPES = {2: (16, 32), 4: (16, 16), 16: (8, 8), 64: (4, 4), 256: (2, 2),
+               1024: (1, 1)}  # fmt: skip
+
+
+def _tiles(image: np.ndarray, shape: tuple[int, int]) -> list[bytes]:
+    th, tw = shape
+    return [image[r:r + th, c:c + tw].tobytes()
+            for r in range(0, 32, th) for c in range(0, 32, tw)]  # fmt: skip
+
+
+@pytest.mark.parametrize("tiles", sorted(TILE_SHAPES))
+def test_every_scrambled_tile_is_exactly_one_input_tile(tiles):
+    # every pixel distinct (row, column, image): a tile is recognisable anywhere
+    rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    images = np.stack([np.stack([rows, cols, np.full_like(rows, i)], axis=-1)
+                       for i in range(5)]).astype(np.uint8)  # fmt: skip
+    scrambled = scramble_tiles(images, tiles, np.random.default_rng(3))
+    moved = 0
+    for before, after in zip(images, scrambled, strict=True):
+        source = _tiles(before, TILE_SHAPES[tiles])
+        output = _tiles(after, TILE_SHAPES[tiles])
+        assert len(source) == tiles
+        # a permutation of the input's tiles: each output tile is one input tile,
+        # each input tile used once
+        assert sorted(output) == sorted(source)
+        moved += sum(a != b for a, b in zip(source, output, strict=True))
+    assert moved > 0
+    if tiles >= 4:  # a grid of columns too: some tile left its column
+        assert (scrambled[..., 1] != cols).any()
+
+
 def test_one_tile_is_identity_and_two_tiles_swap_halves(rng):
     images = random_images(rng, 20)
     np.testing.assert_array_equal(scramble_tiles(images, 1, rng), images)
