@@ -92,6 +92,29 @@ def test_lr_halves_when_epoch_loss_stops_falling(images):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
 
 
+def test_lr_halves_after_patience_epochs_without_a_new_best(images):
+    # the default patience is 5 (the study's plateau rule)
+    from vae.train import TrainConfig
+
+    assert TrainConfig().lr_patience == 5
+    # every epoch from the third on is better than the one before it, but none beats
+    # the best (9.0): a "worse than the last epoch" rule would never halve. Patience 5
+    # tolerates 5 epochs without a new best (3 to 7) and halves after the 6th (8):
+    # epoch 9 runs at half the rate
+    losses = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 9.05, 9.02]
+    trainer = new_trainer(TINY_STAGE1, images, _config(epochs=len(losses)))
+    trainer._epoch = _fake_epochs(trainer, iter(losses))
+    trainer.run()
+    assert [r.lr for r in trainer.history] == [1e-4] * 8 + [5e-5]
+    # the other way round: each epoch worse than the last but a new best every other
+    # epoch never goes 5 epochs without one, so the LR stays
+    losses = [10.0, 10.5, 9.0, 9.5, 8.0, 8.5, 7.0, 7.5, 6.0]
+    trainer = new_trainer(TINY_STAGE1, images, _config(epochs=len(losses)))
+    trainer._epoch = _fake_epochs(trainer, iter(losses))
+    trainer.run()
+    assert [r.lr for r in trainer.history] == [1e-4] * len(losses)
+
+
 def _fake_epochs(trainer, losses):
     from vae.train import EpochReport
 
