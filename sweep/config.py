@@ -11,9 +11,11 @@ line with the key path, the value and what is allowed.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -26,6 +28,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticUndefined
 
 from selection.criteria import CRITERIA
 from selection.errors import InputError
@@ -361,6 +364,71 @@ def check_consistency(config: GridConfig, source: str) -> None:
             f"{source}: eval.every = {config.eval.every} is more than the "
             f"{epochs} stage-1 epochs: no intermediate FID would ever run"
         )
+
+
+def _type_name(annotation) -> str:
+    """A readable type: `int | None`, `list of int`, `choice`."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin is Literal:
+        return "choice"
+    if origin in (Union, UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is tuple:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return "mapping"
+    return (
+        "null"
+        if annotation is type(None)
+        else getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _bounds(metadata) -> list[str]:
+    words = []
+    for item in metadata:
+        for attribute, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="),
+                                ("pattern", "matching")):  # fmt: skip
+            value = getattr(item, attribute, None)
+            if value is not None:
+                words.append(f"{sign} {value}")
+    return words
+
+
+def _allowed(field) -> str:
+    """The values a field accepts, from its Literal or its bounds."""
+
+    def walk(annotation) -> list[str]:
+        origin, args = get_origin(annotation), get_args(annotation)
+        if origin is Literal:
+            return [", ".join(map(str, args))]
+        if origin is Annotated:
+            return walk(args[0]) + _bounds(args[1:])
+        return [w for a in args for w in walk(a)]
+
+    return "; ".join(walk(field.annotation) + _bounds(field.metadata))
+
+
+def schema_lines(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
+    """Every grid key with its type, default and allowed values (`--list-keys`)."""
+    model = model or GridConfig
+    lines = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines += schema_lines(annotation, f"{key}.")
+            continue
+        default = (field.default_factory() if field.default_factory
+                   else field.default)  # fmt: skip
+        shown = "required" if default is PydanticUndefined else json.dumps(
+            default, default=str)  # fmt: skip
+        allowed = _allowed(field)
+        lines.append(f"{key}: {_type_name(annotation)} = {shown}"
+                     + (f"  ({allowed})" if allowed else ""))  # fmt: skip
+    return lines
 
 
 def resolved_yaml(config: GridConfig) -> str:

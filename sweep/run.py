@@ -19,7 +19,7 @@ import sys
 from fid.stats import warn_small_sample
 from selection.errors import InputError, run_cli
 from sweep.cluster import connect, use_endpoint
-from sweep.config import GridConfig, load_grid, resolved_yaml
+from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
 from sweep.cost import estimate, rate_lines, slots
 from sweep.rehearsal import BANNER as REHEARSAL_BANNER
 from sweep.rehearsal import rehearsal
@@ -38,7 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sweep.run", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("grid", help="grid YAML file")
+    parser.add_argument("grid", nargs="?", help="grid YAML file")
+    parser.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="print every grid key with its type, default and allowed values; exit",
+    )
     parser.add_argument(
         "--address",
         default=None,
@@ -84,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override a grid value (YAML), e.g. --set stage1.epochs=2",
+        help="override a grid value (YAML), e.g. --set stage1.epochs=2; repeat it "
+        "for several (--list-keys shows them all)",
     )
     return parser
 
@@ -183,6 +189,11 @@ def check_cluster_options(config: GridConfig, args) -> None:
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
+    if args.list_keys:
+        print("\n".join(schema_lines()))
+        return
+    if args.grid is None:
+        raise InputError("a grid file is needed (or --list-keys)")
     config = load_grid(args.grid, args.set)
     if args.rehearse:
         config = rehearsal(config, args.grid)

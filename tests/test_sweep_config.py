@@ -218,3 +218,34 @@ def test_shipped_grids_are_valid_and_say_how_to_run_them(grid):
     config = load_grid(grid)
     assert isinstance(config, GridConfig) and expand(config)
     assert grid.read_text().startswith(f"# python -m sweep.run grids/{grid.name}")
+
+
+def test_list_keys_prints_the_schema_without_a_grid():
+    result = _run("-m", "sweep.run", "--list-keys", check_rc=0)
+    lines = result.stdout.splitlines()
+    assert 'stage2.layout: choice = "dai_wipf"  (dai_wipf, table4)' in lines
+    assert "fid_service.threads: int | null = null  (> 0)" in lines
+    assert "scheduler.reduction_factor: float = 3.0  (> 1)" in lines
+    # one line per leaf key of the schema, none left out
+    keys = [line.split(":")[0] for line in lines]
+    assert keys == _leaves(GridConfig.model_json_schema())
+    missing = _run("-m", "sweep.run")
+    _assert_one_line_error(missing, "a grid file is needed (or --list-keys)")
+
+
+def _leaves(schema: dict) -> list[str]:
+    """The leaf keys of the grid schema, from pydantic's JSON schema (another way
+    to the same list than schema_lines' walk over the fields)."""
+    definitions = schema.get("$defs", {})
+
+    def walk(node, prefix):
+        keys = []
+        for name, prop in node["properties"].items():
+            ref = prop.get("$ref") or (prop.get("allOf") or [{}])[0].get("$ref")
+            if ref:
+                keys += walk(definitions[ref.split("/")[-1]], f"{prefix}{name}.")
+            else:
+                keys.append(prefix + name)
+        return keys
+
+    return walk(schema, "")
