@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warn_fid_samples(config: GridConfig) -> None:
+    if config.kind == "vae":
+        warn_small_sample(config.fid.samples, "fid.samples")
+
+
 def _positive_number(flag: str):
     def parse(text: str) -> float:
         try:
@@ -199,11 +204,10 @@ def main(argv=None) -> None:
         config = rehearsal(config, args.grid)
         print(REHEARSAL_BANNER)
     trials = expand(config)
-    if config.kind == "vae":
-        warn_small_sample(config.fid.samples, "fid.samples")
     if args.dry_run:
         print_plan(config, trials, slots(config, len(trials), gpus=args.gpus,
                                          cpus=args.cpus))  # fmt: skip
+        warn_fid_samples(config)
         return
     if args.gpus is not None or args.cpus is not None:
         raise InputError("--gpus and --cpus size the --dry-run cost; add --dry-run")
@@ -219,6 +223,7 @@ def main(argv=None) -> None:
 
     if args.address is None:
         check_local_resources(config)
+    warn_fid_samples(config)  # every check passed: the sweep will run
     train, test = load_data(config)  # a bad data path stops here, before any write
     trials = expand(config, len(train))
     # joined (in bounded time) before anything is written to storage

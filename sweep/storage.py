@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from pyarrow import fs
@@ -119,3 +120,8 @@ def check_storage_reachable(root: str) -> None:
         raise InputError(f"storage {root!r}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"storage {root!r}: {existing} is not writable")
+    try:  # permissions can say yes where the file system says no (/proc, read-only)
+        os.rmdir(tempfile.mkdtemp(prefix=".vae-sweep-probe-", dir=existing))
+    except OSError as error:
+        raise InputError(f"storage {root!r}: cannot create folders in {existing} "
+                         f"({error.strerror})") from None  # fmt: skip

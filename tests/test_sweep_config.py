@@ -186,6 +186,18 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args, needle):
     assert "ray" not in result.stderr.lower()  # Ray never started
 
 
+@pytest.mark.parametrize("storage, needle", [
+    ("{tmp}/afile/results", "afile is a file, not a folder"),
+    ("/proc/vae-sweep-results", "cannot create folders in /proc"),
+])  # fmt: skip
+def test_storage_that_cannot_be_created_is_one_line(tmp_path, storage, needle):
+    (tmp_path / "afile").write_text("x")
+    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"),
+                  "--set", f"storage={storage.format(tmp=tmp_path)}")  # fmt: skip
+    _assert_one_line_error(result, needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_cli_missing_grid_file_and_data(tmp_path):
     _assert_one_line_error(_run("-m", "sweep.run", str(tmp_path / "none.yaml")),
                            "none.yaml: no such grid file")  # fmt: skip
