@@ -21,6 +21,7 @@ from experiments.significance import (
     top_k_overlap,
 )
 from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
+from selection.errors import InputError
 from sweep.config import GridConfig, resolved_yaml
 from tests.test_cli import _assert_one_line_error, _run
 
@@ -256,8 +257,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, needle):
     if case == "out_file":
         out.write_text("a file")
     extra = ["--level", "1.5"] if case == "level" else []
-    result = _run("-m", "experiments.analysis", *args, "--out", str(out), *extra)
-    _assert_one_line_error(result, needle)
+    _assert_input_error(analysis.main, [*args, "--out", str(out), *extra], needle)
     assert case == "out_file" or not out.exists()
 
 
@@ -372,6 +372,20 @@ def test_early_stopping_bad_input_is_one_line(tmp_path, case, needle):
     args += {"prior": ["--prior", "vamp"], "top_k": ["--top-k", "0"],
              "no_fid": ["--replay"]}.get(case, [])  # fmt: skip
     out = tmp_path / "out"
-    result = _run("-m", "experiments.early_stopping", *args, "--out", str(out))
-    _assert_one_line_error(result, needle)
+    _assert_input_error(early_stopping.main, [*args, "--out", str(out)], needle)
     assert not out.exists()
+
+
+def _assert_input_error(main, argv, needle):
+    """In process: the command stops with an InputError, whose message is the
+    whole one-line report run_cli prints (with exit code 2, tested below)."""
+    with pytest.raises(InputError) as raised:
+        main(argv)
+    assert needle in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_commands_exit_2_with_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for module in ("experiments.analysis", "experiments.early_stopping"):
+        result = _run("-m", module, str(tmp_path / "empty"))
+        _assert_one_line_error(result, "no grid.yaml, not a sweep folder")
