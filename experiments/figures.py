@@ -66,7 +66,8 @@ def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
         axis.set_ylabel("FID (mean, 95% CI over seeds)")
         axis.set_title(f"{prior} prior")
         axis.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:  # nothing finished yet: no lines
+        axes[0].legend(fontsize=8)
     figure.tight_layout()
     return figure
 

@@ -11,10 +11,12 @@ as `unfinished`, never averaged in.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import ValidationError
@@ -25,7 +27,6 @@ from sweep.storage import GRID_FILE
 from sweep.trials import expand
 
 RESULTS_FILE, HISTORY_FILE = "results.parquet", "history.parquet"
-TERMINAL = {"TERMINATED", "ERROR"}
 # what may differ between sweeps analysed together: where and how they ran, and which
 # axis values and scheduler they used; everything else decides what a FID means
 RUN_ONLY_KEYS = {
@@ -93,24 +94,56 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise InputError(f"{path}: cannot read it ({first})") from None
 
 
+@dataclass
+class _Reported:
+    """What `sweep.results.build_tables` reads of a Tune Result, for a trial known
+    only from the experiment state and its own result log."""
+
+    metrics: dict
+    config: dict
+    error: str | None
+    path: str
+    metrics_dataframe: pd.DataFrame | None
+
+
+def _reported(trial, frame: pd.DataFrame | None) -> _Reported:
+    last = {}
+    if frame is not None and len(frame):
+        last = {k: v for k, v in frame.iloc[-1].items() if not _missing(v)}
+    error = None
+    if trial.status == "ERROR":
+        error = f"error (see {trial.path}/error.txt)"
+    return _Reported(last or dict(trial.last_result or {}), trial.config, error,
+                     trial.path, frame)  # fmt: skip
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _rebuild(folder: Path, grid: GridConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The tables from Tune's experiment state, for a sweep that has not ended."""
-    from ray.tune import ExperimentAnalysis, ResultGrid  # noqa: PLC0415 (slow import)
+    """The tables from Tune's experiment state and the trials' own result logs, for
+    a sweep that has not ended. The state lags the logs by seconds: a trial whose log
+    ends with its final report has finished, whatever the state says."""
+    from ray.tune import ExperimentAnalysis  # noqa: PLC0415 (slow import)
 
     from sweep.results import build_tables  # noqa: PLC0415
 
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # trials not started yet
     try:
-        analysis = ExperimentAnalysis(str(folder))
+        analysis = ExperimentAnalysis(str(folder.resolve()))
     except (OSError, ValueError, RuntimeError) as error:
         first = (str(error).strip().splitlines() or ["unreadable"])[0]
         raise InputError(
             f"{folder}: cannot read Tune's experiment state ({first})"
         ) from None
-    running = {t.trial_id for t in analysis.trials if t.status not in TERMINAL}
-    results = list(ResultGrid(analysis))
-    table, history = build_tables(results, grid, meta={})
+    frames = analysis.trial_dataframes
+    reported = [_reported(t, frames.get(t.trial_id)) for t in analysis.trials]
+    table, history = build_tables(reported, grid, meta={})
     if not table.empty:
-        table.loc[table["trial_id"].isin(running), ["status", "stop_reason"]] = (
+        ended = {r.metrics.get("trial_id") or Path(r.path).name for r in reported
+                 if r.error or r.metrics.get("phase") == "final"}  # fmt: skip
+        table.loc[~table["trial_id"].isin(ended), ["status", "stop_reason"]] = (
             "unfinished"
         )
     return table, history
