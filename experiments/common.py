@@ -52,7 +52,7 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
         "--test-limit",
         type=int,
         default=None,
-        help="reference statistics from only the first N test images "
+        help="reference statistics from only N test images, spread over the classes "
         "(quick runs; published figures use all 10,000)",
     )
     parser.add_argument(

@@ -62,6 +62,9 @@ def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
                 label="full set",
             )
         axis.set_xscale("log")
+        sizes = sorted(set(long["n_train"]))
+        axis.set_xticks(sizes, [f"{int(n):,}" for n in sizes])
+        axis.minorticks_off()
         axis.set_xlabel("training images (n_train)")
         axis.set_ylabel("FID (mean, 95% CI over seeds)")
         axis.set_title(f"{prior} prior")

@@ -338,6 +338,10 @@ def load_cifar10(
     (`cifar-10-batches-py/` or the batch files themselves), or `train` and `test` as
     image folders or zips. With `download=True` and no local copy, torchvision fetches
     the batches into `root`.
+
+    `limit` keeps N images spread evenly over the classes (`spread_over_classes`),
+    not the first N: the image-folder copies are sorted by class, so their first
+    10,000 training images would be two classes only.
     """
     if split not in SPLITS:
         raise InputError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -345,16 +349,13 @@ def load_cifar10(
     for folder in (root / CIFAR_BATCHES, root):
         if (folder / "batches.meta").is_file() or (folder / "test_batch").is_file():
             data = _load_batches(folder, split)
-            return data if limit is None else _first(data, limit)
+            return data if limit is None else spread_over_classes(data, limit)
     for candidate in (root / split, root / f"{split}.zip"):
         if candidate.exists():
-            return load_images(
-                candidate,
-                size=CIFAR_SIZE,
-                limit=limit,
-                cache_dir=cache_dir,
-                progress=progress,
+            data = load_images(
+                candidate, size=CIFAR_SIZE, cache_dir=cache_dir, progress=progress
             )
+            return data if limit is None else spread_over_classes(data, limit)
     if download:
         _download(root, split)
         return load_cifar10(root, split, limit=limit, cache_dir=cache_dir)
@@ -365,11 +366,30 @@ def load_cifar10(
     )
 
 
-def _first(data: ImageSet, limit: int) -> ImageSet:
-    images = np.ascontiguousarray(data.images[:limit])
+def spread_order(labels) -> np.ndarray:
+    """All indices, round-robin over the classes: each class's first image (in file
+    order, class by class), then each class's second, ...: any prefix of it holds
+    the classes evenly."""
+    labels = np.asarray(labels)
+    rank = np.empty(len(labels), dtype=np.int64)  # the round an image is taken in
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        rank[where] = np.arange(len(where))
+    return np.lexsort((labels, rank))
+
+
+def spread_over_classes(data: ImageSet, limit: int) -> ImageSet:
+    """N images taken round-robin over the classes (each class's first images in
+    file order, one class after another), kept in file order: every class gets
+    N / classes images, whatever order the files are stored in."""
+    if limit < 1:
+        raise InputError(f"limit must be a positive number of images, got {limit}")
+    labels = np.asarray(data.labels)
+    chosen = np.sort(spread_order(labels)[:limit])
+    images = np.ascontiguousarray(data.images[chosen])
     return ImageSet(
         images,
-        data.labels[:limit],
+        labels[chosen],
         data.classes,
         pixels_sha256(images),
         data.source,

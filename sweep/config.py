@@ -47,8 +47,9 @@ class DataSection(Section):
     # null: $VAE_SWEEP_DATA, else ./data (see selection.datasets.load_cifar10)
     root: str | None = None
     download: bool = True
-    train_limit: PositiveInt | None = None  # first N training images (quick runs)
-    test_limit: PositiveInt | None = None  # FID reference from the first N test images
+    # N images spread evenly over the classes (selection.datasets.spread_over_classes)
+    train_limit: PositiveInt | None = None  # a pool of N training images
+    test_limit: PositiveInt | None = None  # FID reference from N test images
 
 
 class ModelSection(Section):

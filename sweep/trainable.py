@@ -36,7 +36,7 @@ from vae.evaluate import (
 )
 from vae.inference import decode, to_uint8
 from vae.plots import sample_grid_png
-from vae.priors import PriorContext, prior_seed
+from vae.priors import PriorContext, prior_seed, recon_images
 from vae.train import EpochReport, Trainer, new_trainer
 
 STATE_FILE = "trial.pt"
@@ -237,7 +237,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         trainer.model.eval(),
         means,
         seed=s.seed,
-        recon_images=ray.get(data.test).images,
+        recon_images=recon_images(ray.get(data.test), grid.fid.samples),
         gmm=s.gmm,
         two_stage=s.two_stage,
         train_log_vars=log_vars,

@@ -127,6 +127,8 @@ def test_offline_cifar_copy_loads(cifar_root):
     data = load_cifar10(cifar_root, "test", limit=20)
     assert data.images.shape == (20, 32, 32, 3) and data.images.dtype == np.uint8
     assert len(data.classes) == 10
+    # the copy is sorted by class: a limit takes 2 of each, not 20 airplanes
+    assert np.bincount(data.labels, minlength=10).tolist() == [2] * 10
     # the offline copy is re-encoded JPEG: its FIDs are not the published pixels'
     assert data.encoding == "jpeg" and not data.lossless
 
@@ -186,3 +188,17 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="could not download CIFAR-10") as info:
         load_cifar10(tmp_path / "data", "train", download=True)
     assert "\n" not in str(info.value)
+
+
+def test_a_limit_spreads_over_the_classes_in_file_order(tmp_path, rng):
+    # a class-sorted layout, 3 classes x 4 images: files 0-3, 4-7, 8-11. Round-robin
+    # by rank within the class: 0, 4, 8, then 1, 5: kept in file order
+    images = random_images(rng, 12)
+    for index, image in enumerate(images):
+        folder = tmp_path / "train" / f"c{index // 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:02d}.png")
+    data = load_cifar10(tmp_path, "train", limit=5)
+    np.testing.assert_array_equal(data.images, images[[0, 1, 4, 5, 8]])
+    assert data.labels.tolist() == [0, 0, 1, 1, 2]
+    assert len(load_cifar10(tmp_path, "train", limit=12).images) == 12

@@ -144,3 +144,15 @@ def test_unknown_prior_lists_choices(context):
         InputError, match="choose from: gaussian, gmm, two_stage, recon"
     ):
         sample_images("flow", context, 3)
+
+
+def test_recon_reconstructs_test_images_spread_over_the_classes(rng):
+    from selection.datasets import ImageSet
+    from vae.priors import recon_images
+
+    # a class-sorted x_test (as the image-folder copies are): 3 classes x 3 images
+    images = rng.integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    test = ImageSet(images, np.repeat([0, 1, 2], 3), ("a", "b", "c"), "sha", "src",
+                    "png")  # fmt: skip
+    # round-robin by rank within the class: 0, 3, 6, then 1, 4
+    np.testing.assert_array_equal(recon_images(test, 5), images[[0, 3, 6, 1, 4]])

@@ -35,7 +35,7 @@ from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_su
 from vae.models import Stage1Config
 from vae.options import check, parser
 from vae.plots import save_loss_curve, save_sample_grid
-from vae.priors import GMMOptions, PriorContext, TwoStageOptions
+from vae.priors import GMMOptions, PriorContext, TwoStageOptions, recon_images
 from vae.reference import recon_source
 from vae.train import (
     TrainConfig,
@@ -180,7 +180,9 @@ class Run:
             trainer.model.eval(),
             means,
             seed=a.seed,
-            recon_images=np.asarray(self.test.images) if "recon" in a.priors else None,
+            recon_images=recon_images(self.test, a.fid_samples or a.preview)
+            if "recon" in a.priors
+            else None,
             gmm=GMMOptions(
                 reg_covar=a.gmm_reg_covar, max_iter=a.gmm_max_iter, n_init=a.gmm_n_init
             ),

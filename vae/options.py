@@ -119,7 +119,7 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--test-limit",
         type=int,
         default=None,
-        help="FID reference from the first N test images (quick runs only)",
+        help="FID reference from N test images spread over the classes (quick runs)",
     )
     p.add_argument("--fid-batch-size", type=int, default=None)
     p.add_argument("--network", default=None, help="FID network file")

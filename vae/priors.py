@@ -29,6 +29,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
+from selection.datasets import ImageSet, spread_order
 from selection.errors import InputError
 from vae.diagnostics import diagnostics
 from vae.inference import decode, encode, to_uint8
@@ -205,6 +206,12 @@ def _two_stage(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:
     fit = train_stage2(ctx)
     generator = torch.Generator().manual_seed(seed)
     return stage2_latents(fit.model, fit.gamma, n, generator)
+
+
+def recon_images(test: ImageSet, count: int) -> np.ndarray:
+    """The test images the recon prior reconstructs: `count` spread over the
+    classes (x_test copies sorted by class would otherwise give one class)."""
+    return test.images[spread_order(test.labels)[:count]]
 
 
 def _recon(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:
