@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments.early_stopping import check_replay
+from experiments.replay import REPLAYABLE
+from experiments.sweeps import load_sweep
 from tests.conftest import ROOT, cifar_path
 from tests.standin import DIE_MARKER_ENV
+from tests.test_cli import _run
 
 pytestmark = pytest.mark.ray
 
@@ -169,6 +173,15 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root
     driver.wait()
     done_before = _finished_trials(folder)
     assert not (folder / "results.parquet").exists()
+    # the analysis of the killed sweep: rebuilt from Tune's state, reported partial
+    killed = load_sweep(folder)
+    assert killed.rebuilt and killed.partial and killed.expected_trials == 3
+    assert set(killed.trials["status"]) <= {"ok", "unfinished"}
+    assert (killed.trials["status"] == "unfinished").any()
+    report = tmp_path / "report"
+    _run("-m", "experiments.analysis", str(folder), "--out", str(report),
+         check_rc=0)  # fmt: skip
+    assert "PARTIAL" in (report / "report.md").read_text()
 
     sweep(tmp_path, *args, "--resume")
     results, history = _tables(tmp_path)
@@ -229,17 +242,29 @@ SCHEDULED = {
 }
 
 
+SCHEDULER_GRID = ["--set", "scheduler.grace_period=1",
+                  "--set", "scheduler.min_samples_required=1",
+                  "--set", "eval.every=1", "--set", "eval.samples=20",
+                  "--set", "stage1.epochs=4", "--set", "grid.n_train=[100]",
+                  "--set", "grid.criterion=[random]"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exhaustive_run(tmp_path_factory):
+    """The ASHA and median grid run to the end (scheduler none), for the replay."""
+    folder = tmp_path_factory.mktemp("exhaustive")
+    sweep(folder, *SCHEDULER_GRID, "--set", "scheduler.reduction_factor=2",
+          "--set", f"grid.stage1.lr={SCHEDULED['asha'][1]}")  # fmt: skip
+    return folder / "smoke"
+
+
 @pytest.mark.parametrize("scheduler", list(SCHEDULED))
-def test_schedulers_stop_poor_trials_which_still_get_rows(tmp_path, cifar_root,
-                                                         scheduler):  # fmt: skip
+def test_schedulers_stop_poor_trials_which_still_get_rows(
+    tmp_path, cifar_root, scheduler, request
+):
     eta, lrs = SCHEDULED[scheduler]
     result = sweep(tmp_path, "--set", f"scheduler.name={scheduler}",
-                   "--set", "scheduler.grace_period=1",
-                   "--set", f"scheduler.reduction_factor={eta}",
-                   "--set", "scheduler.min_samples_required=1",
-                   "--set", "eval.every=1", "--set", "eval.samples=20",
-                   "--set", "stage1.epochs=4", "--set", "grid.n_train=[100]",
-                   "--set", "grid.criterion=[random]",
+                   "--set", f"scheduler.reduction_factor={eta}", *SCHEDULER_GRID,
                    "--set", f"grid.stage1.lr={lrs}")  # fmt: skip
     results, history = _tables(tmp_path)
     trials = results.drop_duplicates("trial_id").set_index("stage1.lr")
@@ -257,6 +282,16 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(tmp_path, cifar_root,
     assert results.loc[results["status"] == "ok", "fid"].notna().all()
     assert stopped["fid_intermediate"].notna().all()
     assert history["fid_intermediate"].notna().all()
+    if scheduler in REPLAYABLE:
+        # the offline replay of the exhaustive run stops the same trials at the same
+        # epochs as the live scheduler did
+        exhaustive = load_sweep(request.getfixturevalue("exhaustive_run"))
+        assert exhaustive.grid.scheduler.name == "none"
+        assert (exhaustive.trials["status"] == "ok").all()
+        live = load_sweep(tmp_path / "smoke")
+        check = check_replay(exhaustive, live, sorted(live.grid.grid))
+        assert len(check) == 3 and check["agree"].all(), check.to_string()
+        assert check["live_stopped_at"].notna().sum() >= 2
 
 
 def _command_table(module, args, monkeypatch, tmp_path, name):
@@ -319,6 +354,11 @@ def test_mahalanobis_scores_come_once_from_the_driver(tmp_path, cifar_root):
     assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 2
     cached = list(set(scores.glob("mahalanobis-*")) - before)
     assert len(cached) == 1  # one score vector for both criteria
+    # computed once: one prerequisite task ran for both criteria (a recomputation
+    # would overwrite the same score file, so the file count alone cannot tell)
+    runs = json.loads((tmp_path / "smoke" / "timings.json").read_text())["runs"]
+    tasks = [k for run in runs for k in run["prerequisites"]]
+    assert len(tasks) == 1 and tasks[0].startswith("mahalanobis-"), tasks
     # the same distances, worked out here from the stand-in features
     train = load_cifar10(cifar_path(), "train", limit=300, progress=False)
     test = load_cifar10(cifar_path(), "test", limit=40, progress=False)

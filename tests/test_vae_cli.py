@@ -87,6 +87,24 @@ def test_cli_score_criteria(fake_data, tmp_path, criterion):
     assert metrics["n_train"] == 10 and metrics["criterion"] == criterion
 
 
+@pytest.mark.parametrize("criterion", ["lowest_recon", "highest_mahalanobis"])
+def test_cli_selection_is_what_the_scores_imply(fake_data, tmp_path, criterion):
+    data, _ = fake_data
+    cache = tmp_path / "cache"
+    _train(data, tmp_path / "run", "--n", "10", "--criterion", criterion,
+           "--reference-epochs", "1", "--priors", "gaussian", "--fid-samples", "0",
+           "--cache-dir", str(cache))  # fmt: skip
+    files = list((cache / "scores").glob(f"{criterion.split('_')[1]}-*"))
+    assert len(files) == 1
+    scores = np.load(files[0])
+    assert scores.shape == (48,)
+    # the 10 lowest (or highest) scores, ties by index, as sorted indices
+    order = np.argsort(-scores if criterion.startswith("highest") else scores,
+                       kind="stable")  # fmt: skip
+    chosen = np.load(tmp_path / "run" / "selection.npy")
+    np.testing.assert_array_equal(chosen, np.sort(order[:10]))
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
