@@ -30,8 +30,9 @@ import pandas as pd
 
 from experiments import figures, tables
 from experiments.sweeps import Sweep, load_sweeps
+from selection.checks import writable_folder
 from selection.errors import InputError, run_cli
-from selection.files import staged_dir
+from selection.files import replaced_dir
 from sweep.trainable import SAMPLES_FOLDER
 
 REPORT = "report.md"
@@ -65,28 +66,6 @@ def _parser() -> argparse.ArgumentParser:
         help="confidence level of the intervals (default: %(default)s)",
     )
     return parser
-
-
-def check_out(out: Path) -> None:
-    """The report folder can be written: not a file, its parent a folder."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: {parent} is not a folder")
-
-
-def replace_folder(staged: Path, out: Path) -> None:
-    """Put the finished report in place of the old one (never a half-written one)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    staged.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _markdown(frame: pd.DataFrame, floats: str = "{:.3g}") -> str:
@@ -326,7 +305,7 @@ def main(argv=None) -> None:
     if not 0 < args.level < 1:
         raise InputError(f"--level must be between 0 and 1, got {args.level}")
     out = Path(args.out) if args.out else Path(args.folders[0]) / "report"
-    check_out(out)
+    writable_folder(out, f"--out {out}")
     started = time.time()
     sweeps = load_sweeps(args.folders)
     kinds = {s.grid.kind for s in sweeps}
@@ -335,8 +314,7 @@ def main(argv=None) -> None:
             "cannot analyse a vae sweep together with E1/E2 sweeps: "
             "give them in separate calls"
         )
-    staged = staged_dir(out.resolve())
-    try:
+    with replaced_dir(out) as staged:
         lines = ["# Sweep analysis", "", *_status_lines(sweeps), ""]
         if kinds == {"vae"}:
             lines += analyse_vae(sweeps, staged, args.test, args.level)
@@ -353,9 +331,6 @@ def main(argv=None) -> None:
             f"Written by `{command}` in {time.time() - started:.1f} s.",
         ]
         (staged / REPORT).write_text("\n".join(lines) + "\n")
-        replace_folder(staged, out)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     print(f"report: {out / REPORT}")
 
 

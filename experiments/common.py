@@ -97,7 +97,7 @@ def check_options(args: argparse.Namespace, *positive: str) -> None:
     at_least(args, 1, *positive)
     at_least(args, 2, "test_limit")  # a covariance needs two images
     resolve_device(args.device)
-    writable_folder(args.out, "--out")
+    writable_folder(args.out, f"--out {args.out}")
 
 
 def load_split(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,13 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.analysis import _markdown, check_out, replace_folder
+from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
 from experiments.sweeps import Sweep, load_sweeps
+from selection.checks import writable_folder
 from selection.errors import InputError, run_cli
-from selection.files import staged_dir
+from selection.files import replaced_dir
 
 
 def _int_list(text: str) -> list[int]:
@@ -380,7 +380,7 @@ def main(argv=None) -> None:
         )
     exhaustive = exhaustive[0]
     out = Path(args.out) if args.out else exhaustive.folder / "early_stopping"
-    check_out(out)
+    writable_folder(out, f"--out {out}")
     prior = args.prior or exhaustive.grid.priors[0]
     if prior not in exhaustive.grid.priors:
         raise InputError(
@@ -422,8 +422,7 @@ def main(argv=None) -> None:
                     f"- `{live.name}` ({live.grid.scheduler.name}): not "
                     "replayed (HyperBand pauses and resumes trials in step)"
                 )
-    staged = staged_dir(out.resolve())
-    try:
+    with replaced_dir(out) as staged:
         table.to_csv(staged / "early_stopping.csv", index=False)
         if checks:
             pd.concat(checks).to_csv(staged / "replay_check.csv", index=False)
@@ -467,9 +466,6 @@ def main(argv=None) -> None:
             f"Written by `{command}` in {time.time() - started:.1f} s.",
         ]
         (staged / "early_stopping.md").write_text("\n".join(report) + "\n")
-        replace_folder(staged, out)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
     print(f"report: {out / 'early_stopping.md'}")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 from selection.errors import InputError
@@ -40,17 +41,24 @@ def positive_list(args: argparse.Namespace, *names: str) -> None:
             raise InputError(f"{flag(name)} needs positive integers, got {shown!r}")
 
 
-def writable_folder(path: str | os.PathLike, option: str) -> Path:
-    """A folder the command may create or fill: not an existing file, and its
-    nearest existing ancestor a folder this user can write into."""
+def writable_folder(path: str | os.PathLike, label: str) -> Path:
+    """A folder the command may create or fill, checked without leaving anything:
+    not an existing file, its nearest existing ancestor a folder this user can write
+    into and where the file system lets it create one (not /proc, not read-only).
+    `label` starts each error: the flag or key and the value the user gave."""
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"{option} {path}: exists and is not a folder")
-    existing = folder if folder.exists() else folder.parent
+        raise InputError(f"{label}: exists and is not a folder")
+    existing = folder.resolve()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise InputError(f"{option} {path}: {existing} is a file, not a folder")
+        raise InputError(f"{label}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: cannot write into {existing}")
+        raise InputError(f"{label}: cannot write into {existing}")
+    try:  # permissions can say yes where the file system says no
+        os.rmdir(tempfile.mkdtemp(prefix=".vae-sweep-probe-", dir=existing))
+    except OSError as error:
+        raise InputError(f"{label}: cannot create folders in {existing} "
+                         f"({error.strerror})") from None  # fmt: skip
     return folder

@@ -66,6 +66,24 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def replaced_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a folder to build beside `target`; on success it takes `target`'s place
+    (an old one is removed), so readers never see a half-written folder."""
+    target = Path(target).resolve()
+    tmp = staged_dir(target)
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `target`, renamed onto it on success.
 

@@ -11,13 +11,12 @@ reads in every process.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from pyarrow import fs
 
+from selection.checks import writable_folder
 from selection.errors import InputError
 from selection.files import atomic_path
 
@@ -112,16 +111,4 @@ def check_storage_reachable(root: str) -> None:
         if info.type == fs.FileType.NotFound:
             raise InputError(f"storage {root!r}: {bucket!r} does not exist")
         return
-    path = Path(root).expanduser().resolve()
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"storage {root!r}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"storage {root!r}: {existing} is not writable")
-    try:  # permissions can say yes where the file system says no (/proc, read-only)
-        os.rmdir(tempfile.mkdtemp(prefix=".vae-sweep-probe-", dir=existing))
-    except OSError as error:
-        raise InputError(f"storage {root!r}: cannot create folders in {existing} "
-                         f"({error.strerror})") from None  # fmt: skip
+    writable_folder(root, f"storage {root!r}")

@@ -53,7 +53,11 @@ def test_cli_writes_checkpoint_metrics_and_sample_grids(fake_data, tmp_path):
         assert record["fid"] > 0 and record["fid_samples"] == 16
         assert (out / f"samples_{prior}.png").stat().st_size > 1000
     assert metrics["fid_reference"]["n"] == 24
-    assert metrics["stage2"]["epochs_run"] == 2
+    stage2 = metrics["stage2"]  # the same names as the sweep's result columns
+    assert stage2["stage2_epochs_run"] == 2 and stage2["stage2_outcome"] == "completed"
+    assert stage2["stage2_loss_mse"] == stage2["stage2_history"][-1]["loss_mse"]
+    assert 0 <= stage2["stage2_inactive_dims"] <= stage2["stage2_latent_dim"]
+    assert metrics["gmm"]["gmm_converged"] in (True, False)
     for name in ("stage1.pt", "stage2.pt", "loss.png"):
         assert (out / name).is_file()
     # 24 test images for the reference + 16 per prior, one network for the run

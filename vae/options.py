@@ -146,7 +146,7 @@ def check(args: argparse.Namespace) -> None:
     if args.precision == "bf16" and device.type != "cuda":
         raise InputError(f"--precision bf16 needs a CUDA device, got --device "
                          f"{args.device} ({device.type})")  # fmt: skip
-    out = writable_folder(args.out, "--out")
+    out = writable_folder(args.out, f"--out {args.out}")
     stage1 = out / "stage1.pt"
     if stage1.exists() and not args.resume:
         raise InputError(
