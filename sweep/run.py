@@ -223,8 +223,8 @@ def main(argv=None) -> None:
 
     if args.address is None:
         check_local_resources(config)
-    warn_fid_samples(config)  # every check passed: the sweep will run
     train, test = load_data(config)  # a bad data path stops here, before any write
+    warn_fid_samples(config)  # every check passed: the sweep will run
     trials = expand(config, len(train))
     # joined (in bounded time) before anything is written to storage
     connect(config, args.address, NAMESPACE)

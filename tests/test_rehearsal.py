@@ -55,12 +55,22 @@ def test_table5_rehearses_at_full_size(tmp_path, full_cifar, fresh_cache):
     # on the real data: the full x_train and x_test, not a limit
     assert (results["dataset_sha256"] == train.sha256).all()
     assert (results["test_sha256"] == test.sha256).all()
-    assert len(history) == 12 and (history["epoch"] == 1).all()
+    # one stage-1 epoch per trial, and one stage-2 epoch per trial (two_stage prior)
+    assert sorted(history.groupby("phase").size().items()) == [
+        ("stage1", 12),
+        ("stage2", 12),
+    ]
+    assert (history["epoch"] == 1).all()
 
     # the prerequisites ran beside the trials: a trial that needs no scores started
     # before the reference VAE was done, and every recon trial only after it
-    spans = timings["runs"][0]["prerequisites"]
+    # keyed by score key ("recon-<hash of its settings>"): here one of each kind
+    spans = {
+        key.split("-")[0]: span
+        for key, span in timings["runs"][0]["prerequisites"].items()
+    }
     assert set(spans) == {"recon", "mahalanobis"}
+    assert len(timings["runs"][0]["prerequisites"]) == 2
     recon_done = pd.Timestamp(spans["recon"]["finished_at"], unit="s", tz="UTC")
     started = trials.set_index("criterion")["started_at"]
     assert started.loc[["all", "random"]].min() < recon_done
