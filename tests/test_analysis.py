@@ -321,7 +321,7 @@ def test_early_stopping_report_on_synthetic_runs(tmp_path):
     exhaustive = write_sweep(tmp_path / "none")
     grid = synthetic_grid("asha", scheduler={"name": "asha", "grace_period": 1,
                                              "reduction_factor": 2})  # fmt: skip
-    results = synthetic_results({"ran100s2": "stopped", "low100s2": "stopped"})
+    results = synthetic_results({"all400s0": "stopped", "low100s2": "stopped"})
     results.loc[results["status"] == "stopped", "epochs_run"] = 2
     live = write_sweep(tmp_path / "asha", grid=grid, results=results)
     out = tmp_path / "es"
@@ -342,11 +342,17 @@ def test_early_stopping_report_on_synthetic_runs(tmp_path):
     )
     table = pd.read_csv(out / "early_stopping.csv").set_index("run")
     asha = table.loc["asha: asha, grace 1, eta 2"]
-    # the live run kept 7 trials; the best gaussian FID (6.0, all seed 0) is among them
-    assert asha["finished"] == 7 and asha["stopped"] == 2 and asha["regret"] == 0
+    # the live run stopped the best trial (gaussian FID 6.0, all seed 0): its best is
+    # 7.0 (all seed 1), a regret of 1.0; its top 2 {7.0, 8.0} share one of the
+    # exhaustive top 2 {6.0, 7.0}; on the 7 trials both finished the order agrees
+    assert asha["finished"] == 7 and asha["stopped"] == 2
+    assert asha["best_fid"] == 7.0 and asha["regret"] == 1.0
+    assert asha["top_k_overlap"] == 0.5
     assert asha["kendall_tau"] == pytest.approx(1.0)
-    # 7 trials x 60 s of one CPU share
-    assert asha["hours"] == pytest.approx(7 * 60 / 3600 + 2 * 60 / 3600)
+    # 9 trials x 60 s of one CPU share (the trials' own wall time)
+    assert asha["hours"] == pytest.approx(9 * 60 / 3600)
+    exhaustive_row = table.loc["syn: none (exhaustive)"]
+    assert exhaustive_row["regret"] == 0 and exhaustive_row["top_k_overlap"] == 1.0
     assert (out / "early_stopping.png").stat().st_size > 0
     check = pd.read_csv(out / "replay_check.csv")
     assert len(check) == 9
@@ -389,3 +395,30 @@ def test_the_commands_exit_2_with_one_line(tmp_path):
     for module in ("experiments.analysis", "experiments.early_stopping"):
         result = _run("-m", module, str(tmp_path / "empty"))
         _assert_one_line_error(result, "no grid.yaml, not a sweep folder")
+
+
+def test_report_of_an_e1_sweep(tmp_path):
+    # E1 as a sweep kind: a row per (size, repetition); mean and ddof-1 variance
+    grid = GridConfig.model_validate(
+        {
+            "name": "e1",
+            "kind": "fid_repeated",
+            "e1": {"sizes": [10, 20], "repetitions": 3},
+        }
+    )
+    rows = [{"trial_id": f"t{size}", "size": size, "seed": 0, "repetition": r,
+             "fid": fid, "fid_samples": 10000, "status": "ok"}
+            for size, fids in ((10, [30.0, 32.0, 34.0]), (20, [20.0, 20.0, 23.0]))
+            for r, fid in enumerate(fids)]  # fmt: skip
+    folder = write_sweep(tmp_path / "e1", grid=grid, results=pd.DataFrame(rows),
+                         history=pd.DataFrame())  # fmt: skip
+    analysis.main([str(folder), "--out", str(tmp_path / "r")])
+    table = pd.read_csv(tmp_path / "r" / "e1.csv").set_index("size")
+    assert (
+        table.loc[10, "fid_mean"] == 32.0 and table.loc[10, "fid_variance_ddof1"] == 4
+    )
+    assert (
+        table.loc[20, "fid_mean"] == 21.0 and table.loc[20, "fid_variance_ddof1"] == 3
+    )
+    assert (tmp_path / "r" / "e1.png").stat().st_size > 0
+    assert "E1: FID vs diversity" in (tmp_path / "r" / "report.md").read_text()
