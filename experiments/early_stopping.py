@@ -280,7 +280,7 @@ def replay_exhaustive(exhaustive: Sweep, **options):
     """The replay of the exhaustive run with as many trials at once as it ran."""
     return replay(exhaustive.grid, exhaustive.history,
                   times=trial_times(exhaustive.trials),
-                  slots=max(1, _concurrency(exhaustive)), **options)  # fmt: skip
+                  slots=_concurrency(exhaustive), **options)  # fmt: skip
 
 
 def check_replay(exhaustive: Sweep, live: Sweep, axes: list[str]) -> pd.DataFrame:
@@ -334,18 +334,24 @@ def _why(check: pd.DataFrame, live: Sweep) -> str:
     )
 
 
+# Tune stamps a result with whole seconds, and a trial's start is that stamp minus its
+# run time: both ends of a trial's interval may sit up to a second early
+CLOCK_RESOLUTION = pd.Timedelta(seconds=1)
+
+
 def _concurrency(sweep: Sweep) -> int:
-    """The most trials that ran at once (from their start and finish times)."""
+    """The most trials that ran at once, from their start and finish times; a trial
+    that starts less than the clock's resolution before another ends ran after it."""
     trials = sweep.trials.dropna(subset=["started_at", "finished_at"])
     moments = sorted(
-        [(t, 1) for t in trials["started_at"]]
+        [(t + CLOCK_RESOLUTION, 1) for t in trials["started_at"]]
         + [(t, -1) for t in trials["finished_at"]]
     )
     running = peak = 0
     for _, step in moments:
         running += step
         peak = max(peak, running)
-    return peak
+    return max(peak, 1)
 
 
 def plot(table: pd.DataFrame, unit: str, top_k: int) -> Figure:

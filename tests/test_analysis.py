@@ -422,3 +422,21 @@ def test_report_of_an_e1_sweep(tmp_path):
     )
     assert (tmp_path / "r" / "e1.png").stat().st_size > 0
     assert "E1: FID vs diversity" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_concurrency_allows_for_whole_second_clocks():
+    from types import SimpleNamespace
+
+    from experiments.early_stopping import _concurrency
+
+    def at(seconds):
+        return pd.Timestamp(1_000_000 + seconds, unit="s", tz="UTC")
+
+    # b starts half a second before a's (rounded) end: one after the other
+    serial = pd.DataFrame({"started_at": [at(0), at(9.5)],
+                           "finished_at": [at(10), at(20)]})  # fmt: skip
+    assert _concurrency(SimpleNamespace(trials=serial)) == 1
+    # c runs well inside a: two at once
+    overlapping = pd.DataFrame({"started_at": [at(0), at(9.5), at(3)],
+                                "finished_at": [at(10), at(20), at(8)]})  # fmt: skip
+    assert _concurrency(SimpleNamespace(trials=overlapping)) == 2
