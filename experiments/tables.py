@@ -139,43 +139,35 @@ def comparisons(
     full = ok[ok["criterion"] == FULL_SET]
     for n_train, at_n in ok.groupby("n_train", sort=True):
         random = at_n[at_n["criterion"] == "random"]
-        for criterion, group in at_n.groupby("criterion", sort=True):
-            if criterion in ("random", FULL_SET):
-                continue
-            for prior, cell in group.groupby("prior", sort=True):
-                pairs = _pairs(cell, random[random["prior"] == prior], pair_on)
-                rows.append(
-                    _comparison(
-                        "criterion vs random",
-                        n_train,
-                        criterion,
-                        prior,
-                        f"n={n_train} {criterion} vs random",
-                        pairs,
-                        test,
-                        level,
-                    )
-                )
+        rows += _against(at_n, random, "criterion vs random", "random", n_train,
+                         pair_on, test, level, skip=("random", FULL_SET))  # fmt: skip
         if len(full_n) and n_train not in set(full_n):
-            for criterion, group in at_n.groupby("criterion", sort=True):
-                for prior, cell in group.groupby("prior", sort=True):
-                    pairs = _pairs(cell, full[full["prior"] == prior], pair_on)
-                    rows.append(
-                        _comparison(
-                            "n_train vs full set",
-                            n_train,
-                            criterion,
-                            prior,
-                            f"n={n_train} {criterion} vs full set",
-                            pairs,
-                            test,
-                            level,
-                        )
-                    )
+            rows += _against(at_n, full, "n_train vs full set", "full set", n_train,
+                             pair_on, test, level)  # fmt: skip
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = holm(table["p_value"])
     return table
+
+
+def _against(at_n, baseline, family, name, n_train, pair_on, test, level,
+             skip=()) -> list[dict]:  # fmt: skip
+    """One comparison per (criterion, prior) at this n_train against `baseline`."""
+    return [
+        _comparison(
+            family,
+            n_train,
+            criterion,
+            prior,
+            f"n={n_train} {criterion} vs {name}",
+            _pairs(cell, baseline[baseline["prior"] == prior], pair_on),
+            test,
+            level,
+        )  # fmt: skip
+        for criterion, group in at_n.groupby("criterion", sort=True)
+        if criterion not in skip
+        for prior, cell in group.groupby("prior", sort=True)
+    ]
 
 
 def _comparison(family, n_train, criterion, prior, label, pairs, test, level) -> dict:
