@@ -31,6 +31,7 @@ import pandas as pd
 from experiments import figures, tables
 from experiments.sweeps import Sweep, load_sweeps
 from selection.checks import writable_folder
+from selection.cli import Parser, finite_float
 from selection.errors import InputError, run_cli
 from selection.files import replaced_dir
 from sweep.trainable import SAMPLES_FOLDER
@@ -39,9 +40,7 @@ REPORT = "report.md"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.analysis", description=__doc__.split("\n\n")[0]
-    )
+    parser = Parser("python -m experiments.analysis", __doc__)
     parser.add_argument(
         "folders",
         nargs="+",
@@ -57,13 +56,13 @@ def _parser() -> argparse.ArgumentParser:
         "--test",
         choices=("t", "permutation"),
         default="t",
-        help="paired test: t, or exact sign-flip permutation (default: %(default)s)",
+        help="paired test: t, or exact sign-flip permutation",
     )
     parser.add_argument(
         "--level",
-        type=float,
+        type=finite_float,
         default=0.95,
-        help="confidence level of the intervals (default: %(default)s)",
+        help="confidence level of the intervals and tests, between 0 and 1",
     )
     return parser
 

@@ -10,27 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fid.cache import FIDCache
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
-from fid.features import InceptionExtractor, resolve_device
-from fid.network import NETWORK_SHA1
-from selection.checks import at_least, writable_folder
+from fid.features import resolve_device
+from fid.options import add_network_options, check_network_options
+from fid.options import build_engine as engine_from_options
+from selection.checks import at_least, data_folder, writable_folder
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.files import atomic_path
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
 
 
 def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> None:
@@ -46,8 +34,10 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
         help="download CIFAR-10 into --data if it is not there",
     )
     parser.add_argument("--out", default=out_default, help="output folder")
-    parser.add_argument("--repetitions", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repetitions", type=int, default=10,
+                        help="independent draws per point, for the mean and "
+                        "sample variance")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of every draw")
     parser.add_argument(
         "--test-limit",
         type=int,
@@ -61,9 +51,9 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
         default=None,
         help="images per batch (default: 16 on CPU, 200 on CUDA)",
     )
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--network", default=None, help="FID network file")
-    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--device", default="auto",
+                        help="auto, cpu, cuda, cuda:1, ...")  # fmt: skip
+    add_network_options(parser)
     parser.add_argument(
         "--published",
         default=None,
@@ -98,6 +88,8 @@ def check_options(args: argparse.Namespace, *positive: str) -> None:
     at_least(args, 2, "test_limit")  # a covariance needs two images
     resolve_device(args.device)
     writable_folder(args.out, f"--out {args.out}")
+    data_folder(args)
+    check_network_options(args)
 
 
 def load_split(
@@ -114,13 +106,7 @@ def load_split(
 
 
 def build_engine(args: argparse.Namespace) -> FIDEngine:
-    extractor = InceptionExtractor(
-        args.network, device=args.device, expected_sha1=NETWORK_SHA1
-    )
-    cache = FIDCache(Path(args.cache_dir) / "fid" if args.cache_dir else None)
-    return FIDEngine(
-        extractor, cache=cache, batch_size=args.batch_size, progress=not args.quiet
-    )
+    return engine_from_options(args, args.batch_size)
 
 
 def test_reference(args: argparse.Namespace, engine: FIDEngine) -> FrechetReference:

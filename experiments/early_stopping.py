@@ -37,44 +37,30 @@ from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
 from experiments.sweeps import Sweep, load_sweeps
-from selection.checks import writable_folder
+from selection.checks import at_least, positive_list, writable_folder
+from selection.cli import Parser, float_list, int_list
 from selection.errors import InputError, run_cli
 from selection.files import replaced_dir
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"needs positive integers, got {text!r}")
-    return values
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
-    if not values or min(values) <= 1:
-        raise argparse.ArgumentTypeError(f"needs numbers above 1, got {text!r}")
-    return values
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.early_stopping",
-        description=__doc__.split("\n\n")[0],
+    parser = Parser("python -m experiments.early_stopping", __doc__)
+    parser.add_argument(
+        "folders",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="sweep folders: one exhaustive run (scheduler none), and any runs of "
+        "the same grid under a scheduler",
     )
-    parser.add_argument("folders", nargs="+", metavar="RUN_DIR")
     parser.add_argument(
         "--replay",
         action="store_true",
         help="replay ASHA and the median rule on the exhaustive run",
     )
     parser.add_argument(
-        "--out", default=None, help="default: <exhaustive RUN_DIR>/early_stopping"
+        "--out",
+        default=None,
+        help="report folder (default: <exhaustive RUN_DIR>/early_stopping)",
     )
     parser.add_argument(
         "--prior",
@@ -85,19 +71,19 @@ def _parser() -> argparse.ArgumentParser:
         "--top-k",
         type=int,
         default=3,
-        help="size of the top set compared (default: %(default)s)",
+        help="size of the top set compared",
     )
     parser.add_argument(
         "--grace",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="replayed grace periods (default: the grid's, and twice it)",
     )
     parser.add_argument(
         "--reduction",
-        type=_float_list,
+        type=float_list,
         default=[2.0, 3.0, 4.0],
-        help="replayed reduction factors of ASHA (default: 2,3,4)",
+        help="replayed reduction factors of ASHA, each above 1",
     )
     return parser
 
@@ -373,8 +359,11 @@ def plot(table: pd.DataFrame, unit: str, top_k: int) -> Figure:
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
-    if args.top_k < 1:
-        raise InputError(f"--top-k must be at least 1, got {args.top_k}")
+    at_least(args, 1, "top_k")
+    positive_list(args, "grace")
+    if min(args.reduction) <= 1:
+        raise InputError(f"--reduction needs numbers above 1, got "
+                         f"{','.join(map(str, args.reduction))}")  # fmt: skip
     sweeps = load_sweeps(args.folders)
     if any(s.grid.kind != "vae" for s in sweeps):
         raise InputError("early stopping compares vae sweeps only")

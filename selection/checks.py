@@ -62,3 +62,16 @@ def writable_folder(path: str | os.PathLike, label: str) -> Path:
         raise InputError(f"{label}: cannot create folders in {existing} "
                          f"({error.strerror})") from None  # fmt: skip
     return folder
+
+
+def data_folder(args: argparse.Namespace) -> None:
+    """--data, when given, exists (or --download may create it)."""
+    if args.data is None:
+        return
+    folder = Path(args.data).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--data {args.data}: not a folder")
+    if not folder.exists() and not args.download:
+        raise InputError(f"--data {args.data}: no such folder (or add --download)")
+    if not folder.exists():
+        writable_folder(folder, f"--data {args.data}")

@@ -140,9 +140,7 @@ def _lowest(scores: np.ndarray, n: int) -> np.ndarray:
 
 
 def _all(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
-    raise InputError(
-        f"criterion 'all' takes the whole set: n must be {len(train)}, got {n}"
-    )
+    raise AssertionError("select() returns the whole set before calling this")
 
 
 def _random(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
@@ -214,10 +212,12 @@ def check_criterion(name: str) -> str:
     return name
 
 
-def check_size(n: int, total: int) -> int:
+def check_size(n: int, total: int, label: str = "n_train = ") -> int:
+    """`label` names what the user wrote: a grid key ("n_train = ") or a flag
+    ("--n ")."""
     if not 1 <= n <= total:
         raise InputError(
-            f"n_train={n} must be between 1 and the training set size ({total})"
+            f"{label}{n}: must be between 1 and the training set size ({total})"
         )
     return n
 
@@ -229,10 +229,15 @@ def select(
     *,
     seed: int = 0,
     scores: ScoreBook | None = None,
+    label: str = "n_train = ",
 ) -> Selection:
-    """The `n` images of `train` that `criterion` picks (all of them when n is None)."""
+    """The `n` images of `train` that `criterion` picks (all of them when n is None).
+    `label` names `n` as the user wrote it, in errors (see check_size)."""
     check_criterion(criterion)
-    n = check_size(len(train) if n is None else int(n), len(train))
+    n = check_size(len(train) if n is None else int(n), len(train), label)
+    if criterion == "all" and n != len(train):
+        raise InputError(f"{label}{n}: criterion 'all' takes the whole set of "
+                         f"{len(train)} images")  # fmt: skip
     if n == len(train):
         return Selection(criterion, np.arange(n, dtype=np.int64), None)
     indices, values = CRITERIA[criterion](train, n, seed, scores)

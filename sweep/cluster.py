@@ -44,6 +44,13 @@ def use_endpoint(config: GridConfig) -> dict[str, str]:
     return {ENDPOINT_ENV: endpoint}
 
 
+def check_address(address: str | None) -> None:
+    """A HOST:PORT --address answers in bounded time ('auto' and ray:// client
+    addresses are Ray's to resolve)."""
+    if address and address not in ("auto", "local") and "://" not in address:
+        check_reachable(address)
+
+
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
     """A HOST:PORT address must accept a connection within `timeout` seconds;
     Ray itself would retry for minutes."""
@@ -66,8 +73,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
 def connect(config: GridConfig, address: str | None, namespace: str) -> None:
     """Join the cluster at `address` (checked first, in bounded time), or start the
     embedded local Ray."""
-    if address and address not in ("auto", "local") and "://" not in address:
-        check_reachable(address)
+    check_address(address)
     env = use_endpoint(config)
     try:
         ray.init(

@@ -27,6 +27,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticUndefined
 
@@ -165,8 +166,19 @@ class E1Section(Section):
         5120,
         10_000,
     )
-    total: int = Field(10_000, ge=2)
+    count: int = Field(10_000, ge=2)  # images in each set (E2's name and the CLI's)
     repetitions: PositiveInt = 10
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_total(cls, data: Any) -> Any:
+        # `total` was this key's name before it matched E2 and the command line;
+        # grids (and saved grid.yaml files) that use it keep loading
+        if isinstance(data, dict) and "total" in data:
+            if "count" in data:
+                raise ValueError("give e1.count only (e1.total is its old name)")
+            data = {("count" if k == "total" else k): v for k, v in data.items()}
+        return data
 
 
 class E2Section(Section):

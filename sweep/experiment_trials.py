@@ -34,13 +34,13 @@ def _finish(fids: list[float], samples: int, service: FIDClient) -> None:
 
 
 def repeated_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
-    """E1 at one size: FID of sets of e1.total images built from `size` distinct."""
+    """E1 at one size: FID of sets of e1.count images built from `size` distinct."""
     params = config["trial"]
     service = fid_service(data)
     reference = FrechetReference(service.reference_stats("test"))
     features = ray.get(data.train_features)  # (N, d), read-only, zero-copy
     draws = plan(len(features), [params["size"]], grid.e1.repetitions,
-                 grid.e1.total, params["seed"])  # fmt: skip
+                 grid.e1.count, params["seed"])  # fmt: skip
     distinct = distinct_indices(draws)
     table = fids_from_features(draws, distinct, features[distinct], reference)
     for row in table.itertuples():
@@ -52,7 +52,7 @@ def repeated_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
                 "fid_samples": int(row.sample_count),
             }
         )
-    _finish(table["fid"].tolist(), grid.e1.total, service)
+    _finish(table["fid"].tolist(), grid.e1.count, service)
 
 
 def scrambled_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:

@@ -17,8 +17,9 @@ import argparse
 import sys
 
 from fid.stats import warn_small_sample
+from selection.cli import Parser, positive_number
 from selection.errors import InputError, run_cli
-from sweep.cluster import connect, use_endpoint
+from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
 from sweep.cost import estimate, rate_lines, slots
 from sweep.rehearsal import BANNER as REHEARSAL_BANNER
@@ -35,10 +36,8 @@ from sweep.trials import expand, trial_name
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m sweep.run", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("grid", nargs="?", help="grid YAML file")
+    parser = Parser("python -m sweep.run", __doc__)
+    parser.add_argument("grid", nargs="?", help="grid YAML file (see grids/)")
     parser.add_argument(
         "--list-keys",
         action="store_true",
@@ -47,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--address",
         default=None,
-        help="Ray cluster to join ('auto' or HOST:PORT); default: a local Ray",
+        help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue the sweep in <storage>/<name>"
@@ -63,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--gpus",
-        type=_positive_number("--gpus"),
+        type=positive_number,
         default=None,
         metavar="N",
         help="cluster GPUs for the --dry-run cost (default: enough for every trial "
@@ -71,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cpus",
-        type=_positive_number("--cpus"),
+        type=positive_number,
         default=None,
         metavar="N",
         help="cluster CPUs for the --dry-run cost of a CPU grid (default: this "
@@ -98,21 +97,6 @@ def _parser() -> argparse.ArgumentParser:
 def warn_fid_samples(config: GridConfig) -> None:
     if config.kind == "vae":
         warn_small_sample(config.fid.samples, "fid.samples")
-
-
-def _positive_number(flag: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not value > 0 or value == float("inf"):
-            raise argparse.ArgumentTypeError(
-                f"{flag} must be a number > 0, got {text!r}"
-            )
-        return value
-
-    return parse
 
 
 def print_plan(config: GridConfig, trials: list[dict], layout) -> None:
@@ -212,6 +196,7 @@ def main(argv=None) -> None:
     if args.gpus is not None or args.cpus is not None:
         raise InputError("--gpus and --cpus size the --dry-run cost; add --dry-run")
     check_cluster_options(config, args)
+    check_address(args.address)  # bounded in time, before any data loads
     folder = join(config.storage, config.name)
     text = resolved_yaml(config)
     use_endpoint(config)

@@ -63,11 +63,11 @@ def expand(config: GridConfig, total: int | None = None) -> list[dict]:
 
 def check_experiment(config: GridConfig, total: int) -> None:
     if config.kind == "fid_repeated":
-        largest = min(config.e1.total, total)
+        largest = min(config.e1.count, total)
         for size in config.e1.sizes:
             if size > largest:
                 raise InputError(
-                    f"e1.sizes: {size} distinct images is more than min(e1.total, "
+                    f"e1.sizes: {size} distinct images is more than min(e1.count, "
                     f"training set) = {largest}"
                 )
     if config.kind == "fid_scrambled":

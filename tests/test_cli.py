@@ -142,14 +142,14 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
 @pytest.fixture
 def fake_cifar(tmp_path, rng, monkeypatch):
     """A two-class CIFAR layout of random images; the stand-in network patched in."""
-    import experiments.common as common
+    import fid.options
     from tests.standin import StandInExtractor
 
     for split, n in [("train", 60), ("test", 20)]:
         for c in ("cat", "dog"):
             _folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
     monkeypatch.setattr(
-        common, "InceptionExtractor", lambda *a, **k: StandInExtractor()
+        fid.options, "InceptionExtractor", lambda *a, **k: StandInExtractor()
     )
     return tmp_path / "data"
 
@@ -163,7 +163,7 @@ def test_e1_cli_writes_table_and_plot(fake_cifar, tmp_path):
             str(fake_cifar),
             "--sizes",
             "2,5,20",
-            "--total",
+            "--count",
             "20",
             "--repetitions",
             "3",

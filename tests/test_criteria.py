@@ -88,7 +88,7 @@ def test_bad_requests_list_the_choices(rng):
     with pytest.raises(InputError, match="choose one of: all, random, class_balanced"):
         select("nearest", train, 5)
     with pytest.raises(
-        InputError, match="n_train=13 must be between 1 and .* \\(12\\)"
+        InputError, match="n_train = 13: must be between 1 and .* \\(12\\)"
     ):
         select("random", train, 13)
     with pytest.raises(InputError, match="'all' takes the whole set"):

@@ -298,11 +298,11 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(
 
 
 def _command_table(module, args, monkeypatch, tmp_path, name):
-    import experiments.common as common
+    import fid.options
     from tests.standin import StandInExtractor
 
     monkeypatch.setattr(
-        common, "InceptionExtractor", lambda *a, **k: StandInExtractor()
+        fid.options, "InceptionExtractor", lambda *a, **k: StandInExtractor()
     )
     module.main([*args, "--data", str(cifar_path()), "--test-limit", "40", "--quiet",
                  "--out", str(tmp_path / "cli")])  # fmt: skip
@@ -314,11 +314,11 @@ def test_fid_repeated_kind_matches_the_e1_command(tmp_path, cifar_root, monkeypa
 
     sweep(tmp_path, "--set", "kind=fid_repeated", "--set", "name=e1",
           "--set", "data.train_limit=null", "--set", "fid_service.gpu=0",
-          "--set", "e1.sizes=[2, 5]", "--set", "e1.total=10",
+          "--set", "e1.sizes=[2, 5]", "--set", "e1.count=10",
           "--set", "e1.repetitions=2")  # fmt: skip
     results, _ = _tables(tmp_path, "e1")
     assert len(results) == 2 * 2 and (results["status"] == "ok").all()
-    expected = _command_table(fid_repeated, ["--sizes", "2,5", "--total", "10",
+    expected = _command_table(fid_repeated, ["--sizes", "2,5", "--count", "10",
                               "--repetitions", "2"], monkeypatch, tmp_path,
                               "fid_repeated")  # fmt: skip
     for row in expected.itertuples():

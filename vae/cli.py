@@ -20,11 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fid.cache import FIDCache
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
-from fid.features import InceptionExtractor
-from fid.network import NETWORK_SHA1
+from fid.options import build_engine, cache_scope
 from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
@@ -44,16 +42,6 @@ from vae.train import (
     read_checkpoint,
     save_model,
 )
-
-
-def _engine(args) -> FIDEngine:
-    extractor = InceptionExtractor(
-        args.network, device=args.device, expected_sha1=NETWORK_SHA1
-    )
-    cache = FIDCache(Path(args.cache_dir) / "fid" if args.cache_dir else None)
-    return FIDEngine(
-        extractor, cache=cache, batch_size=args.fid_batch_size, progress=not args.quiet
-    )
 
 
 class Run:
@@ -96,7 +84,7 @@ class Run:
     @property
     def engine(self) -> FIDEngine:
         if self._engine is None:
-            self._engine = _engine(self.args)
+            self._engine = build_engine(self.args, self.args.fid_batch_size)
         return self._engine
 
     @property
@@ -218,7 +206,8 @@ class Run:
         """The full x_train and the chosen subset's images, indices saved to --out."""
         a = self.args
         train = self.load("train")
-        chosen = select(a.criterion, train, a.n, seed=a.seed, scores=self.scores(train))
+        chosen = select(a.criterion, train, a.n, seed=a.seed,
+                        scores=self.scores(train), label="--n ")  # fmt: skip
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.out / "selection.npy", suffix=".npy") as tmp:
             np.save(tmp, chosen.indices)
@@ -286,6 +275,11 @@ class Run:
 def main(argv=None) -> None:
     args = parser(__doc__).parse_args(argv)
     check(args)
+    with cache_scope(args):
+        _run(args)
+
+
+def _run(args: argparse.Namespace) -> None:
     started = time.time()
     run = Run(args)
     run.check_recon_budget()

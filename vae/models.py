@@ -33,8 +33,9 @@ class Stage1Config:
             raise InputError(f"latent_dim must be at least 1, got {self.latent_dim}")
         if self.image_size % 2 ** len(self.encoder_channels):
             raise InputError(
-                f"image_size {self.image_size} is not divisible by "
-                f"2^{len(self.encoder_channels)} (one halving per encoder layer)"
+                f"encoder_channels {self.encoder_channels}: each entry halves the "
+                f"{self.image_size}-pixel image, which {len(self.encoder_channels)} "
+                f"halvings do not divide"
             )
         if self.decoder_start * 2 ** len(self.decoder_channels) != self.image_size:
             raise InputError(

@@ -3,49 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from fid.features import resolve_device
-from selection.checks import at_least, positive, positive_list, writable_folder
+from fid.options import add_network_options, check_network_options
+from selection.checks import (
+    at_least,
+    data_folder,
+    flag,
+    positive,
+    positive_list,
+    writable_folder,
+)
+from selection.cli import Parser, finite_float, int_list, name_list
 from selection.criteria import CRITERIA, check_criterion
 from selection.errors import InputError
 from selection.scores import MAHALANOBIS_SPACES
 from vae.losses import LOSSES
-from vae.models import STAGE2_LAYOUTS
+from vae.models import STAGE2_LAYOUTS, Stage1Config
 from vae.priors import PRIORS, STAGE2_INPUTS, check_priors
-from vae.train import PRECISIONS
+from vae.train import PRECISIONS, TrainConfig
 
+STUDY_DEFAULTS = """\
+Every default is the full study: 600 epochs of the full-width model (encoder
+128,256,512,1024), 1200 epochs of stage 2, and 10,000 generated images per prior for
+FID against all 10,000 test images: days on a CPU, hours on a GPU. A quick try
+(about 10 minutes on a 2-core CPU, most of it the FID network):
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers like 128,256, got {text!r}"
-        ) from None
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+    python -m vae.train --out runs/quick --criterion random --n 2000 \\
+        --epochs 3 --stage2-epochs 3 --encoder-channels 16,32,64,128 \\
+        --decoder-channels 128,32 --fid-samples 200 --test-limit 500
+"""
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m vae.train", description=description.strip().split("\n")[0]
-    )
+    p = Parser("python -m vae.train", description, epilog=STUDY_DEFAULTS)
     p.add_argument(
         "--data",
         default=None,
-        help="CIFAR-10 root: python batches, or "
-        "train/test image folders or zips (default $VAE_SWEEP_DATA, ./data)",
+        help="CIFAR-10 root: python batches, or train/test image folders or zips "
+        "(default: $VAE_SWEEP_DATA, else ./data)",
     )
     p.add_argument("--download", action="store_true", help="fetch CIFAR-10 if missing")
-    p.add_argument("--n", type=int, default=None, help="training images (default: all)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="training images, chosen by --criterion (default: all)",
+    )
     p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
-    p.add_argument("--epochs", type=int, default=600)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--epochs", type=int, default=600, help="stage-1 epochs")
+    p.add_argument("--out", required=True, help="output folder (required)")
     p.add_argument(
         "--priors",
-        type=_names,
+        type=name_list,
         default=list(PRIORS),
         help=f"comma-separated, from: {','.join(PRIORS)}",
     )
@@ -55,22 +66,51 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=10_000,
         help="generated images per prior for FID (0: no FID)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lr-patience", type=int, default=5)
-    p.add_argument("--latent-dim", type=int, default=128)
-    p.add_argument("--encoder-channels", type=_ints, default=(128, 256, 512, 1024))
-    p.add_argument("--decoder-channels", type=_ints, default=(1024, 256))
-    p.add_argument("--loss", choices=sorted(LOSSES), default="gamma")
-    p.add_argument("--kl-weight", type=float, default=1.0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the selection, the weights and the sampling",
+    )
+    p.add_argument("--batch-size", type=int, default=100, help="training batch")
+    p.add_argument("--lr", type=finite_float, default=1e-4, help="Adam learning rate")
+    p.add_argument(
+        "--lr-patience",
+        type=int,
+        default=5,
+        help="halve the LR after more than this many epochs without a lower loss",
+    )
+    p.add_argument("--latent-dim", type=int, default=128, help="stage-1 latent size")
+    p.add_argument(
+        "--encoder-channels",
+        type=int_list,
+        default=(128, 256, 512, 1024),
+        help="channels of the four encoder convolutions",
+    )
+    p.add_argument(
+        "--decoder-channels",
+        type=int_list,
+        default=(1024, 256),
+        help="channels of the decoder's two stages",
+    )
+    p.add_argument(
+        "--loss",
+        choices=sorted(LOSSES),
+        default="gamma",
+        help="gamma: learned decoder variance (Dai & Wipf); mse: fixed",
+    )
+    p.add_argument(
+        "--kl-weight", type=finite_float, default=1.0, help="weight of the KL term"
+    )
     p.add_argument(
         "--stage2-epochs",
         type=int,
         default=None,
-        help="default: twice --epochs (the study's 1200 for 600)",
+        help="stage-2 epochs (default: twice --epochs, the study's 1200 for 600)",
     )
-    p.add_argument("--stage2-latent-dim", type=int, default=64)
+    p.add_argument(
+        "--stage2-latent-dim", type=int, default=64, help="stage-2 latent size"
+    )
     p.add_argument(
         "--stage2-layout",
         choices=list(STAGE2_LAYOUTS),
@@ -79,7 +119,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--stage2-hidden",
-        type=_ints,
+        type=int_list,
         default=None,
         help="stage-2 hidden widths (default: the layout's)",
     )
@@ -87,16 +127,22 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--stage2-inputs",
         choices=list(STAGE2_INPUTS),
         default="posterior_draws",
-        help="posterior_draws: fresh z = mu + sigma * eps every epoch (Dai & Wipf)",
+        help="posterior_draws: fresh z = mu + sigma * eps every epoch (Dai & Wipf); "
+        "means: the posterior means",
     )
-    p.add_argument("--gmm-reg-covar", type=float, default=1e-6)
+    p.add_argument(
+        "--gmm-reg-covar",
+        type=finite_float,
+        default=1e-6,
+        help="added to the GMM covariances' diagonal",
+    )
     p.add_argument("--gmm-max-iter", type=int, default=500, help="EM iterations")
     p.add_argument("--gmm-n-init", type=int, default=1, help="k-means restarts")
     p.add_argument(
         "--reference-epochs",
         type=int,
         default=None,
-        help="epochs of the recon criterion's reference VAE (default --epochs)",
+        help="epochs of the recon criterion's reference VAE (default: --epochs)",
     )
     p.add_argument(
         "--mahalanobis-space",
@@ -107,33 +153,74 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--mahalanobis-ridge",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="0: pseudo-inverse covariance; >0: ridge * mean variance added",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: autocast on CUDA only",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="channels_last memory format (faster convolutions on GPUs)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(
         "--test-limit",
         type=int,
         default=None,
-        help="FID reference from N test images spread over the classes (quick runs)",
+        help="FID reference from N test images spread over the classes (quick "
+        "runs; default: all 10,000)",
     )
-    p.add_argument("--fid-batch-size", type=int, default=None)
-    p.add_argument("--network", default=None, help="FID network file")
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument(
+        "--fid-batch-size",
+        type=int,
+        default=None,
+        help="FID network batch (default: 16 on CPU, 200 on CUDA)",
+    )
+    add_network_options(p)
     p.add_argument("--preview", type=int, default=64, help="samples in each PNG grid")
     p.add_argument("--resume", action="store_true", help="continue --out/stage1.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
+def _check_configs(args: argparse.Namespace) -> None:
+    """The model and training configurations these options make, built once here so
+    their own checks run before any work; their errors name fields, which are the
+    flags' names with underscores."""
+    try:
+        Stage1Config(latent_dim=args.latent_dim,
+                     encoder_channels=tuple(args.encoder_channels),
+                     decoder_channels=tuple(args.decoder_channels))  # fmt: skip
+        TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    lr_patience=args.lr_patience, seed=args.seed,
+                    precision=args.precision)  # fmt: skip
+    except InputError as error:
+        message = str(error)
+        for name in vars(args):
+            message = re.sub(rf"(?<![\w.-]){name}\b", flag(name), message)
+        raise InputError(message) from None
+
+
 def check(args: argparse.Namespace) -> None:
     """Every argument, the device and the output folder, before any work."""
-    check_criterion(args.criterion)
-    check_priors(args.priors)
+    try:
+        check_criterion(args.criterion)
+    except InputError as error:
+        raise InputError(f"--criterion {args.criterion}: {error}") from None
+    if args.criterion == "all" and args.n is not None:
+        raise InputError(f"--n {args.n}: --criterion all takes the whole training "
+                         f"set; drop --n, or choose another --criterion")  # fmt: skip
+    try:
+        check_priors(args.priors)
+    except InputError as error:
+        raise InputError(f"--priors: {error}") from None
     at_least(args, 1, "epochs", "batch_size", "latent_dim", "preview", "gmm_max_iter",
              "gmm_n_init", "n", "stage2_epochs", "stage2_latent_dim",
              "reference_epochs", "fid_batch_size")  # fmt: skip
@@ -142,6 +229,8 @@ def check(args: argparse.Namespace) -> None:
              "lr_patience", "kl_weight")  # fmt: skip
     positive(args, "lr")
     positive_list(args, "encoder_channels", "decoder_channels", "stage2_hidden")
+    _check_configs(args)
+    data_folder(args)
     device = resolve_device(args.device)
     if args.precision == "bf16" and device.type != "cuda":
         raise InputError(f"--precision bf16 needs a CUDA device, got --device "
@@ -154,3 +243,5 @@ def check(args: argparse.Namespace) -> None:
         )
     if args.resume and not stage1.exists():
         raise InputError(f"--resume: nothing to resume, {stage1} does not exist")
+    if args.fid_samples > 0:
+        check_network_options(args)

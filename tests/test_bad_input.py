@@ -1,0 +1,377 @@
+"""Every option of every command, given a bad value the way a careless user would:
+one line naming the flag, exit code 2, no traceback, and nothing written.
+
+Each command has a table. `test_every_option_is_in_its_table` fails when an option
+is added to a command without a bad-input case (flags that take no value and have no
+impossible combination are listed, with the reason, in NO_BAD_VALUE).
+
+The commands run in-process (`run_cli(main, argv)`): every case fails in its checks,
+before data loads or Ray starts, so the whole table takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from selection.errors import run_cli
+from tests.conftest import ROOT, random_images
+
+STUDY = ROOT / "reports" / "study_cpu" / "sweep"  # a real sweep, read only
+
+
+def _fid():
+    from fid.__main__ import _parser, main
+
+    return _parser(), main
+
+
+def _vae():
+    from vae.cli import main
+    from vae.options import parser
+
+    return parser("x"), main
+
+
+def _e1():
+    from experiments.fid_repeated import _parser, main
+
+    return _parser(), main
+
+
+def _e2():
+    from experiments.fid_scrambled import _parser, main
+
+    return _parser(), main
+
+
+def _analysis():
+    from experiments.analysis import _parser, main
+
+    return _parser(), main
+
+
+def _early_stopping():
+    from experiments.early_stopping import _parser, main
+
+    return _parser(), main
+
+
+def _sweep():
+    from sweep.run import _parser, main
+
+    return _parser(), main
+
+
+COMMANDS = {
+    "fid": _fid,
+    "vae.train": _vae,
+    "fid_repeated": _e1,
+    "fid_scrambled": _e2,
+    "analysis": _analysis,
+    "early_stopping": _early_stopping,
+    "sweep.run": _sweep,
+}
+
+# {a}: a folder of 3 images; {npz}: a file that is not statistics; {file}: a plain
+# file; {out}: a fresh path; {csv}: a CSV without the needed columns; {grid}: the
+# smoke grid; {st}: fresh storage; {study}: a real sweep folder (read only)
+FID = [
+    (["{a}"], "the following arguments are required: PATH"),
+    (["/no/such/dir", "{a}"], "/no/such/dir: no such file"),
+    (["{a}", "{a}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["{a}", "{a}", "--batch-size", "x"], "--batch-size: invalid int value"),
+    (["{a}", "{a}", "--device", "cuda:99"], "--device cuda:99: "),
+    (["{a}", "{a}", "--device", "tpu"], "--device tpu: "),
+    (["{a}", "{a}", "--limit", "1"], "--limit must be at least 2"),
+    (["{a}", "{a}", "--limit", "-5"], "--limit must be at least 2"),
+    (["{a}", "{a}", "--network", "/no/net.pt"], "--network /no/net.pt: no such file"),
+    (["{a}", "{a}", "--network", "{a}"], "no such file"),
+    (["{a}", "{a}", "--network-sha1", "abc"], "--network-sha1 abc: not a sha1"),
+    (["{a}", "{a}", "--network-sha1", "0" * 40], "expected 0000"),
+    (["{a}", "{a}", "--cache-dir", "{file}"], "--cache-dir {file}: exists and is not"),
+    (["{a}", "{a}", "--cache-dir", "{file}/c"], "is a file, not a folder"),
+    (["{a}", "{a}", "--seed", "x"], "--seed: invalid int value"),
+    (["--save-stats", "{a}", "out.txt"], "must end in .npz"),
+    (["--save-stats", "{a}", "{file}/o.npz"], "exists and is not a folder"),
+    (["--save-stats", "{a}", "{a}"], "must end in .npz"),
+    (["--save-stats", "{a}", "/proc/o.npz"], "/proc/o.npz: its folder"),
+    (["--save-stats", "--kid", "{a}", "{out}.npz"], "drop --save-stats"),
+    (["--kid", "{a}", "{npz}"], "--kid needs images, not statistics"),
+    (["--fid-inf", "{npz}", "{a}"], "--fid-inf needs images"),
+    (["{a}", "{a}", "--bogus"], "unrecognized arguments: --bogus"),
+]
+
+VAE = [
+    ([], "the following arguments are required: --out"),
+    (["--out", "{file}"], "--out {file}: exists and is not a folder"),
+    (["--out", "{file}/x"], "is a file, not a folder"),
+    (["--out", "/proc/vae-sweep-x"], "cannot"),
+    (["--out", "{out}", "--data", "/no/data"], "--data /no/data: no such folder"),
+    (["--out", "{out}", "--criterion", "random", "--n", "0"], "--n must be at least 1"),
+    (["--out", "{out}", "--n", "x"], "--n: invalid int value"),
+    (["--out", "{out}", "--n", "100"], "--criterion all takes the whole training"),
+    (["--out", "{out}", "--criterion", "nearest"], "--criterion nearest: unknown"),
+    (["--out", "{out}", "--epochs", "0"], "--epochs must be at least 1"),
+    (["--out", "{out}", "--epochs", "1.5"], "--epochs: invalid int value"),
+    (["--out", "{out}", "--priors", "vamp"], "--priors: unknown prior 'vamp'"),
+    (["--out", "{out}", "--priors", ","], "--priors: unknown prior (none given)"),
+    (["--out", "{out}", "--fid-samples", "-1"], "--fid-samples must be at least 0"),
+    (["--out", "{out}", "--seed", "x"], "--seed: invalid int value"),
+    (["--out", "{out}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--out", "{out}", "--lr", "0"], "--lr must be above 0"),
+    (["--out", "{out}", "--lr", "nan"], "--lr: expected a finite number"),
+    (["--out", "{out}", "--lr-patience", "-1"], "--lr-patience must be at least 0"),
+    (["--out", "{out}", "--latent-dim", "0"], "--latent-dim must be at least 1"),
+    (["--out", "{out}", "--encoder-channels", "8,x"], "--encoder-channels: expected"),
+    (["--out", "{out}", "--encoder-channels", "0,8"], "--encoder-channels needs posit"),
+    (["--out", "{out}", "--encoder-channels", "8,8,8,8,8,8"], "--encoder-channels (8,"),
+    (["--out", "{out}", "--decoder-channels", "8"], "--decoder-channels (8,): the de"),
+    (["--out", "{out}", "--loss", "l1"], "--loss: invalid choice: 'l1'"),
+    (["--out", "{out}", "--kl-weight", "-1"], "--kl-weight must be at least 0"),
+    (["--out", "{out}", "--kl-weight", "inf"], "--kl-weight: expected a finite"),
+    (["--out", "{out}", "--stage2-epochs", "0"], "--stage2-epochs must be at least 1"),
+    (["--out", "{out}", "--stage2-latent-dim", "0"], "--stage2-latent-dim must be"),
+    (["--out", "{out}", "--stage2-layout", "big"], "--stage2-layout: invalid choice"),
+    (["--out", "{out}", "--stage2-hidden", "0"], "--stage2-hidden needs positive"),
+    (["--out", "{out}", "--stage2-inputs", "x"], "--stage2-inputs: invalid choice"),
+    (["--out", "{out}", "--gmm-reg-covar", "-1"], "--gmm-reg-covar must be at least"),
+    (["--out", "{out}", "--gmm-max-iter", "0"], "--gmm-max-iter must be at least 1"),
+    (["--out", "{out}", "--gmm-n-init", "0"], "--gmm-n-init must be at least 1"),
+    (["--out", "{out}", "--reference-epochs", "0"], "--reference-epochs must be at"),
+    (["--out", "{out}", "--mahalanobis-space", "x"], "--mahalanobis-space: invalid"),
+    (["--out", "{out}", "--mahalanobis-ridge", "-1"], "--mahalanobis-ridge must be"),
+    (["--out", "{out}", "--device", "cuda:99"], "--device cuda:99: "),
+    (["--out", "{out}", "--device", "cpu", "--precision", "bf16"], "--precision bf16"),
+    (["--out", "{out}", "--precision", "fp8"], "--precision: invalid choice"),
+    (["--out", "{out}", "--test-limit", "1"], "--test-limit must be at least 2"),
+    (["--out", "{out}", "--fid-batch-size", "0"], "--fid-batch-size must be at least"),
+    (["--out", "{out}", "--network", "/no/net.pt"], "--network /no/net.pt: no such"),
+    (["--out", "{out}", "--network-sha1", "12"], "--network-sha1 12: not a sha1"),
+    (["--out", "{out}", "--cache-dir", "{file}"], "--cache-dir {file}: exists and"),
+    (["--out", "{out}", "--preview", "0"], "--preview must be at least 1"),
+    (["--out", "{out}", "--resume"], "--resume: nothing to resume"),
+]
+
+E_COMMON = [
+    (["--out", "{file}"], "--out {file}: exists and is not a folder"),
+    (["--out", "{file}/e"], "is a file, not a folder"),
+    (["--data", "/no/data"], "--data /no/data: no such folder"),
+    (["--repetitions", "0"], "--repetitions must be at least 1"),
+    (["--seed", "x"], "--seed: invalid int value"),
+    (["--test-limit", "1"], "--test-limit must be at least 2"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--device", "tpu"], "--device tpu: "),
+    (["--network", "/no/net.pt"], "--network /no/net.pt: no such file"),
+    (["--network-sha1", "x"], "--network-sha1 x: not a sha1"),
+    (["--cache-dir", "{file}"], "--cache-dir {file}: exists and is not a folder"),
+    (["--published", "/no/pub.csv"], "--published /no/pub.csv: cannot read it"),
+    (["--published", "{csv}"], "needs the columns"),
+]
+
+E1 = [
+    *E_COMMON,
+    (["--sizes", "x"], "--sizes: expected comma-separated integers"),
+    (["--sizes", ","], "--sizes: expected at least one integer"),
+    (["--sizes", "0,10"], "--sizes needs positive integers"),
+    (["--sizes", "20", "--count", "10"], "--sizes: 20 distinct images is more than"),
+    (["--count", "1"], "--count must be at least 2"),
+    (["--count", "x"], "--count: invalid int value"),
+    (["--total", "1"], "--count must be at least 2"),  # its old name
+]
+
+E2 = [
+    *E_COMMON,
+    (["--tiles", "3"], "--tiles: 3"),
+    (["--tiles", "2048"], "--tiles: 2048"),
+    (["--tiles", "x"], "--tiles: expected comma-separated integers"),
+    (["--count", "0"], "--count must be at least 1"),
+]
+
+ANALYSIS = [
+    ([], "the following arguments are required: RESULTS_DIR"),
+    (["/no/sweep"], "/no/sweep"),
+    (["{a}", "--out", "{out}"], "{a}: "),
+    (["{study}", "--out", "{file}"], "--out {file}: exists and is not a folder"),
+    (["{study}", "--out", "{out}", "--test", "z"], "--test: invalid choice: 'z'"),
+    (["{study}", "--out", "{out}", "--level", "1.5"], "--level must be between 0"),
+    (["{study}", "--out", "{out}", "--level", "nan"], "--level: expected a finite"),
+]
+
+EARLY_STOPPING = [
+    ([], "the following arguments are required: RUN_DIR"),
+    (["/no/sweep"], "/no/sweep"),
+    (["{study}", "{study}", "--out", "{out}"], "exactly one exhaustive run"),
+    (["{study}", "--out", "{file}"], "--out {file}: exists and is not a folder"),
+    (["{study}", "--out", "{out}", "--prior", "vamp"], "--prior vamp: not among"),
+    (["{study}", "--out", "{out}", "--top-k", "0"], "--top-k must be at least 1"),
+    (["{study}", "--out", "{out}", "--grace", "0"], "--grace needs positive integers"),
+    (["{study}", "--out", "{out}", "--grace", "x"], "--grace: expected comma-sep"),
+    (["{study}", "--out", "{out}", "--reduction", "1"], "--reduction needs numbers ab"),
+    (["{study}", "--out", "{out}", "--reduction", "x"], "--reduction: expected comma"),
+    (["{study}", "--out", "{out}", "--replay", "--grace", "x"], "--grace: expected"),
+]
+
+SHARED = ["--set", "storage_shared=true"]  # storage that every node sees
+SWEEP = [
+    ([], "a grid file is needed"),
+    (["/no/grid.yaml"], "/no/grid.yaml"),
+    (["{a}"], "{a}"),
+    (["{grid}", "--set", "st=1"], "unknown key st"),
+    (["{grid}", "--set", "stage1.epochs=0"], "stage1.epochs"),
+    (["{grid}", "--set", "seeds=[]"], "seeds"),
+    (["{grid}", "--set", "nonsense"], "--set 'nonsense': expected key.path=value"),
+    (["{grid}", "--set", "storage={file}/x"], "storage"),
+    (["{grid}", "--address", "nowhere", *SHARED], "--address 'nowhere': expected"),
+    (["{grid}", "--address", "127.0.0.1:1", *SHARED], "--address 127.0.0.1:1: no Ray"),
+    (["{grid}", "--address", "auto"], "is a folder on this machine only"),
+    (["{grid}", "--gpus", "0"], "--gpus: expected a number above 0"),
+    (["{grid}", "--cpus", "x"], "--cpus: expected a number"),
+    (["{grid}", "--gpus", "2"], "--gpus and --cpus size the --dry-run cost"),
+    (["{grid}", "--retry-errored", "--resume"], "nothing to resume"),
+    (["{grid}", "--retry-errored"], "--retry-errored retries a sweep's errored"),
+    (["{grid}", "--resume"], "nothing to resume"),
+    (["{grid}", "--dry-run", "--set", "grid.n_train=[0]"], "n_train"),
+    (["{grid}", "--rehearse", "--set", "stage1.epochs=-1"], "stage1.epochs"),
+    (["--list-keys", "--bogus"], "unrecognized arguments: --bogus"),
+]
+
+TABLES = {
+    "fid": FID,
+    "vae.train": VAE,
+    "fid_repeated": E1,
+    "fid_scrambled": E2,
+    "analysis": ANALYSIS,
+    "early_stopping": EARLY_STOPPING,
+    "sweep.run": SWEEP,
+}
+
+# flags with no value to get wrong, and no combination they cannot be in
+NO_BAD_VALUE = {
+    "--quiet",  # progress bars only
+    "--download",  # allowed whether or not the data is there
+    "--no-cache",  # any run can do without the cache
+    "--channels-last",  # a memory layout, valid on every device
+    "--compile",  # torch.compile works on every device
+    "--list-keys",  # prints and exits before anything else (its case: --bogus)
+    "--dry-run",  # prints and exits; its cases are --gpus and --cpus without it
+}
+
+
+def _case_ids():
+    return [
+        pytest.param(command, argv, needle, id=f"{command}:{' '.join(argv)}")
+        for command, table in TABLES.items()
+        for argv, needle in table
+    ]
+
+
+def _snapshot(*folders) -> set:
+    return {
+        (str(path), path.stat().st_size if path.is_file() else -1)
+        for folder in folders
+        for path in folder.rglob("*")
+        if ".pytest_cache" not in path.parts and "__pycache__" not in path.parts
+    }
+
+
+@pytest.fixture
+def places(tmp_path, rng):
+    from PIL import Image
+
+    folder = tmp_path / "a"
+    folder.mkdir()
+    for i, image in enumerate(random_images(rng, 3)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    (tmp_path / "junk.npz").write_bytes(b"nonsense")
+    (tmp_path / "file").write_text("a plain file")
+    (tmp_path / "pub.csv").write_text("x,y\n1,2\n")
+    return {
+        "a": str(folder),
+        "npz": str(tmp_path / "junk.npz"),
+        "file": str(tmp_path / "file"),
+        "out": str(tmp_path / "out"),
+        "csv": str(tmp_path / "pub.csv"),
+        "grid": str(ROOT / "grids" / "smoke.yaml"),
+        "st": str(tmp_path / "st"),
+        "study": str(STUDY),
+    }
+
+
+@pytest.mark.parametrize("command, argv, needle", _case_ids())
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    command, argv, needle, places, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # a relative output path would land here
+    argv = [arg.format(**places) for arg in argv]
+    if command == "sweep.run" and not any("storage=" in arg for arg in argv):
+        argv = ["--set", f"storage={places['st']}", *argv]  # never ./results
+    needle = needle.format(**places)
+    _, main = COMMANDS[command]()
+    before = _snapshot(tmp_path, STUDY)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.strip()]
+    assert exit_info.value.code == 2, error
+    assert len(lines) == 1 and lines[0].startswith("error: "), error
+    assert needle in lines[0], error
+    assert "Traceback" not in error
+    assert _snapshot(tmp_path, STUDY) == before, "something was written"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_option_is_in_its_table(command):
+    parser, _ = COMMANDS[command]()
+    tried = {arg for argv, _ in TABLES[command] for arg in argv if arg.startswith("--")}
+    options = {
+        flag
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+        for flag in action.option_strings
+    }
+    untried = options - tried - NO_BAD_VALUE
+    assert not untried, f"{command}: no bad-input case for {sorted(untried)}"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_option_has_help_that_shows_its_default(command):
+    parser, _ = COMMANDS[command]()
+    text = " ".join(parser.format_help().split())  # argparse wraps lines
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+            continue
+        assert action.help, f"{command} {action.option_strings or action.dest}: no help"
+        default = action.default
+        if action.option_strings and not (default is None or default is False
+                                          or default == []):  # fmt: skip
+            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) \
+                else str(default)  # fmt: skip
+            assert f"(default: {shown})" in text or "(default: " in action.help, (
+                f"{command} {action.option_strings[0]}: default {shown} not shown"
+            )
+
+
+def test_train_help_says_its_defaults_are_the_full_study_and_gives_a_quick_run(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    from vae.cli import __doc__ as description
+    from vae.options import check, parser
+
+    text = parser(description).format_help()
+    assert "600 epochs" in text and "10,000 generated images per prior" in text
+    quick = text.split("A quick try")[1].split(":", 1)[1].replace("\\\n", " ").split()
+    assert quick[:3] == ["python", "-m", "vae.train"]
+    args = parser(description).parse_args(quick[3:])
+    check(args)  # the quick command passes every check, as printed
+    assert (args.epochs, args.fid_samples, args.test_limit) == (3, 200, 500)
+
+
+def test_sweep_help_describes_itself_and_its_repeatable_set():
+    from sweep.run import _parser
+
+    text = " ".join(_parser().format_help().split())
+    assert "Validates the grid" in text and "repeat it for several" in text
+    assert "--list-keys" in text
