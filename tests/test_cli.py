@@ -213,3 +213,26 @@ def test_e1_e2_refuse_an_out_they_cannot_write_before_any_work(tmp_path, module)
                   str(tmp_path / "taken" / "e"))  # fmt: skip
     # the output folder is refused before the (missing) data is even looked at
     _assert_one_line_error(result, "is a file, not a folder")
+
+
+@pytest.mark.parametrize("no_cache", [False, True])
+def test_no_cache_leaves_the_cache_folder_alone(fake_cifar, tmp_path, monkeypatch,
+                                               no_cache):  # fmt: skip
+    import tempfile
+
+    from experiments import fid_repeated
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    cache = tmp_path / "cache"
+    fid_repeated.main(["--data", str(fake_cifar), "--sizes", "2,5", "--count", "10",
+                       "--repetitions", "2", "--out", str(tmp_path / "e1"),
+                       "--cache-dir", str(cache), "--quiet"]
+                      + (["--no-cache"] if no_cache else []))  # fmt: skip
+    written = sorted(p.name for p in cache.rglob("*") if p.is_file())
+    assert (tmp_path / "e1" / "fid_repeated.parquet").is_file()
+    if no_cache:  # the run had its own temporary cache, removed after it
+        assert written == [] and list(scratch.iterdir()) == []
+    else:  # decoded images and FID statistics
+        assert any(n.endswith(".npy") for n in written), written
