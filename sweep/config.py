@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import unquote, urlparse
 
 import yaml
 from pydantic import (
@@ -238,6 +239,23 @@ class GridConfig(Section):
     e2: E2Section = E2Section()
     estimate: EstimateSection = EstimateSection()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _file_uri_storage(cls, data: Any) -> Any:
+        # file:///shared/path names a folder that every node sees: it is that folder,
+        # with storage_shared set (local writes stay atomic, with the umask's modes)
+        storage = data.get("storage") if isinstance(data, dict) else None
+        if isinstance(storage, str) and storage.startswith("file://"):
+            uri = urlparse(storage)
+            if uri.netloc not in ("", "localhost"):
+                raise ValueError(
+                    f"storage = {storage!r}: a file:// URI names a path on every "
+                    f"node, not a host: file:///shared/results (three slashes)"
+                )
+            path = unquote(uri.path)
+            data = {**data, "storage": path, "storage_shared": True}
+        return data
+
     @field_validator("grid")
     @classmethod
     def _axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -305,6 +323,8 @@ def _one_line(error: ValidationError, source: str) -> str:
         return f"{source}: unknown key {where}"
     if first["type"] == "missing":
         return f"{source}: {where} is required"
+    if not first["loc"]:  # a whole-grid check: its message names key and value
+        return f"{source}: {message}"
     if where == "grid" and first["type"] == "value_error":
         return f"{source}: grid.{message}"  # the axis validator names axis and value
     return f"{source}: {where} = {first.get('input')!r}: {message}"

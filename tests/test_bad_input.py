@@ -223,6 +223,10 @@ SWEEP = [
     (["{grid}", "--set", "seeds=[]"], "seeds"),
     (["{grid}", "--set", "nonsense"], "--set 'nonsense': expected key.path=value"),
     (["{grid}", "--set", "storage={file}/x"], "storage"),
+    (["{grid}", "--set", "storage=file://host/x"], "storage = 'file://host/x': a file"),
+    (["{grid}", "--set", "storage=file://{file}/x"], "is a file, not a folder"),
+    (["{grid}", "--set", "resources.gpu=64"], "resources.gpu = 64, but this machine"),
+    (["{grid}", "--set", "fid_service.replicas=64"], "64 FID replica(s)"),
     (["{grid}", "--address", "nowhere", *SHARED], "--address 'nowhere': expected"),
     (["{grid}", "--address", "127.0.0.1:1", *SHARED], "--address 127.0.0.1:1: no Ray"),
     (["{grid}", "--address", "auto"], "is a folder on this machine only"),
@@ -375,3 +379,21 @@ def test_sweep_help_describes_itself_and_its_repeatable_set():
     text = " ".join(_parser().format_help().split())
     assert "Validates the grid" in text and "repeat it for several" in text
     assert "--list-keys" in text
+
+
+def test_resume_refuses_a_grid_that_changed_since_the_sweep_started(tmp_path, capsys):
+    from sweep.config import load_grid, resolved_yaml
+    from sweep.run import main
+
+    grid = str(ROOT / "grids" / "smoke.yaml")
+    storage = f"storage={tmp_path}"
+    (tmp_path / "smoke").mkdir()
+    saved = tmp_path / "smoke" / "grid.yaml"
+    saved.write_text(resolved_yaml(load_grid(grid, [storage])))
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, [grid, "--resume", "--set", storage, "--set", "stage1.epochs=3"])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in error
+    assert f"{saved}: the grid differs from the one this sweep started with" in error
+    assert _snapshot(tmp_path) == before

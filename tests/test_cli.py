@@ -154,31 +154,34 @@ def fake_cifar(tmp_path, rng, monkeypatch):
     return tmp_path / "data"
 
 
-def test_e1_cli_writes_table_and_plot(fake_cifar, tmp_path):
-    from experiments import fid_repeated
+def test_e1_cli_writes_table_plot_and_options(fake_cifar, tmp_path):
+    import json
 
-    fid_repeated.main(
-        [
-            "--data",
-            str(fake_cifar),
-            "--sizes",
-            "2,5,20",
-            "--count",
-            "20",
-            "--repetitions",
-            "3",
-            "--out",
-            str(tmp_path / "e1"),
-            "--quiet",
-        ]
-    )
-    table = pd.read_parquet(tmp_path / "e1" / "fid_repeated.parquet")
+    from experiments import fid_repeated
+    from selection.datasets import load_cifar10
+
+    def e1(out, *extra):
+        fid_repeated.main(["--data", str(fake_cifar), "--sizes", "2,5,20", "--count",
+                           "20", "--repetitions", "3", "--out", str(tmp_path / out),
+                           "--quiet", *extra])  # fmt: skip
+        return pd.read_parquet(tmp_path / out / "fid_repeated.parquet")
+
+    table = e1("e1", "--test-limit", "10")
     assert table["size"].tolist() == [2, 5, 20]
     assert (table["repetitions"] == 3).all() and (table["sample_count"] == 20).all()
     for row in table.itertuples():
         assert row.fid_mean == pytest.approx(np.mean(row.fid_values))
         assert row.fid_variance_ddof1 == pytest.approx(np.var(row.fid_values, ddof=1))
     assert (tmp_path / "e1" / "fid_repeated.png").stat().st_size > 1000
+    options = json.loads((tmp_path / "e1" / "fid_repeated.json").read_text())
+    assert (options["test_limit"], options["count"], options["sizes"]) == \
+        (10, 20, [2, 5, 20])  # fmt: skip
+    train = load_cifar10(fake_cifar, "train", progress=False)
+    assert options["train_sha256"] == train.sha256
+    assert options["network"] == "standin-v1" and options["seconds"] > 0
+    # the same draws against all 20 test images: another reference, other FIDs
+    whole = e1("e1-whole")
+    assert not np.allclose(whole["fid_mean"], table["fid_mean"])
 
 
 def test_e2_cli_writes_table_and_plot(fake_cifar, tmp_path):

@@ -179,3 +179,37 @@ def test_a_replica_that_stops_answering_is_left_and_no_call_hangs(local_ray, tmp
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
+
+
+def test_references_given_as_a_cifar_split_a_folder_and_an_npz(tmp_path, rng):
+    """The three ways a reference can be named (README): each gives the statistics
+    computed directly from its images, or the file's own."""
+    from PIL import Image
+
+    from fid.service import CifarSplit, FIDServer
+    from fid.stats import Statistics
+
+    images = random_images(rng, 8)
+    for i, image in enumerate(images):  # a CIFAR layout: test/<class>/<image>
+        folder = tmp_path / "data" / "test" / ("cat" if i < 4 else "dog")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    saved = Statistics(rng.normal(size=4), np.diag(rng.uniform(1, 2, size=4)), 99)
+    saved.save(tmp_path / "ref.npz")
+    server = FIDServer(
+        {"split": CifarSplit(str(tmp_path / "data"), "test"),
+         "folder": str(tmp_path / "data" / "test" / "cat"),
+         "npz": str(tmp_path / "ref.npz")},
+        cache_dir=tmp_path / "cache", extractor_factory=StandInExtractor,
+    )  # fmt: skip
+    standin = StandInExtractor()
+    for name, expected in (("split", statistics(standin(images))),
+                           ("folder", statistics(standin(images[:4])))):  # fmt: skip
+        got = server.reference_stats(name)
+        assert got.n == expected.n
+        np.testing.assert_allclose(got.mu, expected.mu, rtol=1e-10)
+        np.testing.assert_allclose(got.sigma, expected.sigma, rtol=1e-8, atol=1e-12)
+    got = server.reference_stats("npz")
+    np.testing.assert_array_equal(got.mu, saved.mu)
+    np.testing.assert_array_equal(got.sigma, saved.sigma)
+    assert got.n == 99

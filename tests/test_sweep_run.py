@@ -51,10 +51,10 @@ def _env(**extra) -> dict:
             **extra}  # fmt: skip
 
 
-def sweep(tmp_path, *args, env=None, check=True) -> subprocess.CompletedProcess:
+def sweep(tmp_path, *args, env=None, check=True, storage=None):
     result = subprocess.run(
-        [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
-         *TINY, *args],
+        [sys.executable, "-m", "sweep.run", SMOKE, "--set",
+         f"storage={storage or tmp_path}", *TINY, *args],
         cwd=ROOT, capture_output=True, text=True, env=env or _env(), timeout=600,
     )  # fmt: skip
     if check:
@@ -69,7 +69,12 @@ def _tables(tmp_path, name="smoke"):
 
 
 def test_smoke_grid_end_to_end(tmp_path, cifar_root):
-    result = sweep(tmp_path)
+    from importlib.metadata import version
+
+    from selection.datasets import load_cifar10
+
+    storage = f"file://{tmp_path}"  # a URI storage, as on a cluster's shared disk
+    result = sweep(tmp_path, storage=storage)
     results, history = _tables(tmp_path)
     assert set(results.columns) >= RESULT_COLUMNS
     # 2 sizes x 2 criteria x 1 seed = 4 trials, x 2 priors = 8 rows
@@ -90,8 +95,28 @@ def test_smoke_grid_end_to_end(tmp_path, cifar_root):
     assert len(history) == 4 * 2 and not history.duplicated(["trial_id", "epoch"]).any()
     assert (tmp_path / "smoke" / "grid.yaml").is_file()
     assert "trials: 4 (4 ok)" in result.stdout
+    # the columns' values, each against another source
+    trials = results.drop_duplicates("trial_id").set_index("trial_id")
+    last = history.sort_values("epoch").groupby("trial_id").last()
+    np.testing.assert_allclose(trials["loss_mse"], last.loc[trials.index, "loss_mse"])
+    assert (trials["stop_reason"] == "completed").all()
+    span = (trials["finished_at"] - trials["started_at"]).dt.total_seconds()
+    assert (trials["wall_seconds"] > 0).all()
+    assert (trials["wall_seconds"] <= span + 1).all()  # Tune's clock: whole seconds
+    assert (results["gpu_seconds"] == 0).all()
+    assert results["package_version"].eq(version("vae-sweep")).all()
+    pool = load_cifar10(cifar_root, "train", limit=300, progress=False)
+    reference = load_cifar10(cifar_root, "test", limit=40, progress=False)
+    assert results["dataset_sha256"].eq(pool.sha256).all()
+    assert results["test_sha256"].eq(reference.sha256).all()
+    timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
+    assert timings["trials"] == 4 and len(timings["runs"]) == 1
+    assert timings["trial_seconds_sum"] == pytest.approx(trials["wall_seconds"].sum())
+    spans = timings["runs"][0]["prerequisites"]
+    assert [k.split("-")[0] for k in spans] == ["recon"]  # lowest_recon's only
+    assert spans[next(iter(spans))]["seconds"] > 0 and timings["gpu_hours"] == 0
     # the same command again refuses to overwrite the sweep
-    again = sweep(tmp_path, check=False)
+    again = sweep(tmp_path, check=False, storage=storage)
     assert again.returncode == 2 and "pass --resume" in again.stderr
 
 

@@ -147,3 +147,30 @@ def test_cli_refuses_to_overwrite_a_run(fake_data, tmp_path):
     result = _run("-m", "vae.train", "--data", str(data), "--out",
                   str(tmp_path / "run"))  # fmt: skip
     _assert_one_line_error(result, "stage1.pt exists: pass --resume")
+
+
+def test_cli_stage2_epochs_default_to_twice_the_stage1_epochs(fake_data, tmp_path):
+    from vae.cli import main
+
+    data, _ = fake_data
+    main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+          "--batch-size", "8", "--fid-samples", "0", "--priors", "two_stage",
+          "--quiet", *TINY_CLI])  # fmt: skip
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["stage2"]["stage2_epochs_run"] == 2
+
+
+def test_cli_divergence_writes_its_metrics_and_exits_1(fake_data, tmp_path, capsys):
+    from vae.cli import main
+
+    data, _ = fake_data
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:  # lr 1e6: a non-finite loss at once
+        main(["--data", str(data), "--out", str(out), "--epochs", "3", "--lr",
+              "1e6", "--batch-size", "8", "--fid-samples", "0", "--quiet",
+              *TINY_CLI])  # fmt: skip
+    assert exit_info.value.code == 1
+    assert "stage 1 diverged (non-finite loss) in epoch 1" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["outcome"] == "diverged" and metrics["epochs_run"] == 0
+    assert not list(out.glob("samples_*.png"))  # no samples from a diverged model
