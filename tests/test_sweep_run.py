@@ -194,9 +194,12 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root
     while time.time() < deadline and not _finished_trials(folder):
         time.sleep(0.5)
     assert _finished_trials(folder), "no trial finished in time"
-    driver.send_signal(signal.SIGKILL)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
+    killed_at = time.time()
     driver.wait()
     done_before = _finished_trials(folder)
+    checkpointed = {p.parent.parent.name.removeprefix("trial_")
+                    for p in folder.glob("trial_*/checkpoint_*/trial.pt")}  # fmt: skip
     assert not (folder / "results.parquet").exists()
     # the analysis of the killed sweep: rebuilt from Tune's state, reported partial
     killed = load_sweep(folder)
@@ -216,6 +219,22 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root
     # trials finished before the kill were not run again
     for trial in done_before:
         assert _final_reports(folder / trial) == 1
+    # a trial with a checkpoint at the kill went on from it: its first epoch is the
+    # one that ran before the kill (our own records: history's finished_at)
+    first = history[history["epoch"] == 1].set_index("trial_id")["finished_at"]
+    assert checkpointed - {t.removeprefix("trial_") for t in done_before}, \
+        "no unfinished trial had a checkpoint at the kill"  # fmt: skip
+    for trial_id in checkpointed:
+        assert first[trial_id] < killed_at, trial_id
+    # what Tune itself recorded, before results.py de-duplicates: every epoch once,
+    # except at most the one in flight at the kill (its checkpoint may be missing)
+    for log in folder.glob("trial_*/result.json"):
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        epochs = [r["epoch"] for r in records if r.get("phase") == "stage1"]
+        repeated = {e for e in epochs if epochs.count(e) > 1}
+        assert len(repeated) <= 1 and 1 not in repeated, epochs
+        assert epochs == sorted(epochs) and set(epochs) == set(range(1, 7)), epochs
+        assert sum(r.get("phase") == "final" for r in records) == 1
 
 
 def test_resume_retries_errored_trials_only_when_asked(tmp_path, cifar_root):
