@@ -18,8 +18,11 @@ def session_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test writes caches under a temporary folder, never the user's home."""
+    """Every test writes caches under a temporary folder, never the user's home, and
+    a Ray started without an explicit address is a fresh local one, never a cluster
+    that `ray start` left running on this machine."""
     monkeypatch.setenv("VAE_SWEEP_CACHE", str(session_cache(tmp_path_factory)))
+    monkeypatch.setenv("RAY_ADDRESS", "local")
 
 
 @pytest.fixture
