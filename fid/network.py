@@ -14,7 +14,6 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -113,24 +112,3 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     x = images.permute(0, 3, 1, 2).to(torch.float32)
     x = resize_tf1_bilinear(x)
     return (x - 128.0) / 128.0
-
-
-def resize_reference_numpy(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """Slow, loop-free reference of TF1 resize_bilinear for one (H, W, C) image.
-
-    Written from TF1's definition (source coordinate = j * in / out, the four
-    neighbours, clamped at the border) for tests of `resize_tf1_bilinear`.
-    """
-    height, width = image.shape[:2]
-    img = image.astype(np.float64)
-    ys = np.arange(size) * height / size
-    xs = np.arange(size) * width / size
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    y1 = np.minimum(y0 + 1, height - 1)
-    x1 = np.minimum(x0 + 1, width - 1)
-    wy = (ys - y0)[:, None, None]
-    wx = (xs - x0)[None, :, None]
-    top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
-    bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
-    return top * (1 - wy) + bottom * wy
