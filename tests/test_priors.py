@@ -156,3 +156,35 @@ def test_recon_reconstructs_test_images_spread_over_the_classes(rng):
                     "png")  # fmt: skip
     # round-robin by rank within the class: 0, 3, 6, then 1, 4
     np.testing.assert_array_equal(recon_images(test, 5), images[[0, 3, 6, 1, 4]])
+
+
+def test_gaussian_latents_are_standard_normal(context):
+    z = PRIORS["gaussian"](context, 20_000, prior_seed(3, "gaussian")).double().numpy()
+    dim = context.model.latent_dim
+    # by hand: N(0, I) has mean 0 and covariance I; 20,000 draws pin both to ~0.02
+    np.testing.assert_allclose(z.mean(axis=0), np.zeros(dim), atol=0.04)
+    np.testing.assert_allclose(np.cov(z, rowvar=False), np.eye(dim), atol=0.05)
+
+
+def test_gmm_latents_follow_the_mixture_the_means_came_from(context, rng):
+    """Training means drawn from a known, well-separated 3-component mixture: the
+    prior's draws must come back in the known proportions, around the known centres,
+    with the known spreads (the oracle is the generating mixture, not scikit-learn's
+    fit)."""
+    dim = context.model.latent_dim
+    centres = np.zeros((3, dim))
+    centres[:, 0] = [-20.0, 0.0, 20.0]
+    scales = np.array([0.5, 1.0, 2.0])
+    weights = np.array([0.5, 0.3, 0.2])
+    component = rng.choice(3, size=3000, p=weights)
+    context.train_means = centres[component] + rng.normal(size=(3000, dim)) * \
+        scales[component][:, None]  # fmt: skip
+    z = PRIORS["gmm"](context, 20_000, prior_seed(3, "gmm")).double().numpy()
+    nearest = np.abs(z[:, :1] - centres[:, 0]).argmin(axis=1)
+    np.testing.assert_allclose(np.bincount(nearest, minlength=3) / len(z), weights,
+                               atol=0.03)  # fmt: skip
+    for k in range(3):
+        mine = z[nearest == k]
+        np.testing.assert_allclose(mine.mean(axis=0), centres[k], atol=0.15 * scales[k])
+        np.testing.assert_allclose(mine.std(axis=0), np.full(dim, scales[k]),
+                                   rtol=0.1)  # fmt: skip
