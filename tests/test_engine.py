@@ -26,9 +26,16 @@ def test_features_and_stats_are_cached_by_pixels(tmp_path, rng, standin):
     np.testing.assert_allclose(
         stats.sigma, np.cov(first.astype(np.float64), rowvar=False)
     )
-    # keyed by extractor: a different network key does not see these entries
-    assert (tmp_path / standin.key).is_dir()
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
+    # keyed by network: another network (another key) in the same cache folder
+    # computes its own features instead of reading these
+    other = type(standin)()
+    other.key = "standin-other-network"
+    other_engine = FIDEngine(other, cache=FIDCache(tmp_path), batch_size=8,
+                             progress=False)  # fmt: skip
+    other_engine.features(images)
+    other_engine.stats(images)
+    assert other.images_seen == 30 and standin.images_seen == 30
 
 
 def test_uncached_stats_stream_and_equal_cached(tmp_path, rng, standin):
