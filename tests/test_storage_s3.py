@@ -104,7 +104,7 @@ def _checkpointed_trials(filesystem) -> set[str]:
     return found
 
 
-def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, cifar_root):
+def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     endpoint, filesystem = s3
     driver = subprocess.Popen(_sweep(endpoint), cwd=ROOT, env=_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

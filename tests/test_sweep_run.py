@@ -68,7 +68,7 @@ def _tables(tmp_path, name="smoke"):
             pd.read_parquet(folder / "history.parquet"))  # fmt: skip
 
 
-def test_smoke_grid_end_to_end(tmp_path, cifar_root):
+def test_smoke_grid_end_to_end(tmp_path, small_cifar):
     from importlib.metadata import version
 
     from selection.datasets import load_cifar10
@@ -105,8 +105,8 @@ def test_smoke_grid_end_to_end(tmp_path, cifar_root):
     assert (trials["wall_seconds"] <= span + 1).all()  # Tune's clock: whole seconds
     assert (results["gpu_seconds"] == 0).all()
     assert results["package_version"].eq(version("vae-sweep")).all()
-    pool = load_cifar10(cifar_root, "train", limit=300, progress=False)
-    reference = load_cifar10(cifar_root, "test", limit=40, progress=False)
+    pool = load_cifar10(small_cifar, "train", limit=300, progress=False)
+    reference = load_cifar10(small_cifar, "test", limit=40, progress=False)
     assert results["dataset_sha256"].eq(pool.sha256).all()
     assert results["test_sha256"].eq(reference.sha256).all()
     timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
@@ -120,7 +120,7 @@ def test_smoke_grid_end_to_end(tmp_path, cifar_root):
     assert again.returncode == 2 and "pass --resume" in again.stderr
 
 
-def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, cifar_root):
+def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, small_cifar):
     # lr 1e6 makes the loss non-finite in epoch 1; 500 mixture components cannot be
     # fitted to 100 or 200 means, so the gmm prior raises inside those trials
     sweep(tmp_path, "--set", "grid.criterion=[random]",
@@ -149,7 +149,7 @@ def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, cifar_r
     assert failures == [0] * 6 + [2] * 2
 
 
-def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, cifar_root):
+def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, small_cifar):
     baseline = tmp_path / "baseline"
     sweep(baseline, "--set", "grid.criterion=[random]")
     marker = tmp_path / "actor-died"
@@ -167,7 +167,7 @@ def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, cifar_root):
     )
 
 
-def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root):
+def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifar):
     args = [
         "--set",
         "stage1.epochs=6",
@@ -237,7 +237,7 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, cifar_root
         assert sum(r.get("phase") == "final" for r in records) == 1
 
 
-def test_resume_retries_errored_trials_only_when_asked(tmp_path, cifar_root):
+def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
     from tests.standin import FAIL_MARKER_ENV
 
     marker = tmp_path / "fault-fixed"
@@ -353,7 +353,7 @@ def _command_table(module, args, monkeypatch, tmp_path, name):
     return pd.read_parquet(tmp_path / "cli" / f"{name}.parquet")
 
 
-def test_fid_repeated_kind_matches_the_e1_command(tmp_path, cifar_root, monkeypatch):
+def test_fid_repeated_kind_matches_the_e1_command(tmp_path, small_cifar, monkeypatch):
     from experiments import fid_repeated
 
     sweep(tmp_path, "--set", "kind=fid_repeated", "--set", "name=e1",
@@ -370,7 +370,7 @@ def test_fid_repeated_kind_matches_the_e1_command(tmp_path, cifar_root, monkeypa
         np.testing.assert_allclose(got, row.fid_values, rtol=1e-9)
 
 
-def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, cifar_root, monkeypatch):
+def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, small_cifar, monkeypatch):
     from experiments import fid_scrambled
 
     sweep(tmp_path, "--set", "kind=fid_scrambled", "--set", "name=e2",
@@ -387,7 +387,7 @@ def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, cifar_root, monkeyp
         np.testing.assert_allclose(got, row.fid_values, rtol=1e-9)
 
 
-def test_mahalanobis_scores_come_once_from_the_driver(tmp_path, cifar_root):
+def test_mahalanobis_scores_come_once_from_the_driver(tmp_path, small_cifar):
     from fid.stats import statistics
     from selection.criteria import mahalanobis_distances
     from selection.datasets import load_cifar10
