@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class InputError(ValueError):
@@ -29,6 +30,7 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv=None) -> None:
         main(argv)
     except InputError as error:
         fail(str(error))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, no traceback
+        detail = f": {interrupt}" if str(interrupt) else ""
+        print(f"interrupted{detail}", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None

@@ -354,6 +354,11 @@ def run_sweep(
     tuner = build_tuner(config, trials, folder, data, resume=resume,
                         retry_errored=retry_errored, address=address)  # fmt: skip
     GATES[folder] = prerequisites
+    # Ctrl-C stops the sweep at once as a KeyboardInterrupt (sweep.run: one line,
+    # exit 130). Tune's own handler would instead end fit() as if the sweep were
+    # complete, and the tables would be built from trials that never ran. Tune saves
+    # its state as trials report, so --resume continues from the last checkpoints.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         results = list(tuner.fit())
     finally:

@@ -213,17 +213,25 @@ def main(argv=None) -> None:
     trials = expand(config, len(train))
     # joined (in bounded time) before anything is written to storage
     connect(config, args.address, NAMESPACE)
-    table = run_sweep(
-        config,
-        trials,
-        folder,
-        train=train,
-        test=test,
-        address=args.address,
-        resume=args.resume,
-        retry_errored=args.retry_errored,
-        grid_text=text,  # written once the FID service stands, before any trial
-    )
+    try:
+        table = run_sweep(
+            config,
+            trials,
+            folder,
+            train=train,
+            test=test,
+            address=args.address,
+            resume=args.resume,
+            retry_errored=args.retry_errored,
+            grid_text=text,  # written once the FID service stands, before any trial
+        )
+    except KeyboardInterrupt:
+        started = read_text(join(folder, GRID_FILE)) is not None
+        raise KeyboardInterrupt(
+            f"continue with the same command and --resume ({folder})"
+            if started
+            else "nothing was written; the same command starts afresh"
+        ) from None
     if table.empty or (table["status"] == "error").any():
         print("some trials failed: see the status and error columns", file=sys.stderr)
 

@@ -237,6 +237,38 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifa
         assert sum(r.get("phase") == "final" for r in records) == 1
 
 
+def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
+    tmp_path, small_cifar
+):
+    args = ["--set", "stage1.epochs=6", "--set", "checkpoint_every=1",
+            "--set", "grid.criterion=[random]"]  # fmt: skip
+    command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
+               *TINY, *args]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    folder = tmp_path / "smoke"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(folder.glob("trial_*/checkpoint_*")):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+    interrupted = time.time()
+    _, error = driver.communicate(timeout=120)
+    assert driver.returncode == 130, error[-3000:]
+    assert time.time() - interrupted < 20
+    ours = [line for line in error.splitlines() if line.startswith("interrupted")]
+    assert ours == [f"interrupted: continue with the same command and --resume "
+                    f"({folder})"], error[-3000:]  # fmt: skip
+    assert "Traceback" not in error
+    # no tables from a sweep that did not finish, and no half-written file
+    assert not (folder / "results.parquet").exists()
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
+    sweep(tmp_path, *args, "--resume")
+    results, history = _tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 2
+    assert len(history) == 2 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
+
+
 def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
     from tests.standin import FAIL_MARKER_ENV
 

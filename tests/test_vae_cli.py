@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
-from tests.conftest import random_images
+from tests.conftest import ROOT, random_images
 from tests.test_cli import _assert_one_line_error, _folder, _run
 from tests.tiny import TINY_CLI
 
@@ -174,3 +175,37 @@ def test_cli_divergence_writes_its_metrics_and_exits_1(fake_data, tmp_path, caps
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["outcome"] == "diverged" and metrics["epochs_run"] == 0
     assert not list(out.glob("samples_*.png"))  # no samples from a diverged model
+
+
+def test_ctrl_c_stops_at_once_with_one_line_and_resume_continues(fake_data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    data, _ = fake_data
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "vae.train", "--data", str(data), "--out",
+               str(out), "--epochs", "100000", "--batch-size", "8", "--fid-samples",
+               "0", "--priors", "gaussian", "--quiet", *TINY_CLI]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "stage1.pt").is_file():
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+    interrupted = time.time()
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 130 and time.time() - interrupted < 10
+    lines = [line for line in error.splitlines() if line.strip()]
+    assert lines == ["interrupted: continue with the same command and --resume"]
+    assert not [p for p in out.iterdir() if p.suffix == ".tmp" or ".tmp" in p.name]
+    epoch = torch.load(out / "stage1.pt", weights_only=False)["epoch"]
+    assert 1 <= epoch < 100000
+    # the same command with --resume goes on from that epoch (to two more, here)
+    _run("-m", "vae.train", *command[3:], "--resume", "--epochs", str(epoch + 2),
+         check_rc=0)  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == epoch + 2 and len(metrics["history"]) == epoch + 2

@@ -275,8 +275,15 @@ class Run:
 def main(argv=None) -> None:
     args = parser(__doc__).parse_args(argv)
     check(args)
-    with cache_scope(args):
-        _run(args)
+    try:
+        with cache_scope(args):
+            _run(args)
+    except KeyboardInterrupt:
+        started = (Path(args.out) / "stage1.pt").is_file()
+        raise KeyboardInterrupt(
+            "continue with the same command and --resume" if started
+            else "no checkpoint yet; the same command starts afresh"
+        ) from None
 
 
 def _run(args: argparse.Namespace) -> None:
