@@ -99,6 +99,7 @@ FID = [
     (["--save-stats", "{a}", "/proc/o.npz"], "/proc/o.npz: its folder"),
     (["--save-stats", "--kid", "{a}", "{out}.npz"], "drop --save-stats"),
     (["--kid", "{a}", "{npz}"], "--kid needs images, not statistics"),
+    (["{npz}", "{a}"], "junk.npz: not a statistics file"),
     (["--fid-inf", "{npz}", "{a}"], "--fid-inf needs images"),
     (["{a}", "{a}", "--bogus"], "unrecognized arguments: --bogus"),
 ]

@@ -110,23 +110,14 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
     assert lines["FID-infinity"].startswith(f"{expected_inf.value} (")
 
 
+# every option's bad values run in-process in tests/test_bad_input.py; these go
+# through a real process, for the exit code and stderr as a shell sees them
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["-m", "fid", "/no/such/dir", "/tmp"], "/no/such/dir: no such file"),
-        (["-m", "fid", "--save-stats", "/tmp", "out.txt"], "must end in .npz"),
-        (["-m", "fid", "--batch-size", "0", "/tmp", "/tmp"], "--batch-size"),
-        (["-m", "fid", "--network", "/no/net.pt", "{a}", "{a}"], "/no/net.pt"),
         (["-m", "fid", "{junk}", "{a}"], "junk.npz: not a statistics file"),
-        (["-m", "fid", "--kid", "{a}", "{junk}"], "--kid needs images, not statistics"),
-        (["-m", "fid", "--fid-inf", "{junk}", "{a}"], "--fid-inf needs images"),
-        (["-m", "fid", "--save-stats", "--kid", "{a}", "o.npz"], "drop --save-stats"),
-        (["-m", "experiments.fid_repeated", "--data", "/no/data"], "/no/data"),
-        (["-m", "experiments.fid_repeated", "--repetitions", "0"], "--repetitions"),
-        (["-m", "experiments.fid_scrambled", "--tiles", "3"], "--tiles: 3"),
         (["-m", "fid", "--device", "cuda:99", "{a}", "{a}"], "--device cuda:99: "),
-        (["-m", "experiments.fid_repeated", "--test-limit", "1"], "--test-limit must"),
-        (["-m", "experiments.fid_scrambled", "--device", "tpu"], "--device tpu: "),
+        (["-m", "experiments.fid_scrambled", "--tiles", "3"], "--tiles: 3"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
