@@ -68,7 +68,7 @@ def _tables(tmp_path, name="smoke"):
             pd.read_parquet(folder / "history.parquet"))  # fmt: skip
 
 
-def test_smoke_grid_end_to_end(tmp_path, small_cifar):
+def test_smoke_grid_end_to_end(tmp_path, small_cifar, fresh_cache):
     from importlib.metadata import version
 
     from selection.datasets import load_cifar10
@@ -419,7 +419,9 @@ def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, small_cifar, monkey
         np.testing.assert_allclose(got, row.fid_values, rtol=1e-9)
 
 
-def test_mahalanobis_scores_come_once_from_the_driver(tmp_path, small_cifar):
+def test_mahalanobis_scores_come_once_from_the_driver(
+    tmp_path, small_cifar, fresh_cache
+):
     from fid.stats import statistics
     from selection.criteria import mahalanobis_distances
     from selection.datasets import load_cifar10
