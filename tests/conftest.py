@@ -71,7 +71,8 @@ def cifar_root() -> Path:
     """The offline CIFAR-10 copy (../shared/data/cifar10-jpeg or $VAE_SWEEP_DATA)."""
     root = cifar_path()
     if not (root / "test.zip").exists() and not (root / "test").exists():
-        pytest.skip(f"no offline CIFAR-10 at {root}")
+        pytest.skip(f"needs the real CIFAR-10 (all 50,000 / 10,000 images, or their "
+                    f"real content), not found at {root}: set $VAE_SWEEP_DATA")
     return root
 
 
@@ -90,17 +91,17 @@ def smooth_images(rng: np.random.Generator, n: int, tint) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def small_cifar_root(tmp_path_factory) -> Path:
-    """A CIFAR-10 layout made by the tests (train/<class>/, test/<class>/ PNGs; 40
-    training and 10 test images per class), for the tests that need the layout and a
-    few hundred images, not CIFAR itself: they run in any clone, without the offline
-    copy beside this checkout."""
+    """A CIFAR-10 layout made by the tests (train/<class>/, test/<class>/ PNGs; 210
+    training and 10 test images per class: 2,100 / 100), for the tests that need the
+    layout and a few thousand images, not CIFAR itself: they run in any clone,
+    without the offline copy beside this checkout."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("small-cifar")
     rng = np.random.default_rng(20261125)
     for label, name in enumerate(SMALL_CLASSES):
         tint = rng.uniform(60, 200, size=3)
-        for split, count in (("train", 40), ("test", 10)):
+        for split, count in (("train", 210), ("test", 10)):
             folder = root / split / name
             folder.mkdir(parents=True)
             for i, image in enumerate(smooth_images(rng, count, tint)):

@@ -99,7 +99,7 @@ class SimCluster:
 
 
 @pytest.fixture
-def sim(tmp_path):
+def sim(tmp_path, small_cifar):  # the driver reads the small made-up CIFAR
     cluster = SimCluster(tmp_path)
     yield cluster
     cluster.shutdown()
