@@ -71,8 +71,10 @@ def cifar_root() -> Path:
     """The offline CIFAR-10 copy (../shared/data/cifar10-jpeg or $VAE_SWEEP_DATA)."""
     root = cifar_path()
     if not (root / "test.zip").exists() and not (root / "test").exists():
-        pytest.skip(f"needs the real CIFAR-10 (all 50,000 / 10,000 images, or their "
-                    f"real content), not found at {root}: set $VAE_SWEEP_DATA")
+        pytest.skip(
+            f"needs the real CIFAR-10 (all 50,000 / 10,000 images, or their "
+            f"real content), not found at {root}: set $VAE_SWEEP_DATA"
+        )
     return root
 
 

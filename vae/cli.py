@@ -281,7 +281,8 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         started = (Path(args.out) / "stage1.pt").is_file()
         raise KeyboardInterrupt(
-            "continue with the same command and --resume" if started
+            "continue with the same command and --resume"
+            if started
             else "no checkpoint yet; the same command starts afresh"
         ) from None
 
