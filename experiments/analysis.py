@@ -31,7 +31,7 @@ import pandas as pd
 from experiments import figures, tables
 from experiments.sweeps import Sweep, load_sweeps
 from selection.checks import writable_folder
-from selection.cli import Parser, finite_float
+from selection.cli import Parser, finite_float, text
 from selection.errors import InputError, run_cli
 from selection.files import replaced_dir
 from sweep.trainable import SAMPLES_FOLDER
@@ -43,12 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m experiments.analysis", __doc__)
     parser.add_argument(
         "folders",
+        type=text,
         nargs="+",
         metavar="RESULTS_DIR",
         help="sweep folders (<storage>/<name>)",
     )
     parser.add_argument(
         "--out",
+        type=text,
         default=None,
         help="report folder (default: <first RESULTS_DIR>/report)",
     )
@@ -303,6 +305,11 @@ def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     if not 0 < args.level < 1:
         raise InputError(f"--level must be between 0 and 1, got {args.level}")
+    for folder in args.folders:  # before --out's default is made from the first
+        if not Path(folder).is_dir():
+            raise InputError(f"{folder}: no such folder (a sweep folder is wanted)")
+    if len({Path(f).resolve() for f in args.folders}) < len(args.folders):
+        raise InputError("the same sweep folder is given twice")
     out = Path(args.out) if args.out else Path(args.folders[0]) / "report"
     writable_folder(out, f"--out {out}")
     started = time.time()

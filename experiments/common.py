@@ -16,6 +16,7 @@ from fid.features import resolve_device
 from fid.options import add_network_options, check_network_options
 from fid.options import build_engine as engine_from_options
 from selection.checks import at_least, data_folder, writable_folder
+from selection.cli import seed, text
 from selection.datasets import ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.files import atomic_path
@@ -24,6 +25,7 @@ from selection.files import atomic_path
 def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> None:
     parser.add_argument(
         "--data",
+        type=text,
         default=None,
         help="CIFAR-10 root: python batches, or train/test image folders "
         "or zips (default $VAE_SWEEP_DATA, else ./data)",
@@ -33,11 +35,11 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
         action="store_true",
         help="download CIFAR-10 into --data if it is not there",
     )
-    parser.add_argument("--out", default=out_default, help="output folder")
+    parser.add_argument("--out", type=text, default=out_default, help="output folder")
     parser.add_argument("--repetitions", type=int, default=10,
                         help="independent draws per point, for the mean and "
                         "sample variance")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="seed of every draw")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of every draw")
     parser.add_argument(
         "--test-limit",
         type=int,
@@ -56,6 +58,7 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
     add_network_options(parser)
     parser.add_argument(
         "--published",
+        type=text,
         default=None,
         metavar="CSV",
         help="a table of published values to draw beside this project's (columns: "

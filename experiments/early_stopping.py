@@ -38,7 +38,7 @@ from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
 from experiments.sweeps import Sweep, load_sweeps
 from selection.checks import at_least, positive_list, writable_folder
-from selection.cli import Parser, float_list, int_list
+from selection.cli import Parser, float_list, int_list, text
 from selection.errors import InputError, run_cli
 from selection.files import replaced_dir
 
@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m experiments.early_stopping", __doc__)
     parser.add_argument(
         "folders",
+        type=text,
         nargs="+",
         metavar="RUN_DIR",
         help="sweep folders: one exhaustive run (scheduler none), and any runs of "
@@ -59,11 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
+        type=text,
         default=None,
         help="report folder (default: <exhaustive RUN_DIR>/early_stopping)",
     )
     parser.add_argument(
         "--prior",
+        type=text,
         default=None,
         help="the prior whose final FID ranks the trials (default: the grid's first)",
     )
@@ -82,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reduction",
         type=float_list,
-        default=[2.0, 3.0, 4.0],
-        help="replayed reduction factors of ASHA, each above 1",
+        default=None,
+        help="replayed reduction factors of ASHA, each above 1 (default: 2,3,4)",
     )
     return parser
 
@@ -361,9 +364,13 @@ def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     at_least(args, 1, "top_k")
     positive_list(args, "grace")
-    if min(args.reduction) <= 1:
+    if args.reduction is not None and min(args.reduction) <= 1:
         raise InputError(f"--reduction needs numbers above 1, got "
                          f"{','.join(map(str, args.reduction))}")  # fmt: skip
+    for name in ("grace", "reduction"):
+        if getattr(args, name) is not None and not args.replay:
+            raise InputError(f"--{name} sets what --replay replays: add --replay")
+    args.reduction = args.reduction or [2.0, 3.0, 4.0]
     sweeps = load_sweeps(args.folders)
     if any(s.grid.kind != "vae" for s in sweeps):
         raise InputError("early stopping compares vae sweeps only")
@@ -382,6 +389,10 @@ def main(argv=None) -> None:
             f"--prior {prior}: not among the grid's priors "
             f"({', '.join(exhaustive.grid.priors)})"
         )
+    epochs = exhaustive.grid.stage1.epochs
+    if args.replay and args.grace and max(args.grace) > epochs:
+        raise InputError(f"--grace {max(args.grace)} is more than the exhaustive "
+                         f"run's {epochs} epochs")  # fmt: skip
     if args.replay and (
         exhaustive.history.empty
         or "fid_intermediate" not in exhaustive.history

@@ -22,7 +22,7 @@ from fid.options import add_network_options, build_engine, check_network_options
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, warn_small_sample
 from selection.checks import writable_folder
-from selection.cli import Parser
+from selection.cli import Parser, seed, text
 from selection.datasets import load_images
 from selection.errors import InputError, run_cli
 
@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m fid", __doc__)
     parser.add_argument(
         "paths",
+        type=text,
         nargs=2,
         metavar="PATH",
         help="image folder, zip of one, or .npz statistics; with "
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also FID-infinity of PATH1: FID against 1/n, extrapolated to n = "
         "infinity (Chong & Forsyth 2020)",
     )
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed, default=0,
                         help="seed of the subsets of KID and FID-inf")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -161,12 +162,14 @@ def main(argv=None) -> None:
         )
         return
     first, second = (session.stats(p) for p in args.paths)
-    print(f"samples: {first.n} vs {second.n}", file=sys.stderr)
-    warn_small_sample(min(first.n, second.n), "samples")
     try:
         value = frechet_distance(first, second)
     except ValueError as error:
         raise InputError(f"{args.paths[0]} vs {args.paths[1]}: {error}") from None
+    counts = [str(s.n) if s.n >= 0 else "unknown" for s in (first, second)]
+    print(f"samples: {counts[0]} vs {counts[1]}", file=sys.stderr)
+    if min(first.n, second.n) >= 0:
+        warn_small_sample(min(first.n, second.n), "samples")
     print(f"FID: {value}")
     if args.kid:
         result = kid(session.features(args.paths[0]), session.features(args.paths[1]),

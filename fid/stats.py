@@ -61,6 +61,11 @@ class Statistics:
             raise InputError(
                 f"{path}: mu {mu.shape} and sigma {sigma.shape} do not match"
             )
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            raise InputError(f"{path}: mu or sigma holds NaN or infinity")
+        if not np.allclose(sigma, sigma.T) or (np.diag(sigma) < 0).any():
+            raise InputError(f"{path}: sigma is not a covariance (asymmetric, or "
+                             f"a negative variance)")  # fmt: skip
         return cls(mu, sigma, n)
 
 

@@ -91,9 +91,38 @@ def finite_float(text: str) -> float:
     return value
 
 
+CLUSTER_MAX = 100_000  # GPUs or CPUs: a bound far above any real cluster
+
+
 def positive_number(text: str) -> float:
-    """A finite number above 0 (cluster sizes)."""
+    """A finite number above 0 and at most CLUSTER_MAX (cluster sizes)."""
     value = finite_float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    if not 0 < value <= CLUSTER_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a number above 0 and at most {CLUSTER_MAX:,}, got {text!r}"
+        )
+    return value
+
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds: 0 .. 2^32 - 1
+
+
+def seed(text: str) -> int:
+    """A random seed: an integer from 0 to 2^32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from 0 to {SEED_MAX}, got {text!r}"
+        )
+    return value
+
+
+def text(value: str) -> str:
+    """A path or name that is not empty (an empty one would quietly mean the
+    current folder or the default)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("expected a value, got an empty string")
     return value

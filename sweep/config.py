@@ -42,7 +42,8 @@ CIFAR_TEST_SIZE = 10_000
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan and inf pass every `gt`/`ge` bound: refuse them in every float
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSection(Section):
@@ -51,7 +52,8 @@ class DataSection(Section):
     download: bool = True
     # N images spread evenly over the classes (selection.datasets.spread_over_classes)
     train_limit: PositiveInt | None = None  # a pool of N training images
-    test_limit: PositiveInt | None = None  # FID reference from N test images
+    # FID reference from N test images (a covariance needs two)
+    test_limit: int | None = Field(None, ge=2)
 
 
 class ModelSection(Section):
@@ -106,7 +108,7 @@ class SelectionSection(Section):
 
 
 class FIDSection(Section):
-    samples: PositiveInt = 10_000  # generated images per prior
+    samples: int = Field(10_000, ge=2)  # generated images per prior (a covariance)
     # fid always; kid (with kid_std) and fid_inf from the same features, as extra
     # columns (fid/sample_metrics.py)
     metrics: tuple[Literal["fid", "kid", "fid_inf"], ...] = ("fid",)
@@ -120,7 +122,7 @@ class FIDSection(Section):
 
 class EvalSection(Section):
     every: NonNegativeInt = 0  # intermediate FID every N epochs; 0: never
-    samples: PositiveInt = 1000  # Gaussian-prior samples per intermediate FID
+    samples: int = Field(1000, ge=2)  # Gaussian-prior samples per intermediate FID
 
 
 class SchedulerSection(Section):
@@ -390,6 +392,12 @@ def check_consistency(config: GridConfig, source: str) -> None:
         raise InputError(
             f"{source}: scheduler.name = {config.scheduler.name!r} acts on the "
             f"intermediate FID: set eval.every to a number of epochs > 0"
+        )
+    precisions = config.grid.get("stage1.precision", [config.stage1.precision])
+    if "bf16" in precisions and config.resources.gpu <= 0:
+        raise InputError(
+            f"{source}: stage1.precision = 'bf16' runs on CUDA only, but "
+            f"resources.gpu = {config.resources.gpu:g}: use fp32 for CPU trials"
         )
     epochs = min(config.grid.get("stage1.epochs", [config.stage1.epochs]))
     if config.eval.every > epochs:

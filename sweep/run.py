@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from fid.stats import warn_small_sample
-from selection.cli import Parser, positive_number
+from selection.cli import Parser, positive_number, text
 from selection.errors import InputError, run_cli
 from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
@@ -32,12 +32,14 @@ from sweep.storage import (
     join,
     read_text,
 )
-from sweep.trials import expand, trial_name
+from sweep.trials import expand, settings, trial_name
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m sweep.run", __doc__)
-    parser.add_argument("grid", nargs="?", help="grid YAML file (see grids/)")
+    parser.add_argument(
+        "grid", type=text, nargs="?", help="grid YAML file (see grids/)"
+    )
     parser.add_argument(
         "--list-keys",
         action="store_true",
@@ -45,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--address",
+        type=text,
         default=None,
         help="Ray cluster to join: 'auto' or HOST:PORT (default: a local Ray)",
     )
@@ -92,6 +95,20 @@ def _parser() -> argparse.ArgumentParser:
         "for several (--list-keys shows them all)",
     )
     return parser
+
+
+def check_fid_network(config: GridConfig) -> None:
+    """The Inception file the FID actors will load exists and has its sha1 (the
+    actors would otherwise fail after the data loads and Ray starts)."""
+    if config.fid.extractor is not None:  # another feature network (tests)
+        return
+    from fid.network import locate_network_file, verify_network_file
+
+    path = config.fid.network or locate_network_file()
+    try:
+        verify_network_file(path)
+    except InputError as error:
+        raise InputError(f"fid.network = {config.fid.network!r}: {error}") from None
 
 
 def warn_fid_samples(config: GridConfig) -> None:
@@ -188,6 +205,9 @@ def main(argv=None) -> None:
         config = rehearsal(config, args.grid)
         print(REHEARSAL_BANNER)
     trials = expand(config)
+    if config.kind == "vae":  # each trial's model and training settings, checked
+        for params in trials:
+            settings(config, params, device="cpu")
     if args.dry_run:
         print_plan(config, trials, slots(config, len(trials), gpus=args.gpus,
                                          cpus=args.cpus))  # fmt: skip
@@ -197,6 +217,7 @@ def main(argv=None) -> None:
         raise InputError("--gpus and --cpus size the --dry-run cost; add --dry-run")
     check_cluster_options(config, args)
     check_address(args.address)  # bounded in time, before any data loads
+    check_fid_network(config)
     folder = join(config.storage, config.name)
     text = resolved_yaml(config)
     use_endpoint(config)

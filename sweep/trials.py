@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import re
 from dataclasses import dataclass
 
 from experiments.fid_scrambled import tile_grid
@@ -72,7 +73,10 @@ def check_experiment(config: GridConfig, total: int) -> None:
                 )
     if config.kind == "fid_scrambled":
         for tiles in config.e2.tiles:
-            tile_grid(tiles)
+            try:
+                tile_grid(tiles)
+            except InputError as error:  # it names the E2 command's flag
+                raise InputError(str(error).replace("--tiles", "e2.tiles")) from None
         if config.e2.count > total:
             raise InputError(
                 f"e2.count = {config.e2.count} is more than the {total} training images"
@@ -122,6 +126,16 @@ def _training(section, **overrides) -> TrainConfig:
 def settings(
     config: GridConfig, params: dict, *, device: str = "auto"
 ) -> TrialSettings:
+    """A trial's settings; the model's own checks name the grid keys (model.*)."""
+    try:
+        return _settings(config, params, device=device)
+    except InputError as error:
+        message = re.sub(r"(?<![\w.])(latent_dim|encoder_channels|decoder_channels)\b",
+                         r"model.\1", str(error))  # fmt: skip
+        raise InputError(message) from None
+
+
+def _settings(config: GridConfig, params: dict, *, device: str) -> TrialSettings:
     model = section(config, "model", params)
     stage1 = section(config, "stage1", params)
     stage2 = section(config, "stage2", params)

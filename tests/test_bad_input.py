@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pytest
 
 from selection.errors import run_cli
@@ -92,7 +93,13 @@ FID = [
     (["{a}", "{a}", "--network-sha1", "0" * 40], "expected 0000"),
     (["{a}", "{a}", "--cache-dir", "{file}"], "--cache-dir {file}: exists and is not"),
     (["{a}", "{a}", "--cache-dir", "{file}/c"], "is a file, not a folder"),
-    (["{a}", "{a}", "--seed", "x"], "--seed: invalid int value"),
+    (["{a}", "{a}", "--seed", "x"], "--seed: expected an integer, got 'x'"),
+    (["{a}", "{a}", "--seed", "-1"], "--seed: expected an integer from 0 to"),
+    (["", "{a}"], "PATH: expected a value, got an empty string"),
+    (["{a}", "{a}", "--network", ""], "--network: expected a value"),
+    (["{a}", "{a}", "--network", "/proc/self/mem"], "cannot read the FID network"),
+    (["{nan}", "{a}"], "mu or sigma holds NaN or infinity"),
+    (["{neg}", "{a}"], "sigma is not a covariance"),
     (["--save-stats", "{a}", "out.txt"], "must end in .npz"),
     (["--save-stats", "{a}", "{file}/o.npz"], "exists and is not a folder"),
     (["--save-stats", "{a}", "{a}"], "must end in .npz"),
@@ -119,7 +126,14 @@ VAE = [
     (["--out", "{out}", "--priors", "vamp"], "--priors: unknown prior 'vamp'"),
     (["--out", "{out}", "--priors", ","], "--priors: unknown prior (none given)"),
     (["--out", "{out}", "--fid-samples", "-1"], "--fid-samples must be at least 0"),
-    (["--out", "{out}", "--seed", "x"], "--seed: invalid int value"),
+    (["--out", "{out}", "--seed", "x"], "--seed: expected an integer, got 'x'"),
+    (["--out", "{out}", "--seed", "-1"], "--seed: expected an integer from 0"),
+    (["--out", "{out}", "--seed", "99999999999999999999"], "--seed: expected an"),
+    (["--out", ""], "--out: expected a value, got an empty string"),
+    (["--out", "{out}", "--data", ""], "--data: expected a value"),
+    (["--out", "{out}", "--fid-samples", "1"], "--fid-samples must be 0 (no FID)"),
+    (["--out", "{out}", "--preview", "99999"], "--preview must be at most 1024"),
+    (["--out", "{out}", "--fid-samples", "0", "--cache-dir", "/proc/x"], "--cache-dir"),
     (["--out", "{out}", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["--out", "{out}", "--lr", "0"], "--lr must be above 0"),
     (["--out", "{out}", "--lr", "nan"], "--lr: expected a finite number"),
@@ -160,7 +174,9 @@ E_COMMON = [
     (["--out", "{file}/e"], "is a file, not a folder"),
     (["--data", "/no/data"], "--data /no/data: no such folder"),
     (["--repetitions", "0"], "--repetitions must be at least 1"),
-    (["--seed", "x"], "--seed: invalid int value"),
+    (["--seed", "x"], "--seed: expected an integer, got 'x'"),
+    (["--seed", "-1"], "--seed: expected an integer from 0"),
+    (["--out", ""], "--out: expected a value, got an empty string"),
     (["--test-limit", "1"], "--test-limit must be at least 2"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "--device tpu: "),
@@ -194,6 +210,9 @@ ANALYSIS = [
     ([], "the following arguments are required: RESULTS_DIR"),
     (["/no/sweep"], "/no/sweep"),
     (["{a}", "--out", "{out}"], "{a}: "),
+    (["{file}"], "{file}: no such folder (a sweep folder is wanted)"),
+    (["{study}", "{study}", "--out", "{out}"], "the same sweep folder is given twice"),
+    (["{study}", "--out", ""], "--out: expected a value"),
     (["{study}", "--out", "{file}"], "--out {file}: exists and is not a folder"),
     (["{study}", "--out", "{out}", "--test", "z"], "--test: invalid choice: 'z'"),
     (["{study}", "--out", "{out}", "--level", "1.5"], "--level must be between 0"),
@@ -212,6 +231,10 @@ EARLY_STOPPING = [
     (["{study}", "--out", "{out}", "--reduction", "1"], "--reduction needs numbers ab"),
     (["{study}", "--out", "{out}", "--reduction", "x"], "--reduction: expected comma"),
     (["{study}", "--out", "{out}", "--replay", "--grace", "x"], "--grace: expected"),
+    (["{study}", "--out", "{out}", "--grace", "2"], "--grace sets what --replay"),
+    (["{study}", "--out", "{out}", "--reduction", "2"], "--reduction sets what"),
+    (["{study}", "--out", "{out}", "--replay", "--grace", "999"], "--grace 999 is"),
+    (["{study}", "--out", "{out}", "--prior", ""], "--prior: expected a value"),
 ]
 
 SHARED = ["--set", "storage_shared=true"]  # storage that every node sees
@@ -232,6 +255,15 @@ SWEEP = [
     (["{grid}", "--address", "127.0.0.1:1", *SHARED], "--address 127.0.0.1:1: no Ray"),
     (["{grid}", "--address", "auto"], "is a folder on this machine only"),
     (["{grid}", "--gpus", "0"], "--gpus: expected a number above 0"),
+    (["{grid}", "--dry-run", "--cpus", "1e300"], "--cpus: expected a number above"),
+    (["{grid}", "--address", ""], "--address: expected a value"),
+    (["{grid}", "--set", "stage1.precision=bf16"], "'bf16' runs on CUDA only"),
+    (["{grid}", "--set", "fid.network=/nonexist"], "fid.network = '/nonexist': "),
+    (["{grid}", "--set", "data.test_limit=1"], "data.test_limit = 1"),
+    (["{grid}", "--set", "fid.samples=1"], "fid.samples = 1"),
+    (["{grid}", "--set", "stage1.lr=.inf"], "stage1.lr = inf: Input should be a fin"),
+    (["{grid}", "--set", "model.encoder_channels=[]"], "model.encoder_channels must"),
+    (["{grid}", "--set", "kind=fid_scrambled", "--set", "e2.tiles=[3]"], "e2.tiles: 3"),
     (["{grid}", "--cpus", "x"], "--cpus: expected a number"),
     (["{grid}", "--gpus", "2"], "--gpus and --cpus size the --dry-run cost"),
     (["{grid}", "--retry-errored", "--resume"], "nothing to resume"),
@@ -292,9 +324,13 @@ def places(tmp_path, rng):
     (tmp_path / "junk.npz").write_bytes(b"nonsense")
     (tmp_path / "file").write_text("a plain file")
     (tmp_path / "pub.csv").write_text("x,y\n1,2\n")
+    np.savez(tmp_path / "nan.npz", mu=np.array([np.nan, 0.0]), sigma=np.eye(2), n=9)
+    np.savez(tmp_path / "neg.npz", mu=np.zeros(2), sigma=-np.eye(2), n=9)
     return {
         "a": str(folder),
         "npz": str(tmp_path / "junk.npz"),
+        "nan": str(tmp_path / "nan.npz"),
+        "neg": str(tmp_path / "neg.npz"),
         "file": str(tmp_path / "file"),
         "out": str(tmp_path / "out"),
         "csv": str(tmp_path / "pub.csv"),

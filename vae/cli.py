@@ -208,8 +208,16 @@ class Run:
         train = self.load("train")
         chosen = select(a.criterion, train, a.n, seed=a.seed,
                         scores=self.scores(train), label="--n ")  # fmt: skip
+        saved = self.out / "selection.npy"
+        changed = saved.is_file() and not np.array_equal(np.load(saved), chosen.indices)
+        if a.resume and changed:
+            raise InputError(
+                f"--resume: {self.out / 'stage1.pt'} was trained on another subset "
+                f"({saved}); resume with the --criterion, --n and --seed it started "
+                f"with, or use a new --out"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.out / "selection.npy", suffix=".npy") as tmp:
+        with atomic_path(saved, suffix=".npy") as tmp:
             np.save(tmp, chosen.indices)
         return train, np.asarray(train.images)[chosen.indices]
 

@@ -6,7 +6,7 @@ import argparse
 import re
 
 from fid.features import resolve_device
-from fid.options import add_network_options, check_network_options
+from fid.options import add_network_options, check_cache_dir, check_network_options
 from selection.checks import (
     at_least,
     data_folder,
@@ -15,7 +15,7 @@ from selection.checks import (
     positive_list,
     writable_folder,
 )
-from selection.cli import Parser, finite_float, int_list, name_list
+from selection.cli import Parser, finite_float, int_list, name_list, seed, text
 from selection.criteria import CRITERIA, check_criterion
 from selection.errors import InputError
 from selection.scores import MAHALANOBIS_SPACES
@@ -23,6 +23,8 @@ from vae.losses import LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
 from vae.priors import PRIORS, STAGE2_INPUTS, check_priors
 from vae.train import PRECISIONS, TrainConfig
+
+PREVIEW_MAX = 1024  # a 32 x 32 grid of samples; more is not a preview
 
 STUDY_DEFAULTS = """\
 Every default is the full study: 600 epochs of the full-width model (encoder
@@ -40,6 +42,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = Parser("python -m vae.train", description, epilog=STUDY_DEFAULTS)
     p.add_argument(
         "--data",
+        type=text,
         default=None,
         help="CIFAR-10 root: python batches, or train/test image folders or zips "
         "(default: $VAE_SWEEP_DATA, else ./data)",
@@ -53,7 +56,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
     p.add_argument("--epochs", type=int, default=600, help="stage-1 epochs")
-    p.add_argument("--out", required=True, help="output folder (required)")
+    p.add_argument("--out", type=text, required=True, help="output folder (required)")
     p.add_argument(
         "--priors",
         type=name_list,
@@ -68,7 +71,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of the selection, the weights and the sampling",
     )
@@ -243,5 +246,12 @@ def check(args: argparse.Namespace) -> None:
         )
     if args.resume and not stage1.exists():
         raise InputError(f"--resume: nothing to resume, {stage1} does not exist")
+    if args.fid_samples == 1:
+        raise InputError("--fid-samples must be 0 (no FID) or at least 2 (a "
+                         "covariance needs two images), got 1")  # fmt: skip
+    if args.preview > PREVIEW_MAX:
+        raise InputError(f"--preview must be at most {PREVIEW_MAX} images, got "
+                         f"{args.preview}")  # fmt: skip
+    check_cache_dir(args)  # the decoded data is cached even without FID
     if args.fid_samples > 0:
         check_network_options(args)

@@ -319,7 +319,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
     except Exception as error:  # a truncated or foreign file
-        raise InputError(f"{path}: not a readable checkpoint ({error})") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"{path}: not a readable checkpoint ({reason})") from None
 
 
 def load_model(path_or_state, device: str | torch.device = "cpu") -> VAE:
