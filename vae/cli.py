@@ -289,7 +289,8 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         started = (Path(args.out) / "stage1.pt").is_file()
         raise KeyboardInterrupt(
-            "continue with the same command and --resume"
+            "continue with the same command and --resume (stage 1 goes on from "
+            "its last epoch; stage 2, if it had started, starts over)"
             if started
             else "no checkpoint yet; the same command starts afresh"
         ) from None
