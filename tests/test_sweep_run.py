@@ -226,14 +226,16 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifa
         "no unfinished trial had a checkpoint at the kill"  # fmt: skip
     for trial_id in checkpointed:
         assert first[trial_id] < killed_at, trial_id
-    # what Tune itself recorded, before results.py de-duplicates: every epoch once,
-    # except at most the one in flight at the kill (its checkpoint may be missing)
+    # what Tune itself recorded, before results.py de-duplicates: at most the epoch
+    # in flight at the kill ran twice (its checkpoint may be missing), never epoch 1,
+    # and one final report. (Tune's log may lack epochs: the driver writes it, and
+    # the lines it had not written when it died are lost, as in [1, 2, 5, 6].)
     for log in folder.glob("trial_*/result.json"):
         records = [json.loads(line) for line in log.read_text().splitlines()]
         epochs = [r["epoch"] for r in records if r.get("phase") == "stage1"]
         repeated = {e for e in epochs if epochs.count(e) > 1}
         assert len(repeated) <= 1 and 1 not in repeated, epochs
-        assert epochs == sorted(epochs) and set(epochs) == set(range(1, 7)), epochs
+        assert epochs == sorted(epochs) and epochs[-1] == 6, epochs
         assert sum(r.get("phase") == "final" for r in records) == 1
 
 

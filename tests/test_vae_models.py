@@ -58,7 +58,7 @@ def test_widths_configurable_and_description_rebuilds_same_model():
     [
         ({"encoder_channels": ()}, "encoder_channels"),
         ({"decoder_channels": (64,)}, "needs 2 entries"),
-        ({"encoder_channels": (8, 8, 8, 8, 8, 8)}, "not divisible"),
+        ({"encoder_channels": (8, 8, 8, 8, 8, 8)}, "halvings do not divide"),
         ({"latent_dim": 0}, "latent_dim"),
     ],
 )
