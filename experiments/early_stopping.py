@@ -37,7 +37,7 @@ from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
 from experiments.sweeps import Sweep, load_sweeps
-from selection.checks import at_least, positive_list, writable_folder
+from selection.checks import at_least, distinct, positive_list, writable_folder
 from selection.cli import Parser, float_list, int_list, text
 from selection.errors import InputError, run_cli
 from selection.files import replaced_dir
@@ -364,6 +364,7 @@ def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     at_least(args, 1, "top_k")
     positive_list(args, "grace")
+    distinct(args, "grace", "reduction")
     if args.reduction is not None and min(args.reduction) <= 1:
         raise InputError(f"--reduction needs numbers above 1, got "
                          f"{','.join(map(str, args.reduction))}")  # fmt: skip

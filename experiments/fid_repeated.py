@@ -33,7 +33,7 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.options import cache_scope
 from fid.stats import weighted_statistics
-from selection.checks import at_least, positive_list
+from selection.checks import at_least, distinct, positive_list
 from selection.cli import Parser, int_list
 from selection.errors import InputError, run_cli
 
@@ -156,6 +156,7 @@ def main(argv=None) -> None:
     check_options(args, "count", "repetitions", "batch_size")
     at_least(args, 2, "count")
     positive_list(args, "sizes")
+    distinct(args, "sizes")
     if max(args.sizes) > args.count:
         raise InputError(f"--sizes: {max(args.sizes)} distinct images is more than "
                          f"--count {args.count}")  # fmt: skip

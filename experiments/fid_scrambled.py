@@ -33,6 +33,7 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import iter_batches
 from fid.options import cache_scope
+from selection.checks import distinct
 from selection.cli import Parser, int_list
 from selection.errors import InputError, run_cli
 
@@ -171,6 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     check_options(args, "count", "repetitions", "batch_size")
+    distinct(args, "tiles")
     for tiles in args.tiles:
         tile_grid(tiles)
     published = read_published(args.published, "tiles")  # checked before work

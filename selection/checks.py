@@ -41,6 +41,16 @@ def positive_list(args: argparse.Namespace, *names: str) -> None:
             raise InputError(f"{flag(name)} needs positive integers, got {shown!r}")
 
 
+def distinct(args: argparse.Namespace, *names: str) -> None:
+    """Each named list option, when given, holds no value twice (each value is a
+    point of the experiment: twice would compute it twice)."""
+    for name in names:
+        values = getattr(args, name)
+        twice = sorted({v for v in values or () if list(values).count(v) > 1})
+        if twice:
+            raise InputError(f"{flag(name)}: {twice[0]:g} is given twice")
+
+
 def writable_folder(path: str | os.PathLike, label: str) -> Path:
     """A folder the command may create or fill, checked without leaving anything:
     not an existing file, its nearest existing ancestor a folder this user can write

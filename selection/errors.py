@@ -32,5 +32,7 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv=None) -> None:
         fail(str(error))
     except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, no traceback
         detail = f": {interrupt}" if str(interrupt) else ""
+        if sys.stderr.isatty():  # below a progress bar's unfinished line
+            print(file=sys.stderr)
         print(f"interrupted{detail}", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -267,6 +267,9 @@ class GridConfig(Section):
                 raise ValueError(f"{axis} = {values!r}: a non-empty list of values")
             # keep the coerced values: YAML reads 1e-3 as a string, the schema a float
             grid[axis] = [check_axis_value(axis, value) for value in values]
+            repeated = _repeated(grid[axis])
+            if repeated is not None:
+                raise ValueError(f"{axis} = {values!r}: {repeated!r} is given twice")
         return grid
 
     @field_validator("fid")
@@ -281,7 +284,19 @@ class GridConfig(Section):
     def _some_priors(cls, priors):
         if not priors:
             raise ValueError("at least one prior is needed")
+        if _repeated(priors) is not None:
+            raise ValueError(f"{_repeated(priors)!r} is given twice")
         return priors
+
+
+def _repeated(values) -> Any:
+    """The first value that appears twice (a trial or row would run twice), or None."""
+    seen = []
+    for value in values:
+        if value in seen:
+            return value
+        seen.append(value)
+    return None
 
 
 def check_axis_value(axis: str, value: Any) -> Any:
