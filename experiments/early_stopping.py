@@ -265,18 +265,23 @@ def trial_times(trials: pd.DataFrame) -> pd.DataFrame | None:
     }, index=known["trial_id"])  # fmt: skip
 
 
-def replay_exhaustive(exhaustive: Sweep, **options):
-    """The replay of the exhaustive run with as many trials at once as it ran."""
+def replay_exhaustive(exhaustive: Sweep, *, slots: int | None = None, **options):
+    """The replay of the exhaustive run with `slots` trials at once (default: as many
+    as it ran at once, measured from its clocks)."""
     return replay(exhaustive.grid, exhaustive.history,
                   times=trial_times(exhaustive.trials),
-                  slots=_concurrency(exhaustive), **options)  # fmt: skip
+                  slots=slots or _concurrency(exhaustive), **options)  # fmt: skip
 
 
-def check_replay(exhaustive: Sweep, live: Sweep, axes: list[str]) -> pd.DataFrame:
+def check_replay(
+    exhaustive: Sweep, live: Sweep, axes: list[str], slots: int | None = None
+) -> pd.DataFrame:
     """Per trial: where the live run stopped it (or not) and where the replay of the
-    exhaustive run with the live run's scheduler settings did."""
+    exhaustive run with the live run's scheduler settings did (`slots`: trials at
+    once, when the caller knows it; else measured from the exhaustive run's clocks,
+    which Tune keeps in whole seconds)."""
     options = live.grid.scheduler.model_dump()
-    outcome = replay_exhaustive(exhaustive, **options)
+    outcome = replay_exhaustive(exhaustive, slots=slots, **options)
     replayed = exhaustive.trials.assign(key=axis_key(exhaustive.trials, axes))
     replay_stop = {
         k: outcome.stopped_at.get(t)
