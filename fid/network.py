@@ -79,6 +79,15 @@ def verify_network_file(
     return actual
 
 
+def verify_named(path: str | os.PathLike, expected_sha1: str, label: str) -> str:
+    """`verify_network_file`, its error starting with `label`: the flag or grid key
+    the user wrote."""
+    try:
+        return verify_network_file(path, expected_sha1)
+    except InputError as error:
+        raise InputError(f"{label}: {error}") from None
+
+
 def load_network(
     path: str | os.PathLike | None = None, *, expected_sha1: str = NETWORK_SHA1
 ) -> tuple[torch.jit.ScriptModule, str]:

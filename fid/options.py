@@ -15,7 +15,7 @@ from pathlib import Path
 from fid.cache import FIDCache
 from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
-from fid.network import NETWORK_SHA1, locate_network_file, verify_network_file
+from fid.network import NETWORK_SHA1, locate_network_file, verify_named
 from selection.checks import writable_folder
 from selection.cli import text
 from selection.errors import InputError
@@ -59,12 +59,14 @@ def check_network_options(args: argparse.Namespace) -> None:
     path = Path(args.network).expanduser() if args.network else None
     if path is not None and not path.is_file():
         raise InputError(f"--network {args.network}: no such file")
+    # name what the user typed: the file, or the sha1 of the shipped one
+    named = (f"--network {args.network}" if args.network
+             else f"--network-sha1 {args.network_sha1}")  # fmt: skip
     try:
-        verify_network_file(path or locate_network_file(), args.network_sha1)
-    except InputError as error:  # name what the user typed: the file or the sha1
-        named = (f"--network {args.network}" if args.network
-                 else f"--network-sha1 {args.network_sha1}")  # fmt: skip
+        path = path or locate_network_file()
+    except InputError as error:
         raise InputError(f"{named}: {error}") from None
+    verify_named(path, args.network_sha1, named)
     check_cache_dir(args)
 
 

@@ -102,13 +102,10 @@ def check_fid_network(config: GridConfig) -> None:
     actors would otherwise fail after the data loads and Ray starts)."""
     if config.fid.extractor is not None:  # another feature network (tests)
         return
-    from fid.network import locate_network_file, verify_network_file
+    from fid.network import NETWORK_SHA1, locate_network_file, verify_named
 
     path = config.fid.network or locate_network_file()
-    try:
-        verify_network_file(path)
-    except InputError as error:
-        raise InputError(f"fid.network = {config.fid.network!r}: {error}") from None
+    verify_named(path, NETWORK_SHA1, f"fid.network = {config.fid.network!r}")
 
 
 def warn_fid_samples(config: GridConfig) -> None:

@@ -22,6 +22,7 @@ from experiments.sweeps import load_sweep
 from tests.conftest import ROOT, cifar_path
 from tests.standin import DIE_MARKER_ENV
 from tests.test_cli import _run
+from tests.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
 
@@ -231,12 +232,7 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifa
     # and one final report. (Tune's log may lack epochs: the driver writes it, and
     # the lines it had not written when it died are lost, as in [1, 2, 5, 6].)
     for log in folder.glob("trial_*/result.json"):
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-        epochs = [r["epoch"] for r in records if r.get("phase") == "stage1"]
-        repeated = {e for e in epochs if epochs.count(e) > 1}
-        assert len(repeated) <= 1 and 1 not in repeated, epochs
-        assert epochs == sorted(epochs) and epochs[-1] == 6, epochs
-        assert sum(r.get("phase") == "final" for r in records) == 1
+        assert_resumed_log(log.read_text(), last_epoch=6)
 
 
 def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(

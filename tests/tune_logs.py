@@ -1,0 +1,18 @@
+"""What a killed and resumed trial's own Tune log (result.json) must show."""
+
+from __future__ import annotations
+
+import json
+
+
+def assert_resumed_log(text: str, last_epoch: int) -> None:
+    """At most the epoch in flight at the kill ran twice (its checkpoint may be
+    missing), never epoch 1, epochs in order up to `last_epoch`, one final report.
+    Completeness is not asked: the lines Tune had not written (or, on S3, not yet
+    copied) when the driver died are lost, as in [1, 2, 5, 6]."""
+    records = [json.loads(line) for line in text.splitlines()]
+    epochs = [r["epoch"] for r in records if r.get("phase") == "stage1"]
+    repeated = {e for e in epochs if epochs.count(e) > 1}
+    assert len(repeated) <= 1 and 1 not in repeated, epochs
+    assert epochs == sorted(epochs) and epochs[-1] == last_epoch, epochs
+    assert sum(r.get("phase") == "final" for r in records) == 1
