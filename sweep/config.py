@@ -408,12 +408,6 @@ def check_consistency(config: GridConfig, source: str) -> None:
             f"{source}: scheduler.name = {config.scheduler.name!r} acts on the "
             f"intermediate FID: set eval.every to a number of epochs > 0"
         )
-    precisions = config.grid.get("stage1.precision", [config.stage1.precision])
-    if "bf16" in precisions and config.resources.gpu <= 0:
-        raise InputError(
-            f"{source}: stage1.precision = 'bf16' runs on CUDA only, but "
-            f"resources.gpu = {config.resources.gpu:g}: use fp32 for CPU trials"
-        )
     epochs = min(config.grid.get("stage1.epochs", [config.stage1.epochs]))
     if config.eval.every > epochs:
         raise InputError(
