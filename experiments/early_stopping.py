@@ -328,17 +328,21 @@ def _why(check: pd.DataFrame, live: Sweep) -> str:
     )
 
 
-# Tune stamps a result with whole seconds, and a trial's start is that stamp minus its
-# run time: both ends of a trial's interval may sit up to a second early
+# Tune stamps a result with whole seconds, and a trial's start was that stamp minus its
+# run time: both ends of a trial's interval may sit up to a second early (trials now
+# report their own clock, which sweep.results prefers)
 CLOCK_RESOLUTION = pd.Timedelta(seconds=1)
 
 
 def _concurrency(sweep: Sweep) -> int:
-    """The most trials that ran at once, from their start and finish times; a trial
-    that starts less than the clock's resolution before another ends ran after it."""
+    """The most trials that ran at once, from their start and finish times. With
+    Tune's whole-second clocks (sweeps from before trials reported their own), a
+    trial that starts less than a second before another ends ran after it."""
     trials = sweep.trials.dropna(subset=["started_at", "finished_at"])
+    whole_seconds = all(t == t.floor("s") for t in trials["finished_at"])
+    resolution = CLOCK_RESOLUTION if whole_seconds else pd.Timedelta(0)
     moments = sorted(
-        [(t + CLOCK_RESOLUTION, 1) for t in trials["started_at"]]
+        [(t + resolution, 1) for t in trials["started_at"]]
         + [(t, -1) for t in trials["finished_at"]]
     )
     running = peak = 0

@@ -65,7 +65,9 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
     params = dict(result.config["trial"])
     status, reason, error = _status(result)
     wall = float(metrics.get("time_total_s") or 0.0)
-    finished = metrics.get("timestamp")
+    # the trial's own clock (its last report's finished_at); Tune's timestamp, whole
+    # seconds, only for results written before trials reported one
+    finished = metrics.get("finished_at") or metrics.get("timestamp")
     common = {
         "experiment": grid.name,
         "trial_id": _trial_id(result),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,6 +230,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     final["history_json"] = json.dumps(reporter.history())
     if trainer.outcome == "diverged":
         final["fid_busy_seconds"] = service.busy_seconds
+        final["finished_at"] = time.time()  # Tune's own timestamp is whole seconds
         tune.report(final)
         return
 
@@ -268,4 +270,5 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         final.update(gmm_summary(ctx))
     # the FID service's network time spent on this trial (its GPU share is in results)
     final["fid_busy_seconds"] = service.busy_seconds
+    final["finished_at"] = time.time()  # Tune's own timestamp is whole seconds
     tune.report(final)

@@ -23,7 +23,7 @@ from experiments.significance import (
 from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
 from selection.errors import InputError
 from sweep.config import GridConfig, resolved_yaml
-from tests.test_cli import _assert_one_line_error, _run
+from tests.commands import assert_one_line_error, run_command
 
 # Student t's 97.5% quantile with 2 degrees of freedom, whose CDF is
 # 1/2 + t / (2 sqrt(2 + t^2)): t / sqrt(2 + t^2) = 0.95
@@ -393,8 +393,8 @@ def _assert_input_error(main, argv, needle):
 def test_the_commands_exit_2_with_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     for module in ("experiments.analysis", "experiments.early_stopping"):
-        result = _run("-m", module, str(tmp_path / "empty"))
-        _assert_one_line_error(result, "no grid.yaml, not a sweep folder")
+        result = run_command(module, str(tmp_path / "empty"))
+        assert_one_line_error(result, "no grid.yaml, not a sweep folder")
 
 
 def test_report_of_an_e1_sweep(tmp_path):
@@ -424,7 +424,7 @@ def test_report_of_an_e1_sweep(tmp_path):
     assert "E1: FID vs diversity" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_concurrency_allows_for_whole_second_clocks():
+def test_concurrency_allows_for_whole_second_clocks_only_where_they_are():
     from types import SimpleNamespace
 
     from experiments.early_stopping import _concurrency
@@ -440,3 +440,7 @@ def test_concurrency_allows_for_whole_second_clocks():
     overlapping = pd.DataFrame({"started_at": [at(0), at(9.5), at(3)],
                                 "finished_at": [at(10), at(20), at(8)]})  # fmt: skip
     assert _concurrency(SimpleNamespace(trials=overlapping)) == 2
+    # the trials' own clocks (not whole seconds): b did start before a ended
+    precise = pd.DataFrame({"started_at": [at(0), at(9.5)],
+                            "finished_at": [at(10.25), at(20.25)]})  # fmt: skip
+    assert _concurrency(SimpleNamespace(trials=precise)) == 2
