@@ -11,6 +11,25 @@ from tests.standin import StandInExtractor
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
 
+# The slowest test files, slowest first (minutes each on a 2-core CPU). pytest-xdist's
+# loadfile hands whole files to the workers in this order (with
+# --no-loadscope-reorder; by default it orders files by their number of tests), so
+# these start first and the many quick files fill in around them (longest job
+# first). The simulated clusters, which oversubscribe the CPU most, come third: they
+# run beside the sweep tests rather than beside the full-size rehearsals.
+SLOWEST_FIRST = ("test_rehearsal", "test_sweep_run", "test_cluster_sim",
+                 "test_sweep_faults", "test_cli", "test_storage_s3",
+                 "test_service", "test_network")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.stem
+        slow = name in SLOWEST_FIRST
+        return SLOWEST_FIRST.index(name) if slow else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
 
 def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.getbasetemp() / "cache"
@@ -25,16 +44,21 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "local")
 
 
-@pytest.fixture
-def fresh_cache(tmp_path, tmp_path_factory, monkeypatch) -> Path:
-    """A cache of this test's own (scores, FID statistics, reference VAE start
-    empty), sharing only the session's decoded datasets, which are pure functions of
-    the image files."""
-    cache = tmp_path / "cache"
+def empty_cache(cache: Path, tmp_path_factory) -> Path:
+    """A new cache folder (scores, FID statistics, reference VAE start empty) that
+    shares only the session's decoded datasets, which are pure functions of the
+    image files."""
     shared = session_cache(tmp_path_factory) / "datasets"
     shared.mkdir(parents=True, exist_ok=True)
     cache.mkdir()
     (cache / "datasets").symlink_to(shared, target_is_directory=True)
+    return cache
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, tmp_path_factory, monkeypatch) -> Path:
+    """A cache of this test's own: see empty_cache."""
+    cache = empty_cache(tmp_path / "cache", tmp_path_factory)
     monkeypatch.setenv("VAE_SWEEP_CACHE", str(cache))
     return cache
 

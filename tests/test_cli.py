@@ -15,6 +15,7 @@ from PIL import Image
 from fid.distance import FrechetReference
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import statistics
+from tests.commands import assert_one_line_error, run_command
 from tests.conftest import ROOT, random_images
 
 
@@ -33,14 +34,6 @@ def _run(*args, env_extra=None, check_rc=None):
     return result
 
 
-def _assert_one_line_error(result, needle):
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and needle in lines[0]
-    assert "Traceback" not in result.stderr
-
-
 def _folder(path, images):
     path.mkdir(parents=True)
     for i, image in enumerate(images):
@@ -49,56 +42,31 @@ def _folder(path, images):
 
 
 @pytest.mark.real_network
-def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng):
+def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng, monkeypatch):
     a = _folder(tmp_path / "a", random_images(rng, 5))
     b = _folder(tmp_path / "b", random_images(rng, 6) // 2)
     with zipfile.ZipFile(tmp_path / "b.zip", "w") as archive:
         for file in sorted(b.iterdir()):
             archive.write(file, f"b/{file.name}")
-    env = {"VAE_SWEEP_CACHE": str(tmp_path / "cache")}
-    direct = _run("-m", "fid", str(a), str(b), "--quiet", env_extra=env, check_rc=0)
+    monkeypatch.setenv("VAE_SWEEP_CACHE", str(tmp_path / "cache"))
+    direct = run_command("fid", str(a), str(b), "--quiet", check_rc=0)
     value = float(direct.stdout.split("FID:")[1])
     assert value > 0
     assert "warning: samples = 5 is below the 2048 feature dimensions" in direct.stderr
-    _run(
-        "-m",
-        "fid",
-        "--save-stats",
-        str(a),
-        str(tmp_path / "a.npz"),
-        "--quiet",
-        env_extra=env,
-        check_rc=0,
-    )
+    run_command("fid", "--save-stats", str(a), str(tmp_path / "a.npz"), "--quiet",
+                check_rc=0)  # fmt: skip
     with np.load(tmp_path / "a.npz") as stats:
         assert stats["mu"].shape == (2048,) and int(stats["n"]) == 5
-    via_stats = _run(
-        "-m",
-        "fid",
-        str(tmp_path / "a.npz"),
-        str(tmp_path / "b.zip"),
-        "--quiet",
-        env_extra=env,
-        check_rc=0,
-    )
+    via_stats = run_command("fid", str(tmp_path / "a.npz"), str(tmp_path / "b.zip"),
+                            "--quiet", check_rc=0)  # fmt: skip
     assert float(via_stats.stdout.split("FID:")[1]) == pytest.approx(value, rel=1e-9)
-    limited = _run(
-        "-m",
-        "fid",
-        str(a),
-        str(b),
-        "--limit",
-        "4",
-        "--quiet",
-        "--no-cache",
-        env_extra=env,
-        check_rc=0,
-    )
+    limited = run_command("fid", str(a), str(b), "--limit", "4", "--quiet",
+                          "--no-cache", check_rc=0)  # fmt: skip
     assert "samples: 4 vs 4" in limited.stderr
     # KID and FID-infinity: the library functions applied to the same features (the
     # ones the first call cached)
-    extra = _run("-m", "fid", str(a), str(b), "--kid", "--fid-inf", "--seed", "3",
-                 "--quiet", env_extra=env, check_rc=0)  # fmt: skip
+    extra = run_command("fid", str(a), str(b), "--kid", "--fid-inf", "--seed", "3",
+                        "--quiet", check_rc=0)  # fmt: skip
     lines = dict(line.split(": ", 1) for line in extra.stdout.strip().splitlines())
     assert float(lines["FID"]) == pytest.approx(value, rel=1e-9)
     files = (tmp_path / "cache").rglob("*.features.npy")
@@ -126,7 +94,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
     args = [x.format(a=a, junk=tmp_path / "junk.npz") for x in args]
     out = tmp_path / "out"
     result = _run(*args, "--out", str(out)) if "experiments" in args[1] else _run(*args)
-    _assert_one_line_error(result, needle)
+    assert_one_line_error(result, needle)
     assert not out.exists() and not (ROOT / "out.txt").exists()
 
 
@@ -203,10 +171,10 @@ def test_e2_cli_writes_table_and_plot(fake_cifar, tmp_path):
                                     "experiments.fid_scrambled"])  # fmt: skip
 def test_e1_e2_refuse_an_out_they_cannot_write_before_any_work(tmp_path, module):
     (tmp_path / "taken").write_text("a file")
-    result = _run("-m", module, "--data", "/no/data", "--out",
-                  str(tmp_path / "taken" / "e"))  # fmt: skip
+    result = run_command(module, "--data", "/no/data", "--out",
+                         str(tmp_path / "taken" / "e"))  # fmt: skip
     # the output folder is refused before the (missing) data is even looked at
-    _assert_one_line_error(result, "is a file, not a folder")
+    assert_one_line_error(result, "is a file, not a folder")
 
 
 @pytest.mark.parametrize("no_cache", [False, True])

@@ -82,12 +82,24 @@ class SimCluster:
         return node
 
     def node_of(self, pid: int):
-        """The worker node whose raylet started process `pid`."""
-        parent = int(Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[1])
+        """The worker node whose raylet started process `pid` (None if another
+        started it, or it has ended)."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        parent = int(stat.split(")")[1].split()[1])
         for node in self.workers:
             if node.all_processes["raylet"][0].process.pid == parent:
                 return node
         return None
+
+    def on_workers(self, title: str) -> list[tuple[int, object]]:
+        """(pid, node) of this cluster's worker-node processes titled `title`; a
+        sweep of another test running beside this one has processes of that title
+        too, on a Ray of its own."""
+        found = [(pid, self.node_of(pid)) for pid in processes(title)]
+        return [(pid, node) for pid, node in found if node is not None]
 
     def kill(self, node) -> None:
         """A spot preemption: every process of the node killed at once."""
@@ -118,14 +130,15 @@ def start_sweep(sim, storage, *args, grid=SMOKE) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def finish(process, timeout=300) -> tuple[str, str]:
+def finish(process, timeout=500) -> tuple[str, str]:
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err[-3000:]
     return out, err
 
 
 def processes(title: str) -> list[int]:
-    """Pids whose command line (Ray's process title) contains `title`."""
+    """Pids whose command line (Ray's process title) contains `title`: on this
+    machine, so other tests' Rays among them (SimCluster.on_workers keeps ours)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -137,7 +150,9 @@ def processes(title: str) -> list[int]:
     return found
 
 
-def wait_for(condition, timeout=120, what="a condition"):
+def wait_for(condition, timeout=300, what="a condition"):
+    # generous: beside another worker's sweep on 2 cores, a simulated cluster's
+    # sweep may take minutes to get there; a condition met returns at once
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = condition()
@@ -203,16 +218,16 @@ def test_a_lost_fid_node_is_replaced_and_no_call_waits_forever(sim, tmp_path):
     folder = storage / "smoke"
 
     def replica_with_trials_waiting():
-        replicas = processes("ray::FIDServer")
+        replicas = sim.on_workers("ray::FIDServer")
         started = [t for t in folder.glob("trial_*") if (t / "result.json").exists()]
         if replicas and started and all(len(raw_epochs(t)) >= 2 for t in started):
-            return sim.node_of(replicas[0])
+            return replicas[0][1]
         return None
 
     node = wait_for(replica_with_trials_waiting, what="the FID replica and trials")
     sim.kill(node)
     sim.add_worker()
-    finish(sweep, timeout=400)
+    finish(sweep)
     results = pd.read_parquet(folder / "results.parquet")
     assert len(results) == 2 * 2 and (results["status"] == "ok").all()
     assert results["fid"].notna().all()
@@ -260,9 +275,9 @@ def test_the_reference_vae_survives_the_loss_of_its_node(sim, tmp_path):
     checkpoints = storage / "smoke" / "prerequisites"
 
     def reference_in_progress():
-        tasks = processes("ray::recon_task")
+        tasks = sim.on_workers("ray::recon_task")
         if tasks and list(checkpoints.glob("reference-*.pt")):
-            return sim.node_of(tasks[0])
+            return tasks[0][1]
         return None
 
     node = wait_for(reference_in_progress, what="a reference VAE checkpoint")

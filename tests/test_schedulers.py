@@ -14,8 +14,8 @@ from sweep.schedulers import (
     ReplayingMedianStopping,
     recorded_results,
 )
+from tests.commands import assert_one_line_error, ray_started, run_command
 from tests.conftest import ROOT
-from tests.test_cli import _assert_one_line_error, _run
 
 # three trials' intermediate FIDs by epoch, as they arrived in the live sweep
 HISTORIES = {
@@ -105,11 +105,11 @@ def test_a_trial_that_never_reported_has_no_history(tmp_path):
 
 
 def test_a_hyperband_sweep_refuses_resume_in_one_line(tmp_path):
-    result = _run("-m", "sweep.run", str(ROOT / "grids" / "early_stop.yaml"),
-                  "--resume", "--set", "scheduler.name=hyperband",
-                  "--set", f"storage={tmp_path}")  # fmt: skip
-    _assert_one_line_error(result, "Tune cannot restore HyperBand's brackets")
-    assert list(tmp_path.iterdir()) == []
+    result = run_command("sweep.run", str(ROOT / "grids" / "early_stop.yaml"),
+                         "--resume", "--set", "scheduler.name=hyperband",
+                         "--set", f"storage={tmp_path}")  # fmt: skip
+    assert_one_line_error(result, "Tune cannot restore HyperBand's brackets")
+    assert list(tmp_path.iterdir()) == [] and not ray_started()
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -117,10 +117,10 @@ def test_a_hyperband_sweep_refuses_resume_in_one_line(tmp_path):
     (["--address", "auto"], "is a folder on this machine only"),
 ])  # fmt: skip
 def test_cluster_and_resume_options_are_checked_first(tmp_path, args, needle):
-    result = _run("-m", "sweep.run", str(ROOT / "grids" / "smoke.yaml"), *args,
-                  "--set", f"storage={tmp_path}")  # fmt: skip
-    _assert_one_line_error(result, needle)
-    assert list(tmp_path.iterdir()) == []
+    result = run_command("sweep.run", str(ROOT / "grids" / "smoke.yaml"), *args,
+                         "--set", f"storage={tmp_path}")  # fmt: skip
+    assert_one_line_error(result, needle)
+    assert list(tmp_path.iterdir()) == [] and not ray_started()
 
 
 def _checkpointed_trial(tmp_path, named: str, existing: list[str]):

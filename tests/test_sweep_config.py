@@ -8,8 +8,8 @@ from selection.errors import InputError
 from sweep.config import GridConfig, load_grid, resolved_yaml
 from sweep.cost import estimate, slots
 from sweep.trials import expand, settings
+from tests.commands import assert_one_line_error, ray_started, run_command
 from tests.conftest import ROOT
-from tests.test_cli import _assert_one_line_error, _run
 
 GRIDS = ROOT / "grids"
 
@@ -179,11 +179,10 @@ def test_too_large_n_train_is_refused_before_anything_runs(tmp_path):
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args, needle):
     storage = tmp_path / "results"
-    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"),
-                  "--set", f"storage={storage}", *args)  # fmt: skip
-    _assert_one_line_error(result, needle)
-    assert not storage.exists()
-    assert "ray" not in result.stderr.lower()  # Ray never started
+    result = run_command("sweep.run", str(GRIDS / "smoke.yaml"),
+                         "--set", f"storage={storage}", *args)  # fmt: skip
+    assert_one_line_error(result, needle)
+    assert not storage.exists() and not ray_started()
 
 
 @pytest.mark.parametrize("storage, needle", [
@@ -192,36 +191,38 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, args, needle):
 ])  # fmt: skip
 def test_storage_that_cannot_be_created_is_one_line(tmp_path, storage, needle):
     (tmp_path / "afile").write_text("x")
-    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"),
-                  "--set", f"storage={storage.format(tmp=tmp_path)}")  # fmt: skip
-    _assert_one_line_error(result, needle)
+    storage = storage.format(tmp=tmp_path)
+    result = run_command("sweep.run", str(GRIDS / "smoke.yaml"),
+                         "--set", f"storage={storage}")  # fmt: skip
+    assert_one_line_error(result, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_cli_missing_grid_file_and_data(tmp_path):
-    _assert_one_line_error(_run("-m", "sweep.run", str(tmp_path / "none.yaml")),
-                           "none.yaml: no such grid file")  # fmt: skip
+    assert_one_line_error(run_command("sweep.run", str(tmp_path / "none.yaml")),
+                          "none.yaml: no such grid file")  # fmt: skip
     storage = tmp_path / "results"
-    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"),
-                  "--set", f"storage={storage}", "--set", f"data.root={tmp_path}",
-                  "--set", "data.download=false")  # fmt: skip
-    _assert_one_line_error(result, "no CIFAR-10 train split found")
+    result = run_command("sweep.run", str(GRIDS / "smoke.yaml"),
+                         "--set", f"storage={storage}",
+                         "--set", f"data.root={tmp_path}",
+                         "--set", "data.download=false")  # fmt: skip
+    assert_one_line_error(result, "no CIFAR-10 train split found")
     assert not storage.exists()
 
 
 def test_dry_run_lists_trials_and_cost_without_ray(tmp_path):
-    result = _run("-m", "sweep.run", str(GRIDS / "smoke.yaml"), "--dry-run",
-                  "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
+    result = run_command("sweep.run", str(GRIDS / "smoke.yaml"), "--dry-run",
+                         "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
     assert "4 trials" in result.stdout and "wall: about" in result.stdout
     assert "n_train=2000,criterion=lowest_recon,seed=0" in result.stdout
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and not ray_started()
     # the smoke grid's 100 samples per prior: FID biased, said in one line
     assert result.stderr.strip() == (
         "warning: fid.samples = 100 is below the 2048 feature dimensions: FID is "
         "biased upward and comparable only at equal sample counts (KID is not biased)"
     )
-    full = _run("-m", "sweep.run", str(GRIDS / "table5.yaml"), "--dry-run",
-                "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
+    full = run_command("sweep.run", str(GRIDS / "table5.yaml"), "--dry-run",
+                       "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
     assert "warning" not in full.stderr  # 10,000 samples
 
 
@@ -233,7 +234,7 @@ def test_shipped_grids_are_valid_and_say_how_to_run_them(grid):
 
 
 def test_list_keys_prints_the_schema_without_a_grid():
-    result = _run("-m", "sweep.run", "--list-keys", check_rc=0)
+    result = run_command("sweep.run", "--list-keys", check_rc=0)
     lines = result.stdout.splitlines()
     assert 'stage2.layout: choice = "dai_wipf"  (dai_wipf, table4)' in lines
     assert "fid_service.threads: int | null = null  (> 0)" in lines
@@ -241,8 +242,8 @@ def test_list_keys_prints_the_schema_without_a_grid():
     # one line per leaf key of the schema, none left out
     keys = [line.split(":")[0] for line in lines]
     assert keys == _leaves(GridConfig.model_json_schema())
-    missing = _run("-m", "sweep.run")
-    _assert_one_line_error(missing, "a grid file is needed (or --list-keys)")
+    missing = run_command("sweep.run")
+    assert_one_line_error(missing, "a grid file is needed (or --list-keys)")
 
 
 def _leaves(schema: dict) -> list[str]:

@@ -8,8 +8,9 @@ import os
 import numpy as np
 import pytest
 
+from tests.commands import assert_one_line_error, run_command
 from tests.conftest import ROOT, random_images
-from tests.test_cli import _assert_one_line_error, _folder, _run
+from tests.test_cli import _folder
 from tests.tiny import TINY_CLI
 
 
@@ -125,9 +126,9 @@ def test_cli_selection_is_what_the_scores_imply(fake_data, tmp_path, criterion):
 def test_cli_bad_input_is_one_line_exit_2(fake_data, tmp_path, args, needle):
     data, _ = fake_data
     out = tmp_path / "bad"
-    result = _run("-m", "vae.train", "--data", str(data), "--out", str(out),
-                  "--fid-samples", "0", *args)  # fmt: skip
-    _assert_one_line_error(result, needle)
+    result = run_command("vae.train", "--data", str(data), "--out", str(out),
+                         "--fid-samples", "0", *args)  # fmt: skip
+    assert_one_line_error(result, needle)
     assert not out.exists()
 
 
@@ -136,18 +137,18 @@ def test_cli_refuses_an_out_it_cannot_write(fake_data, tmp_path, where):
     data, _ = fake_data
     (tmp_path / "taken").write_text("a file")
     out = tmp_path / "taken" if where == "file" else tmp_path / "taken" / "run"
-    result = _run("-m", "vae.train", "--data", str(data), "--out", str(out))
+    result = run_command("vae.train", "--data", str(data), "--out", str(out))
     needle = "exists and is not a folder" if where == "file" else "is a file, not a"
-    _assert_one_line_error(result, needle)
+    assert_one_line_error(result, needle)
     assert (tmp_path / "taken").read_text() == "a file"
 
 
 def test_cli_refuses_to_overwrite_a_run(fake_data, tmp_path):
     data, _ = fake_data
     _train(data, tmp_path / "run", "--priors", "gaussian")
-    result = _run("-m", "vae.train", "--data", str(data), "--out",
-                  str(tmp_path / "run"))  # fmt: skip
-    _assert_one_line_error(result, "stage1.pt exists: pass --resume")
+    result = run_command("vae.train", "--data", str(data), "--out",
+                         str(tmp_path / "run"))  # fmt: skip
+    assert_one_line_error(result, "stage1.pt exists: pass --resume")
 
 
 def test_cli_stage2_epochs_default_to_twice_the_stage1_epochs(fake_data, tmp_path):
@@ -207,7 +208,7 @@ def test_ctrl_c_stops_at_once_with_one_line_and_resume_continues(fake_data, tmp_
     epoch = torch.load(out / "stage1.pt", weights_only=False)["epoch"]
     assert 1 <= epoch < 100000
     # the same command with --resume goes on from that epoch (to two more, here)
-    _run("-m", "vae.train", *command[3:], "--resume", "--epochs", str(epoch + 2),
-         check_rc=0)  # fmt: skip
+    run_command("vae.train", *command[3:], "--resume", "--epochs", str(epoch + 2),
+                check_rc=0)  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == epoch + 2 and len(metrics["history"]) == epoch + 2

@@ -1,0 +1,48 @@
+"""`python -m sweep.run` as the sweep tests run it: the smoke grid with tiny settings
+and the stand-in feature network, in a process of its own with a local Ray."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from tests.conftest import ROOT, cifar_path
+
+SMOKE = str(ROOT / "grids" / "smoke.yaml")
+TINY = [
+    "--set", "fid.extractor=tests.standin:make_standin",
+    "--set", "data.train_limit=300",
+    "--set", "data.test_limit=40",
+    "--set", "grid.n_train=[100, 200]",
+    "--set", "stage1.epochs=2",
+    "--set", "stage1.batch_size=50",
+    "--set", "selection.reference_epochs=1",
+    "--set", "fid.samples=20",
+]  # fmt: skip
+
+
+def sweep_env(**extra) -> dict:
+    # Ray workers are started by this run's raylet and inherit its environment:
+    # PYTHONPATH lets them import the stand-in network from tests/
+    return {**os.environ, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA": str(cifar_path()),
+            **extra}  # fmt: skip
+
+
+def sweep(tmp_path, *args, env=None, check=True, storage=None):
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep.run", SMOKE, "--set",
+         f"storage={storage or tmp_path}", *TINY, *args],
+        cwd=ROOT, capture_output=True, text=True, env=env or sweep_env(), timeout=600,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def tables(tmp_path, name="smoke"):
+    folder = tmp_path / name
+    return (pd.read_parquet(folder / "results.parquet"),
+            pd.read_parquet(folder / "history.parquet"))  # fmt: skip

@@ -1,0 +1,208 @@
+"""`python -m sweep.run` under faults (DESIGN section 9): a trial that raises or
+diverges, a killed FID actor, a driver killed by SIGKILL or stopped by Ctrl-C and
+resumed, errored trials retried on request. Trials use the stand-in feature network."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from experiments.sweeps import load_sweep
+from tests.commands import run_command
+from tests.conftest import ROOT
+from tests.standin import DIE_MARKER_ENV
+from tests.sweeps import SMOKE, TINY, sweep, sweep_env, tables
+from tests.tune_logs import assert_resumed_log
+
+pytestmark = pytest.mark.ray
+
+
+def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, small_cifar):
+    # lr 1e6 makes the loss non-finite in epoch 1; 500 mixture components cannot be
+    # fitted to 100 or 200 means, so the gmm prior raises inside those trials
+    sweep(tmp_path, "--set", "grid.criterion=[random]",
+          "--set", "grid.stage1.lr=[1.0e-3, 1.0e+6]",
+          "--set", "grid.gmm.components=[2, 500]",
+          "--set", "max_failures=1")  # fmt: skip
+    results, _ = tables(tmp_path)
+    axes = ["n_train", "stage1.lr", "gmm.components"]
+    trials = results.drop_duplicates("trial_id").set_index(axes)
+    assert len(trials) == 2 * 2 * 2
+    for (_n, lr, components), row in trials.iterrows():
+        if lr > 1:
+            assert row["status"] == "diverged" and row["stop_reason"] == "diverged"
+        elif components == 500:
+            assert row["status"] == "error"
+            assert (
+                "500 components need at least as many training images" in row["error"]
+            )
+        else:
+            assert row["status"] == "ok"
+    ok = results[results["status"] == "ok"]
+    assert ok["fid"].notna().all() and len(ok) == 2 * 2
+    # max_failures=1: each erroring trial ran twice, the others once
+    state = max((tmp_path / "smoke").glob("experiment_state-*.json")).read_text()
+    failures = sorted(int(n) for n in re.findall(r'num_failures\\": (\d+)', state))
+    assert failures == [0] * 6 + [2] * 2
+
+
+def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, small_cifar):
+    baseline = tmp_path / "baseline"
+    sweep(baseline, "--set", "grid.criterion=[random]")
+    marker = tmp_path / "actor-died"
+    sweep(tmp_path / "faulty", "--set", "grid.criterion=[random]",
+          "--set", "fid.extractor=tests.standin:make_dying_standin",
+          env=sweep_env(**{DIE_MARKER_ENV: str(marker)}))  # fmt: skip
+    assert marker.exists()  # the actor really died mid-sweep
+    clean, _ = tables(baseline)
+    faulty, _ = tables(tmp_path / "faulty")
+    assert (faulty["status"] == "ok").all()
+    key = ["n_train", "prior"]
+    pd.testing.assert_series_equal(
+        clean.sort_values(key)["fid"].reset_index(drop=True),
+        faulty.sort_values(key)["fid"].reset_index(drop=True),
+    )
+
+
+def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifar):
+    args = [
+        "--set",
+        "stage1.epochs=6",
+        "--set",
+        "checkpoint_every=1",
+        "--set",
+        "grid.n_train=[100, 150, 200]",
+        "--set",
+        "grid.criterion=[random]",
+    ]
+    command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
+               *TINY, *args]  # fmt: skip
+    driver = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=sweep_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    folder = tmp_path / "smoke"
+    deadline = time.time() + 300
+    # kill the driver once the first trial has finished and a later one has started
+    while time.time() < deadline and not _finished_trials(folder):
+        time.sleep(0.5)
+    assert _finished_trials(folder), "no trial finished in time"
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
+    killed_at = time.time()
+    driver.wait()
+    done_before = _finished_trials(folder)
+    checkpointed = {p.parent.parent.name.removeprefix("trial_")
+                    for p in folder.glob("trial_*/checkpoint_*/trial.pt")}  # fmt: skip
+    assert not (folder / "results.parquet").exists()
+    # the analysis of the killed sweep: rebuilt from Tune's state, reported partial
+    killed = load_sweep(folder)
+    assert killed.rebuilt and killed.partial and killed.expected_trials == 3
+    assert set(killed.trials["status"]) <= {"ok", "unfinished"}
+    assert (killed.trials["status"] == "unfinished").any()
+    report = tmp_path / "report"
+    run_command("experiments.analysis", str(folder), "--out", str(report),
+                check_rc=0)  # fmt: skip
+    assert "PARTIAL" in (report / "report.md").read_text()
+
+    sweep(tmp_path, *args, "--resume")
+    results, history = tables(tmp_path)
+    assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
+    assert (results["status"] == "ok").all()
+    assert not history.duplicated(["trial_id", "epoch"]).any() and len(history) == 3 * 6
+    # trials finished before the kill were not run again
+    for trial in done_before:
+        assert _final_reports(folder / trial) == 1
+    # a trial with a checkpoint at the kill went on from it: its first epoch is the
+    # one that ran before the kill (our own records: history's finished_at)
+    first = history[history["epoch"] == 1].set_index("trial_id")["finished_at"]
+    assert checkpointed - {t.removeprefix("trial_") for t in done_before}, \
+        "no unfinished trial had a checkpoint at the kill"  # fmt: skip
+    for trial_id in checkpointed:
+        assert first[trial_id] < killed_at, trial_id
+    # what Tune itself recorded, before results.py de-duplicates: at most the epoch
+    # in flight at the kill ran twice (its checkpoint may be missing), never epoch 1,
+    # and one final report. (Tune's log may lack epochs: the driver writes it, and
+    # the lines it had not written when it died are lost, as in [1, 2, 5, 6].)
+    for log in folder.glob("trial_*/result.json"):
+        assert_resumed_log(log.read_text(), last_epoch=6)
+
+
+def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
+    tmp_path, small_cifar
+):
+    args = ["--set", "stage1.epochs=6", "--set", "checkpoint_every=1",
+            "--set", "grid.criterion=[random]"]  # fmt: skip
+    command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
+               *TINY, *args]  # fmt: skip
+    driver = subprocess.Popen(command, cwd=ROOT, env=sweep_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)  # fmt: skip
+    folder = tmp_path / "smoke"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(folder.glob("trial_*/checkpoint_*")):
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+    interrupted = time.time()
+    _, error = driver.communicate(timeout=120)
+    assert driver.returncode == 130, error[-3000:]
+    assert time.time() - interrupted < 20
+    ours = [line for line in error.splitlines() if line.startswith("interrupted")]
+    assert ours == [f"interrupted: continue with the same command and --resume "
+                    f"({folder})"], error[-3000:]  # fmt: skip
+    assert "Traceback" not in error
+    # no tables from a sweep that did not finish, and no half-written file
+    assert not (folder / "results.parquet").exists()
+    assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
+    sweep(tmp_path, *args, "--resume")
+    results, history = tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 2
+    assert len(history) == 2 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
+    from tests.standin import FAIL_MARKER_ENV
+
+    marker = tmp_path / "fault-fixed"
+    env = sweep_env(**{FAIL_MARKER_ENV: str(marker)})
+    args = ["--set", "fid.extractor=tests.standin:make_failing_finals",
+            "--set", "grid.criterion=[random]"]  # fmt: skip
+    sweep(tmp_path, *args, env=env)
+    results, _ = tables(tmp_path)
+    assert (results["status"] == "error").all() and len(results) == 2 * 2
+    assert results["error"].str.contains("simulated fault in the final FID").all()
+
+    marker.write_text("fixed")
+    kept = sweep(tmp_path, *args, "--resume", env=env)
+    assert "2 errored (kept as errors; --retry-errored retries them)" in kept.stdout
+    assert (tables(tmp_path)[0]["status"] == "error").all()
+
+    retried = sweep(tmp_path, *args, "--resume", "--retry-errored", env=env)
+    assert "2 errored (retried from their last checkpoints)" in retried.stdout
+    results, history = tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["fid"].notna().all()
+    assert len(history) == 2 * 2
+    for trial in (tmp_path / "smoke").glob("trial_*"):  # went on from the checkpoint
+        records = (trial / "result.json").read_text()
+        assert records.count('"epoch": 1,') == 1
+
+
+def _final_reports(trial_folder) -> int:
+    file = trial_folder / "result.json"
+    return file.read_text().count('"phase": "final"') if file.exists() else 0
+
+
+def _finished_trials(folder) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return [p.name for p in folder.glob("trial_*") if _final_reports(p)]
