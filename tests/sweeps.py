@@ -26,9 +26,11 @@ TINY = [
 
 def sweep_env(**extra) -> dict:
     # Ray workers are started by this run's raylet and inherit its environment:
-    # PYTHONPATH lets them import the stand-in network from tests/
+    # PYTHONPATH lets them import the stand-in network from tests/. A Ray of its own
+    # (RAY_ADDRESS=local) even where a module-scoped fixture, set up before the
+    # autouse isolation fixture, runs it.
     return {**os.environ, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA": str(cifar_path()),
-            **extra}  # fmt: skip
+            "RAY_ADDRESS": "local", **extra}  # fmt: skip
 
 
 def sweep(tmp_path, *args, env=None, check=True, storage=None):

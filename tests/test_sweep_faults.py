@@ -16,7 +16,7 @@ import pytest
 
 from experiments.sweeps import load_sweep
 from tests.commands import run_command
-from tests.conftest import ROOT
+from tests.conftest import ROOT, session_cache
 from tests.standin import DIE_MARKER_ENV
 from tests.sweeps import SMOKE, TINY, sweep, sweep_env, tables
 from tests.tune_logs import assert_resumed_log
@@ -53,35 +53,53 @@ def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, small_c
     assert failures == [0] * 6 + [2] * 2
 
 
-def test_killed_fid_actor_restarts_and_callers_retry(tmp_path, small_cifar):
-    baseline = tmp_path / "baseline"
-    sweep(baseline, "--set", "grid.criterion=[random]")
-    marker = tmp_path / "actor-died"
-    sweep(tmp_path / "faulty", "--set", "grid.criterion=[random]",
-          "--set", "fid.extractor=tests.standin:make_dying_standin",
-          env=sweep_env(**{DIE_MARKER_ENV: str(marker)}))  # fmt: skip
-    assert marker.exists()  # the actor really died mid-sweep
-    clean, _ = tables(baseline)
-    faulty, _ = tables(tmp_path / "faulty")
-    assert (faulty["status"] == "ok").all()
+# Six checkpointed epochs of three trials: work is left when the driver dies after the
+# first trial finished, and an interrupted trial has checkpoints to go on from.
+INTERRUPTIBLE = ["--set", "stage1.epochs=6", "--set", "checkpoint_every=1",
+                 "--set", "grid.n_train=[100, 150, 200]",
+                 "--set", "grid.criterion=[random]"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_cifar_root, tmp_path_factory):
+    """The INTERRUPTIBLE sweep run once without a fault: the FIDs every faulted and
+    resumed run of it must reproduce (trials are seeded, resume is exact)."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    cache = session_cache(tmp_path_factory)
+    sweep(folder, *INTERRUPTIBLE,
+          env=sweep_env(VAE_SWEEP_DATA=str(small_cifar_root),
+                        VAE_SWEEP_CACHE=str(cache)))  # fmt: skip
+    results, _ = tables(folder)
+    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 3
+    return results
+
+
+def assert_same_fids(results: pd.DataFrame, uninterrupted: pd.DataFrame) -> None:
     key = ["n_train", "prior"]
     pd.testing.assert_series_equal(
-        clean.sort_values(key)["fid"].reset_index(drop=True),
-        faulty.sort_values(key)["fid"].reset_index(drop=True),
+        uninterrupted.sort_values(key)["fid"].reset_index(drop=True),
+        results.sort_values(key)["fid"].reset_index(drop=True),
+        rtol=1e-9,
     )
 
 
-def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifar):
-    args = [
-        "--set",
-        "stage1.epochs=6",
-        "--set",
-        "checkpoint_every=1",
-        "--set",
-        "grid.n_train=[100, 150, 200]",
-        "--set",
-        "grid.criterion=[random]",
-    ]
+def test_killed_fid_actor_restarts_and_callers_retry(
+    tmp_path, small_cifar, uninterrupted
+):
+    marker = tmp_path / "actor-died"
+    sweep(tmp_path, *INTERRUPTIBLE,
+          "--set", "fid.extractor=tests.standin:make_dying_standin",
+          env=sweep_env(**{DIE_MARKER_ENV: str(marker)}))  # fmt: skip
+    assert marker.exists()  # the actor really died mid-sweep
+    faulty, _ = tables(tmp_path)
+    assert (faulty["status"] == "ok").all()
+    assert_same_fids(faulty, uninterrupted)
+
+
+def test_resume_after_driver_sigkill_runs_only_what_is_left(
+    tmp_path, small_cifar, uninterrupted
+):
+    args = INTERRUPTIBLE
     command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
                *TINY, *args]  # fmt: skip
     driver = subprocess.Popen(
@@ -136,13 +154,14 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(tmp_path, small_cifa
     # the lines it had not written when it died are lost, as in [1, 2, 5, 6].)
     for log in folder.glob("trial_*/result.json"):
         assert_resumed_log(log.read_text(), last_epoch=6)
+    # and the numbers are those of the sweep that was never interrupted
+    assert_same_fids(results, uninterrupted)
 
 
 def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
-    tmp_path, small_cifar
+    tmp_path, small_cifar, uninterrupted
 ):
-    args = ["--set", "stage1.epochs=6", "--set", "checkpoint_every=1",
-            "--set", "grid.criterion=[random]"]  # fmt: skip
+    args = INTERRUPTIBLE
     command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
                *TINY, *args]  # fmt: skip
     driver = subprocess.Popen(command, cwd=ROOT, env=sweep_env(),
@@ -166,8 +185,9 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
     sweep(tmp_path, *args, "--resume")
     results, history = tables(tmp_path)
-    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 2
-    assert len(history) == 2 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
+    assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 3
+    assert len(history) == 3 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
+    assert_same_fids(results, uninterrupted)
 
 
 def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
