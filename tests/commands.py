@@ -28,15 +28,20 @@ class Finished:
 
 
 def run_command(module: str, *argv: str, check_rc: int | None = None) -> Finished:
-    """`python -m module *argv` in this process: run_cli(main, argv), with its exit
-    code and what it printed. An exception other than SystemExit propagates (a
-    traceback, as a real run would print)."""
+    """`python -m module *argv` in this process: see run_main."""
     main = importlib.import_module(MAINS.get(module, module)).main
+    return run_main(main, list(argv), check_rc=check_rc)
+
+
+def run_main(main, argv: list[str], check_rc: int | None = None) -> Finished:
+    """run_cli(main, argv) in this process, with its exit code and what it printed.
+    An exception other than SystemExit propagates (a traceback, as a real run would
+    print)."""
     out, err = io.StringIO(), io.StringIO()
     code = 0
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            run_cli(main, list(argv))
+            run_cli(main, argv)
         except SystemExit as exit_:
             code = exit_.code if isinstance(exit_.code, int) else 1
     finished = Finished(code, out.getvalue(), err.getvalue())

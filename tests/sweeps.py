@@ -33,10 +33,15 @@ def sweep_env(**extra) -> dict:
             "RAY_ADDRESS": "local", **extra}  # fmt: skip
 
 
+def sweep_command(storage, *args) -> list[str]:
+    """The command line of a tiny smoke sweep into `storage`."""
+    return [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={storage}",
+            *TINY, *args]  # fmt: skip
+
+
 def sweep(tmp_path, *args, env=None, check=True, storage=None):
     result = subprocess.run(
-        [sys.executable, "-m", "sweep.run", SMOKE, "--set",
-         f"storage={storage or tmp_path}", *TINY, *args],
+        sweep_command(storage or tmp_path, *args),
         cwd=ROOT, capture_output=True, text=True, env=env or sweep_env(), timeout=600,
     )  # fmt: skip
     if check:

@@ -5,8 +5,9 @@ Each command has a table. `test_every_option_is_in_its_table` fails when an opti
 is added to a command without a bad-input case (flags that take no value and have no
 impossible combination are listed, with the reason, in NO_BAD_VALUE).
 
-The commands run in-process (`run_cli(main, argv)`): every case fails in its checks,
-before data loads or Ray starts, so the whole table takes seconds.
+The commands run in-process (`run_cli(main, argv)`, tests/commands.py): every case
+fails in its checks, before data loads or Ray starts, so the whole table takes
+seconds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import numpy as np
 import pytest
 
-from selection.errors import run_cli
+from tests.commands import assert_one_line_error, run_command, run_main
 from tests.conftest import ROOT, random_images
 
 STUDY = ROOT / "reports" / "study_cpu" / "sweep"  # a real sweep, read only
@@ -349,7 +350,7 @@ def places(tmp_path, rng):
 
 @pytest.mark.parametrize("command, argv, needle", _case_ids())
 def test_bad_input_is_one_line_exit_2_and_nothing_written(
-    command, argv, needle, places, tmp_path, capsys, monkeypatch
+    command, argv, needle, places, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)  # a relative output path would land here
     argv = [arg.format(**places) for arg in argv]
@@ -361,14 +362,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(
     needle = needle.format(**places)
     _, main = COMMANDS[command]()
     before = _snapshot(tmp_path, STUDY)
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, argv)
-    error = capsys.readouterr().err
-    lines = [line for line in error.splitlines() if line.strip()]
-    assert exit_info.value.code == 2, error
-    assert len(lines) == 1 and lines[0].startswith("error: "), error
-    assert needle in lines[0], error
-    assert "Traceback" not in error
+    assert_one_line_error(run_main(main, argv), needle)
     assert _snapshot(tmp_path, STUDY) == before, "something was written"
 
 
@@ -428,9 +422,8 @@ def test_sweep_help_describes_itself_and_its_repeatable_set():
     assert "--list-keys" in text
 
 
-def test_resume_refuses_a_grid_that_changed_since_the_sweep_started(tmp_path, capsys):
+def test_resume_refuses_a_grid_that_changed_since_the_sweep_started(tmp_path):
     from sweep.config import load_grid, resolved_yaml
-    from sweep.run import main
 
     grid = str(ROOT / "grids" / "smoke.yaml")
     storage = f"storage={tmp_path}"
@@ -438,9 +431,9 @@ def test_resume_refuses_a_grid_that_changed_since_the_sweep_started(tmp_path, ca
     saved = tmp_path / "smoke" / "grid.yaml"
     saved.write_text(resolved_yaml(load_grid(grid, [storage])))
     before = _snapshot(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(main, [grid, "--resume", "--set", storage, "--set", "stage1.epochs=3"])
-    error = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and "\n" not in error
-    assert f"{saved}: the grid differs from the one this sweep started with" in error
+    result = run_command("sweep.run", grid, "--resume", "--set", storage,
+                         "--set", "stage1.epochs=3")  # fmt: skip
+    assert_one_line_error(
+        result, f"{saved}: the grid differs from the one this sweep started with"
+    )
     assert _snapshot(tmp_path) == before

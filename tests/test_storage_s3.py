@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from pyarrow import fs
 
-from tests.conftest import ROOT, cifar_path
+from tests.conftest import ROOT
+from tests.sweeps import sweep_env
 from tests.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
@@ -64,10 +65,6 @@ def _sweep(endpoint, *args) -> list[str]:
             *TINY, *args]  # fmt: skip
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "VAE_SWEEP_DATA": str(cifar_path())}
-
-
 def _finished(filesystem) -> int:
     """Trials whose final report Tune has written to the bucket."""
     selector = fs.FileSelector(f"{BUCKET}/runs/smoke", recursive=True,
@@ -106,7 +103,7 @@ def _checkpointed_trials(filesystem) -> set[str]:
 
 def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     endpoint, filesystem = s3
-    driver = subprocess.Popen(_sweep(endpoint), cwd=ROOT, env=_env(),
+    driver = subprocess.Popen(_sweep(endpoint), cwd=ROOT, env=sweep_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)  # fmt: skip
     deadline = time.time() + 300
@@ -123,7 +120,7 @@ def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     assert filesystem.get_file_info(f"{folder}/results.parquet").type == \
         fs.FileType.NotFound  # fmt: skip
 
-    resumed = subprocess.run(_sweep(endpoint, "--resume"), cwd=ROOT, env=_env(),
+    resumed = subprocess.run(_sweep(endpoint, "--resume"), cwd=ROOT, env=sweep_env(),
                              capture_output=True, text=True, timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     skipped = re.search(r"resume: (\d+) trials finished \(skipped\)", resumed.stdout)

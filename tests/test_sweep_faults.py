@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -18,7 +17,7 @@ from experiments.sweeps import load_sweep
 from tests.commands import run_command
 from tests.conftest import ROOT, session_cache
 from tests.standin import DIE_MARKER_ENV
-from tests.sweeps import SMOKE, TINY, sweep, sweep_env, tables
+from tests.sweeps import sweep, sweep_command, sweep_env, tables
 from tests.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
@@ -99,11 +98,8 @@ def test_killed_fid_actor_restarts_and_callers_retry(
 def test_resume_after_driver_sigkill_runs_only_what_is_left(
     tmp_path, small_cifar, uninterrupted
 ):
-    args = INTERRUPTIBLE
-    command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
-               *TINY, *args]  # fmt: skip
     driver = subprocess.Popen(
-        command,
+        sweep_command(tmp_path, *INTERRUPTIBLE),
         cwd=ROOT,
         env=sweep_env(),
         stdout=subprocess.DEVNULL,
@@ -133,7 +129,7 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
                 check_rc=0)  # fmt: skip
     assert "PARTIAL" in (report / "report.md").read_text()
 
-    sweep(tmp_path, *args, "--resume")
+    sweep(tmp_path, *INTERRUPTIBLE, "--resume")
     results, history = tables(tmp_path)
     assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
     assert (results["status"] == "ok").all()
@@ -161,10 +157,8 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
 def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
     tmp_path, small_cifar, uninterrupted
 ):
-    args = INTERRUPTIBLE
-    command = [sys.executable, "-m", "sweep.run", SMOKE, "--set", f"storage={tmp_path}",
-               *TINY, *args]  # fmt: skip
-    driver = subprocess.Popen(command, cwd=ROOT, env=sweep_env(),
+    driver = subprocess.Popen(sweep_command(tmp_path, *INTERRUPTIBLE), cwd=ROOT,
+                              env=sweep_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)  # fmt: skip
     folder = tmp_path / "smoke"
@@ -183,7 +177,7 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
     # no tables from a sweep that did not finish, and no half-written file
     assert not (folder / "results.parquet").exists()
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
-    sweep(tmp_path, *args, "--resume")
+    sweep(tmp_path, *INTERRUPTIBLE, "--resume")
     results, history = tables(tmp_path)
     assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 3
     assert len(history) == 3 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
