@@ -235,13 +235,24 @@ def test_a_lost_fid_node_is_replaced_and_no_call_waits_forever(sim, tmp_path):
     assert history["fid_intermediate"].notna().all()
 
 
-def test_trials_need_nothing_from_the_drivers_disk(sim, tmp_path):
+def test_trials_need_nothing_from_the_drivers_disk_and_replicas_keep_off_the_head(
+    sim, tmp_path
+):
     storage = tmp_path / "storage"
     criteria = "grid.criterion=[random, lowest_recon, lowest_mahalanobis]"
+    # two CPU replicas: they could run anywhere, the head included
     finish(start_sweep(sim, storage, "--set", "grid.n_train=[1000]",
-                       "--set", "stage1.epochs=2", "--set", criteria))  # fmt: skip
+                       "--set", "stage1.epochs=2", "--set", criteria,
+                       "--set", "fid_service.gpu=0",
+                       "--set", "fid_service.replicas=2"))  # fmt: skip
     first = pd.read_parquet(storage / "smoke" / "results.parquet")
     assert len(first) == 3 * 2 and (first["status"] == "ok").all()
+    replicas = json.loads((storage / "smoke" / "timings.json").read_text())["runs"][0][
+        "fid_replicas"
+    ]
+    nodes = {replica["node"] for replica in replicas}
+    assert len(replicas) == 2 and sim.cluster.head_node.node_id not in nodes
+    assert nodes <= {node.node_id for node in sim.workers}
     # the reference VAE's checkpoint is in shared storage, not on a node's disk
     assert list((storage / "smoke" / "prerequisites").glob("reference-*.pt"))
     for node in list(sim.workers):
@@ -290,19 +301,6 @@ def test_the_reference_vae_survives_the_loss_of_its_node(sim, tmp_path):
     assert recon["resumed_from_epoch"] >= 1  # the retry went on from shared storage
     results = pd.read_parquet(storage / "smoke" / "results.parquet")
     assert (results["status"] == "ok").all() and len(results) == 2
-
-
-def test_fid_replicas_keep_off_the_head(sim, tmp_path):
-    storage = tmp_path / "storage"
-    # a CPU replica could run anywhere, the head included: it is kept off the head
-    finish(start_sweep(sim, storage, "--set", "grid.n_train=[1000]",
-                       "--set", "stage1.epochs=1", "--set", "fid_service.gpu=0",
-                       "--set", "fid_service.replicas=2"))  # fmt: skip
-    timings = json.loads((storage / "smoke" / "timings.json").read_text())
-    nodes = {replica["node"] for replica in timings["runs"][0]["fid_replicas"]}
-    assert len(timings["runs"][0]["fid_replicas"]) == 2
-    assert sim.cluster.head_node.node_id not in nodes
-    assert nodes <= {node.node_id for node in sim.workers}
 
 
 def test_a_gpu_that_is_not_there_is_one_clear_line(tmp_path):

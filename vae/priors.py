@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from selection.datasets import ImageSet, spread_order
 from selection.errors import InputError
@@ -110,6 +108,11 @@ def _gmm(ctx: PriorContext, n: int, seed: int) -> torch.Tensor:
             f"gmm prior: {options.components} components need at least as many "
             f"training images, got {len(ctx.train_means)}"
         )
+    # imported here: sklearn (with scipy.stats) takes about a second to import, and
+    # every sweep driver, FID replica and command imports this module without fitting
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture
+
     mixture = GaussianMixture(
         n_components=options.components,
         covariance_type="full",
