@@ -303,7 +303,7 @@ def test_the_reference_vae_survives_the_loss_of_its_node(sim, tmp_path):
     assert (results["status"] == "ok").all() and len(results) == 2
 
 
-def test_a_gpu_that_is_not_there_is_one_clear_line(tmp_path):
+def test_a_gpu_that_is_not_there_is_one_clear_line(tmp_path, small_cifar):
     sim = SimCluster(tmp_path, workers=1, simulated=False)  # advertised, not real
     try:
         trial_gpu = ["--set", "resources.gpu=1"]

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selection.datasets import load_cifar10, load_images, pixels_sha256
+from selection.datasets import (
+    load_cifar10,
+    load_images,
+    pixels_sha256,
+    spread_over_classes,
+)
 from selection.errors import InputError
 from tests.conftest import random_images
 
@@ -202,3 +207,33 @@ def test_a_limit_spreads_over_the_classes_in_file_order(tmp_path, rng):
     np.testing.assert_array_equal(data.images, images[[0, 1, 4, 5, 8]])
     assert data.labels.tolist() == [0, 0, 1, 1, 2]
     assert len(load_cifar10(tmp_path, "train", limit=12).images) == 12
+
+
+def test_a_limit_decodes_only_the_images_it_keeps(tmp_path, rng, monkeypatch):
+    import selection.datasets as datasets
+
+    images = random_images(rng, 12)
+    for index, image in enumerate(images):
+        folder = tmp_path / "train" / f"c{index // 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:02d}.png")
+    (tmp_path / "zipped").mkdir()
+    _zip_tree(tmp_path / "train", tmp_path / "zipped" / "train.zip", prefix="train/")
+    decoded = []
+    real = datasets._decode
+    monkeypatch.setattr(datasets, "_decode",
+                        lambda data, where, size: decoded.append(where) or real(
+                            data, where, size))  # fmt: skip
+    cache = tmp_path / "cache"
+    spread = load_cifar10(tmp_path / "zipped", "train", limit=5, cache_dir=cache)
+    assert len(decoded) == 5  # not 12
+    # the same images as spreading the whole decoded set, and its hash
+    whole = load_cifar10(tmp_path / "zipped", "train", cache_dir=cache)
+    assert len(decoded) == 5 + 12
+    expected = spread_over_classes(whole, 5)
+    np.testing.assert_array_equal(spread.images, expected.images)
+    assert spread.sha256 == expected.sha256
+    # a prefix of the same size is another cache entry, not the spread's
+    prefix = load_images(tmp_path / "zipped" / "train.zip", limit=5, cache_dir=cache)
+    np.testing.assert_array_equal(prefix.images, images[:5])
+    assert len(list((cache / "datasets").iterdir())) == 3
