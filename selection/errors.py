@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 EXIT_USAGE = 2
+EXIT_TRIALS_FAILED = 1  # the command ran, but some of its work failed (outputs written)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 

@@ -18,7 +18,7 @@ import sys
 
 from fid.stats import warn_small_sample
 from selection.cli import Parser, positive_number, text
-from selection.errors import InputError, run_cli
+from selection.errors import EXIT_TRIALS_FAILED, InputError, run_cli
 from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
 from sweep.cost import estimate, rate_lines, slots
@@ -250,8 +250,19 @@ def main(argv=None) -> None:
             if started
             else "nothing was written; the same command starts afresh"
         ) from None
-    if table.empty or (table["status"] == "error").any():
-        print("some trials failed: see the status and error columns", file=sys.stderr)
+    statuses = table.drop_duplicates("trial_id")["status"] if len(table) else None
+    errored = 0 if statuses is None else int((statuses == "error").sum())
+    if statuses is None or errored:
+        # The tables are written, but a script or CI must see that trials failed. A
+        # diverged or scheduler-stopped trial is a recorded result of the grid, not a
+        # fault: those exit 0.
+        what = (
+            "no trial ran" if statuses is None else f"{errored} trial(s) ended in error"
+        )
+        print(f"error: {what}: see the status and error columns of the results in "
+              f"{folder}; --resume --retry-errored runs them again from their last "
+              f"checkpoints", file=sys.stderr)  # fmt: skip
+        raise SystemExit(EXIT_TRIALS_FAILED)
 
 
 if __name__ == "__main__":

@@ -170,10 +170,14 @@ def raw_epochs(trial: Path) -> list[int]:
     return [r["epoch"] for r in results if r.get("phase") == "stage1"]
 
 
+# The kill comes at epoch 3 of a trial: 9 epochs are left to go on with.
+PREEMPTED_EPOCHS = 12
+
+
 def test_a_preempted_node_loses_no_trial_and_no_work(sim, tmp_path):
     storage = tmp_path / "storage"
     sweep = start_sweep(sim, storage, "--set", "grid.n_train=[1000, 2000]",
-                        "--set", "stage1.epochs=25")  # fmt: skip
+                        "--set", f"stage1.epochs={PREEMPTED_EPOCHS}")  # fmt: skip
     folder = storage / "smoke"
 
     def trial_in_progress():
@@ -183,7 +187,7 @@ def test_a_preempted_node_loses_no_trial_and_no_work(sim, tmp_path):
                     "pid"
                 ]
                 node = sim.node_of(pid)
-                if node is not None and raw_epochs(trial)[-1] < 25:
+                if node is not None and raw_epochs(trial)[-1] < PREEMPTED_EPOCHS:
                     return trial, node
         return None
 
@@ -195,13 +199,16 @@ def test_a_preempted_node_loses_no_trial_and_no_work(sim, tmp_path):
 
     results = pd.read_parquet(folder / "results.parquet")
     assert len(results) == 2 * 2 and results["trial_id"].nunique() == 2
-    assert (results["status"] == "ok").all() and (results["epochs_run"] == 25).all()
+    assert (results["status"] == "ok").all() and (
+        results["epochs_run"] == PREEMPTED_EPOCHS
+    ).all()
     # Tune's own record of the killed trial: it went on from its last checkpoint,
     # so epoch 1 ran once, and at most the epoch in flight was run twice
     epochs = raw_epochs(trial)
-    assert epochs.count(1) == 1 and epochs[-1] == 25
+    assert epochs.count(1) == 1 and epochs[-1] == PREEMPTED_EPOCHS
     assert len(epochs) - len(set(epochs)) <= 1, epochs
-    assert killed_at < 25 and sorted(set(epochs)) == list(range(1, 26))
+    assert killed_at < PREEMPTED_EPOCHS
+    assert sorted(set(epochs)) == list(range(1, PREEMPTED_EPOCHS + 1))
     state = max(folder.glob("experiment_state-*.json")).read_text()
     failures = [int(n) for n in re.findall(r'num_failures\\": (\d+)', state)]
     assert sorted(failures) == [0, 1]  # the default retries of a cluster grid
@@ -282,7 +289,7 @@ def test_the_reference_vae_survives_the_loss_of_its_node(sim, tmp_path):
     storage = tmp_path / "storage"
     sweep = start_sweep(sim, storage, "--set", "grid.criterion=[lowest_recon]",
                         "--set", "grid.n_train=[1000]", "--set", "stage1.epochs=1",
-                        "--set", "selection.reference_epochs=25")  # fmt: skip
+                        "--set", "selection.reference_epochs=12")  # fmt: skip
     checkpoints = storage / "smoke" / "prerequisites"
 
     def reference_in_progress():

@@ -26,10 +26,15 @@ pytestmark = pytest.mark.ray
 def test_error_and_divergence_are_recorded_while_others_finish(tmp_path, small_cifar):
     # lr 1e6 makes the loss non-finite in epoch 1; 500 mixture components cannot be
     # fitted to 100 means, so the gmm prior raises inside that trial
-    sweep(tmp_path, "--set", "grid.criterion=[random]", "--set", "grid.n_train=[100]",
-          "--set", "grid.stage1.lr=[1.0e-3, 1.0e+6]",
-          "--set", "grid.gmm.components=[2, 500]",
-          "--set", "max_failures=1")  # fmt: skip
+    run = sweep(tmp_path, "--set", "grid.criterion=[random]",
+                "--set", "grid.n_train=[100]",
+                "--set", "grid.stage1.lr=[1.0e-3, 1.0e+6]",
+                "--set", "grid.gmm.components=[2, 500]",
+                "--set", "max_failures=1", check=False)  # fmt: skip
+    # the tables are written, and the exit code says a trial failed (diverged ones
+    # are results, not failures)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "error: 1 trial(s) ended in error" in run.stderr
     results, _ = tables(tmp_path)
     axes = ["stage1.lr", "gmm.components"]
     trials = results.drop_duplicates("trial_id").set_index(axes)
@@ -193,13 +198,15 @@ def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
     env = sweep_env(**{FAIL_MARKER_ENV: str(marker)})
     args = ["--set", "fid.extractor=tests.standin:make_failing_finals",
             "--set", "grid.criterion=[random]"]  # fmt: skip
-    sweep(tmp_path, *args, env=env)
+    failed = sweep(tmp_path, *args, env=env, check=False)
+    assert failed.returncode == 1 and "2 trial(s) ended in error" in failed.stderr
     results, _ = tables(tmp_path)
     assert (results["status"] == "error").all() and len(results) == 2 * 2
     assert results["error"].str.contains("simulated fault in the final FID").all()
 
     marker.write_text("fixed")
-    kept = sweep(tmp_path, *args, "--resume", env=env)
+    kept = sweep(tmp_path, *args, "--resume", env=env, check=False)
+    assert kept.returncode == 1, kept.stderr[-3000:]
     assert "2 errored (kept as errors; --retry-errored retries them)" in kept.stdout
     assert (tables(tmp_path)[0]["status"] == "error").all()
 
