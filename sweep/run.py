@@ -221,7 +221,9 @@ def main(argv=None) -> None:
     check_storage_reachable(config.storage)
     check_storage(folder, text, args.resume)
 
-    # torch and Ray load only past validation: a bad grid fails in a blink
+    # the driver's own modules (the trainables, pandas, matplotlib) load only past
+    # validation; torch and Ray do not wait that long yet: sweep.cluster and
+    # sweep.config import them, so a bad grid takes about 4 s to refuse
     from sweep.driver import NAMESPACE, check_local_resources, load_data, run_sweep
 
     if args.address is None:
