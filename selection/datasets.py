@@ -227,7 +227,7 @@ def load_images(
 
     `size` is the required (height, width); None accepts any size the first image has.
     `limit` keeps the first N images in sorted file order, or with `spread` N images
-    round-robin over the class folders (`spread_order`), kept in file order; only the
+    round-robin over the class folders (`spread_indices`), kept in file order; only the
     kept images are decoded. Decoded arrays are cached under `cache_dir/datasets`
     (see `selection.files.default_cache_dir`).
     """
@@ -241,7 +241,7 @@ def load_images(
     labels, classes = _class_labels(members)
     if limit is not None:
         kept = (
-            np.sort(spread_order(labels)[:limit])
+            spread_indices(labels, limit)
             if spread
             else np.arange(min(limit, len(members)))
         )
@@ -388,6 +388,13 @@ def spread_order(labels) -> np.ndarray:
     return np.lexsort((labels, rank))
 
 
+def spread_indices(labels, limit: int) -> np.ndarray:
+    """The indices of the first `limit` images of `spread_order`, in file order: the
+    one rule both a decoded set (`spread_over_classes`) and a folder or zip loaded
+    with a limit (`load_images(spread=True)`) keep."""
+    return np.sort(spread_order(labels)[:limit])
+
+
 def spread_over_classes(data: ImageSet, limit: int) -> ImageSet:
     """N images taken round-robin over the classes (each class's first images in
     file order, one class after another), kept in file order: every class gets
@@ -395,7 +402,7 @@ def spread_over_classes(data: ImageSet, limit: int) -> ImageSet:
     if limit < 1:
         raise InputError(f"limit must be a positive number of images, got {limit}")
     labels = np.asarray(data.labels)
-    chosen = np.sort(spread_order(labels)[:limit])
+    chosen = spread_indices(labels, limit)
     images = np.ascontiguousarray(data.images[chosen])
     return ImageSet(
         images,
