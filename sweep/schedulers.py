@@ -1,11 +1,8 @@
 """The early-stopping schedulers, by name, and what survives a `--resume`.
 
-Checkpoints. Tune restores a trial from the checkpoint its experiment state names,
-and in cloud storage that state lags the trials' own checkpoints by seconds; Tune
-keeps only the newest few checkpoints of a trial (`CheckpointConfig.num_to_keep`), so
-the one the state names may be gone, and the trial would fail to restore. Every
-scheduler here points each restored trial at its newest checkpoint that exists
-(`repair_checkpoint`), which the trial's own state inside it makes exact.
+Checkpoints. Every scheduler here points each restored trial at its newest complete
+checkpoint (`sweep.checkpoints.repair_checkpoint`): the one Tune's lagging experiment
+state names may be gone or half written.
 
 Tune does not save a scheduler's state with the experiment: a resumed sweep gets the
 scheduler as it was created, with no history, and would judge the trials that go on
@@ -23,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 
-from pyarrow import fs
-from ray.train import Checkpoint
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -32,6 +27,7 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
 )
 
+from sweep.checkpoints import repair_checkpoint
 from sweep.config import GridConfig
 
 METRIC = "fid_intermediate"
@@ -51,38 +47,6 @@ def recorded_results(trial) -> list[dict]:
     except (FileNotFoundError, OSError):
         return []  # a trial that never reported
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def repair_checkpoint(trial) -> str | None:
-    """If the checkpoint a restored trial would start from no longer exists, point it
-    at the newest one that does (or at none); returns what it now names."""
-    from ray.train._internal.session import _TrainingResult  # Ray 2.60's own type
-
-    result = getattr(trial, "latest_checkpoint_result", None)
-    checkpoint = getattr(result, "checkpoint", None)
-    if checkpoint is None:
-        return None
-    storage = checkpoint.filesystem
-    if storage.get_file_info(checkpoint.path).type != fs.FileType.NotFound:
-        return checkpoint.path
-    selector = fs.FileSelector(trial.storage.trial_fs_path, allow_not_found=True)
-    kept = sorted(
-        info.path
-        for info in storage.get_file_info(selector)
-        if info.type == fs.FileType.Directory
-        and info.path.rsplit("/", 1)[-1].startswith("checkpoint_")
-    )
-    manager = trial.run_metadata.checkpoint_manager
-    fixed = (
-        _TrainingResult(Checkpoint(kept[-1], filesystem=storage), result.metrics)
-        if kept
-        else None
-    )
-    manager._latest_checkpoint_result = fixed
-    manager._checkpoint_results = [fixed] if fixed else []
-    logger.warning("%s: %s is gone; restoring from %s", trial, checkpoint.path,
-                   fixed.checkpoint.path if fixed else "the start")  # fmt: skip
-    return fixed.checkpoint.path if fixed else None
 
 
 class _Restore:

@@ -24,6 +24,7 @@ from fid.client import ClientOptions, FIDClient
 from fid.turns import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
+from sweep.checkpoints import STATE_FILE
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.prerequisites import score_need
@@ -40,7 +41,6 @@ from vae.plots import sample_grid_png
 from vae.priors import PriorContext, prior_seed, recon_images
 from vae.train import EpochReport, Trainer, new_trainer
 
-STATE_FILE = "trial.pt"
 SAMPLES_FOLDER = "samples"
 SAMPLE_GRID = 64  # samples shown per prior
 NAMESPACE = "vae-sweep"

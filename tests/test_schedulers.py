@@ -9,6 +9,7 @@ import pytest
 from pyarrow import fs
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
+from sweep.checkpoints import STATE_FILE, repair_checkpoint
 from sweep.schedulers import (
     ReplayingASHA,
     ReplayingMedianStopping,
@@ -123,12 +124,16 @@ def test_cluster_and_resume_options_are_checked_first(tmp_path, args, needle):
     assert list(tmp_path.iterdir()) == [] and not ray_started()
 
 
-def _checkpointed_trial(tmp_path, named: str, existing: list[str]):
+def _checkpointed_trial(tmp_path, named: str, complete: list[str], empty=()):
+    """A restored trial whose experiment state names `named`; its folder holds the
+    `complete` checkpoints (with the state file) and the `empty` ones (folder only)."""
     from ray.train import Checkpoint
     from ray.train._internal.session import _TrainingResult
 
-    for name in existing:
-        (tmp_path / name).mkdir()
+    for name in [*complete, *empty]:
+        (tmp_path / name).mkdir(parents=True)
+    for name in complete:
+        (tmp_path / name / STATE_FILE).write_bytes(b"state")
     local = fs.LocalFileSystem()
     latest = _TrainingResult(Checkpoint(str(tmp_path / named), filesystem=local),
                              {"epoch": 2})  # fmt: skip
@@ -142,21 +147,36 @@ def _checkpointed_trial(tmp_path, named: str, existing: list[str]):
 
 
 def test_a_resume_starts_from_a_checkpoint_that_exists(tmp_path):
-    from sweep.schedulers import repair_checkpoint
-
     # the experiment state names checkpoint 1, which Tune has since deleted
-    trial = _checkpointed_trial(tmp_path, "checkpoint_000001",
+    trial = _checkpointed_trial(tmp_path / "a", "checkpoint_000001",
                                 ["checkpoint_000003", "checkpoint_000004"])  # fmt: skip
-    assert repair_checkpoint(trial) == str(tmp_path / "checkpoint_000004")
+    assert repair_checkpoint(trial) == str(tmp_path / "a" / "checkpoint_000004")
     manager = trial.run_metadata.checkpoint_manager
     assert manager._latest_checkpoint_result.checkpoint.path.endswith("000004")
     assert manager._latest_checkpoint_result.metrics == {"epoch": 2}
 
-    present = _checkpointed_trial(tmp_path / "b", "checkpoint_000002", [])
-    (tmp_path / "b" / "checkpoint_000002").mkdir(parents=True)
+    present = _checkpointed_trial(tmp_path / "b", "checkpoint_000002",
+                                  ["checkpoint_000002"])  # fmt: skip
     assert repair_checkpoint(present) == str(tmp_path / "b" / "checkpoint_000002")
 
     gone = _checkpointed_trial(tmp_path / "c", "checkpoint_000002", [])
-    (tmp_path / "c").mkdir(exist_ok=True)
+    (tmp_path / "c").mkdir()
     assert repair_checkpoint(gone) is None  # nothing left: the trial starts over
     assert gone.run_metadata.checkpoint_manager._checkpoint_results == []
+
+
+CKPT3 = "checkpoint_000003"
+
+
+def test_a_resume_skips_checkpoint_folders_without_their_state_file(tmp_path):
+    # killed while Tune uploaded checkpoint 4 (folder made, file not yet copied)
+    uploading = _checkpointed_trial(tmp_path / "a", "checkpoint_000001",
+                                    [CKPT3], ["checkpoint_000004"])  # fmt: skip
+    assert repair_checkpoint(uploading) == str(tmp_path / "a" / "checkpoint_000003")
+    # killed while Tune deleted the checkpoint the state names (file gone, folder left)
+    deleting = _checkpointed_trial(tmp_path / "b", "checkpoint_000002",
+                                   [CKPT3], ["checkpoint_000002"])  # fmt: skip
+    assert repair_checkpoint(deleting) == str(tmp_path / "b" / "checkpoint_000003")
+    only_empty = _checkpointed_trial(tmp_path / "c", "checkpoint_000002", [],
+                                     ["checkpoint_000002", CKPT3])  # fmt: skip
+    assert repair_checkpoint(only_empty) is None

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -167,3 +169,38 @@ def test_credentials_never_come_from_the_grid(tmp_path):
     grid.write_text("name: t\nstorage: s3://b/p\naws_secret_access_key: x\n")
     with pytest.raises(InputError, match="unknown key aws_secret_access_key"):
         load_grid(grid)
+
+
+def test_a_resume_on_s3_skips_a_checkpoint_folder_caught_half_written(s3):
+    """Tune makes a checkpoint's folder before it copies the state file in; on S3 the
+    folder is an object of its own, so a kill in between leaves a folder with nothing
+    in it, which a restore would download and fail on (as one CI run did)."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    from sweep.checkpoints import STATE_FILE, repair_checkpoint
+
+    _, filesystem = s3
+    trial_folder = f"{BUCKET}/runs/smoke/trial_1"
+    complete = f"{trial_folder}/checkpoint_000003"
+    filesystem.create_dir(complete)
+    with filesystem.open_output_stream(f"{complete}/{STATE_FILE}") as out:
+        out.write(b"state")
+    filesystem.create_dir(f"{trial_folder}/checkpoint_000004")  # the upload cut off
+    assert filesystem.get_file_info(f"{trial_folder}/checkpoint_000004").type == \
+        fs.FileType.Directory  # fmt: skip
+
+    # the lagging experiment state names checkpoint 2, deleted since
+    deleted = Checkpoint(f"{trial_folder}/checkpoint_000002", filesystem=filesystem)
+    named = _TrainingResult(deleted, {"epoch": 2})
+    manager = SimpleNamespace(_latest_checkpoint_result=named,
+                              _checkpoint_results=[named])  # fmt: skip
+    trial = SimpleNamespace(
+        latest_checkpoint_result=named,
+        storage=SimpleNamespace(trial_fs_path=trial_folder, trial_dir_name="trial_1"),
+        run_metadata=SimpleNamespace(checkpoint_manager=manager),
+    )
+    assert repair_checkpoint(trial) == complete
+    restored = manager._latest_checkpoint_result.checkpoint
+    with restored.as_directory() as folder:
+        assert (Path(folder) / STATE_FILE).read_bytes() == b"state"
