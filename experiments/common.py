@@ -15,9 +15,9 @@ from fid.engine import FIDEngine
 from fid.features import resolve_device
 from fid.options import add_network_options, check_network_options
 from fid.options import build_engine as engine_from_options
-from selection.checks import at_least, data_folder, writable_folder
+from selection.checks import at_least, at_most, data_folder, writable_folder
 from selection.cli import seed, text
-from selection.datasets import ImageSet, load_cifar10
+from selection.datasets import SPLIT_SIZES, ImageSet, load_cifar10
 from selection.errors import InputError
 from selection.files import atomic_path
 
@@ -89,6 +89,7 @@ def check_options(args: argparse.Namespace, *positive: str) -> None:
     a reference of at least two test images, the device, a writable --out."""
     at_least(args, 1, *positive)
     at_least(args, 2, "test_limit")  # a covariance needs two images
+    at_most(args, SPLIT_SIZES["test"], "the CIFAR-10 test set", "test_limit")
     resolve_device(args.device)
     writable_folder(args.out, f"--out {args.out}")
     data_folder(args)

@@ -35,6 +35,7 @@ from fid.options import cache_scope
 from fid.stats import weighted_statistics
 from selection.checks import at_least, distinct, positive_list
 from selection.cli import Parser, int_list
+from selection.datasets import SPLIT_SIZES
 from selection.errors import InputError, run_cli
 
 DEFAULT_SIZES = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10000)
@@ -157,6 +158,9 @@ def main(argv=None) -> None:
     at_least(args, 2, "count")
     positive_list(args, "sizes")
     distinct(args, "sizes")
+    if max(args.sizes) > (pool := SPLIT_SIZES["train"]):
+        raise InputError(f"--sizes: {max(args.sizes)} distinct images is more than "
+                         f"the CIFAR-10 training set ({pool})")  # fmt: skip
     if max(args.sizes) > args.count:
         raise InputError(f"--sizes: {max(args.sizes)} distinct images is more than "
                          f"--count {args.count}")  # fmt: skip

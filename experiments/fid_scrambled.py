@@ -33,8 +33,9 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import iter_batches
 from fid.options import cache_scope
-from selection.checks import distinct
+from selection.checks import at_least, at_most, distinct
 from selection.cli import Parser, int_list
+from selection.datasets import SPLIT_SIZES
 from selection.errors import InputError, run_cli
 
 DEFAULT_TILES = (2, 4, 16, 64, 256, 1024)
@@ -172,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     check_options(args, "count", "repetitions", "batch_size")
+    at_least(args, 2, "count")
+    at_most(args, SPLIT_SIZES["train"], "the CIFAR-10 training set", "count")
     distinct(args, "tiles")
     for tiles in args.tiles:
         tile_grid(tiles)

@@ -24,6 +24,16 @@ def at_least(args: argparse.Namespace, minimum: float, *names: str) -> None:
             raise InputError(f"{flag(name)} must be at least {minimum}, got {value}")
 
 
+def at_most(args: argparse.Namespace, maximum: int, what: str, *names: str) -> None:
+    """Each named option, when given, is at most `maximum` (`what` says why: a split's
+    size), so a run never loads data only to find it asked for more than there is."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value > maximum:
+            raise InputError(f"{flag(name)} must be at most {maximum} ({what}), "
+                             f"got {value}")  # fmt: skip
+
+
 def positive(args: argparse.Namespace, *names: str) -> None:
     """Each named option, when given, is above zero (learning rates, scales)."""
     for name in names:

@@ -37,6 +37,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 CIFAR_SIZE = (32, 32)
 CIFAR_BATCHES = "cifar-10-batches-py"
 SPLITS = ("train", "test")
+# CIFAR-10's split sizes: every limit and size a command takes is within them
+SPLIT_SIZES = {"train": 50_000, "test": 10_000}
 # Bump when decoding changes, so stale cached arrays are not reused.
 LOADER_VERSION = 1
 

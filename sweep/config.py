@@ -33,12 +33,13 @@ from pydantic import (
 from pydantic_core import PydanticUndefined
 
 from selection.criteria import CRITERIA
+from selection.datasets import SPLIT_SIZES
 from selection.errors import InputError
 from vae.priors import PRIORS
 
 PriorName = Literal["gaussian", "gmm", "two_stage", "recon"]
-CIFAR_TRAIN_SIZE = 50_000
-CIFAR_TEST_SIZE = 10_000
+CIFAR_TRAIN_SIZE = SPLIT_SIZES["train"]
+CIFAR_TEST_SIZE = SPLIT_SIZES["test"]
 
 
 class Section(BaseModel):
@@ -51,9 +52,9 @@ class DataSection(Section):
     root: str | None = None
     download: bool = True
     # N images spread evenly over the classes (selection.datasets.spread_over_classes)
-    train_limit: PositiveInt | None = None  # a pool of N training images
+    train_limit: int | None = Field(None, ge=1, le=CIFAR_TRAIN_SIZE)  # a pool of N
     # FID reference from N test images (a covariance needs two)
-    test_limit: int | None = Field(None, ge=2)
+    test_limit: int | None = Field(None, ge=2, le=CIFAR_TEST_SIZE)
 
 
 class ModelSection(Section):

@@ -120,6 +120,11 @@ VAE = [
     (["--out", "{out}", "--data", "/no/data"], "--data /no/data: no such folder"),
     (["--out", "{out}", "--criterion", "random", "--n", "0"], "--n must be at least 1"),
     (["--out", "{out}", "--n", "x"], "--n: invalid int value"),
+    (
+        ["--out", "{out}", "--criterion", "random", "--n", "50001"],
+        "--n must be at most 50000 (the CIFAR-10 training set), got 50001",
+    ),
+    (["--out", "{out}", "--test-limit", "10001"], "--test-limit must be at most 10000"),
     (["--out", "{out}", "--n", "100"], "--criterion all takes the whole training"),
     (["--out", "{out}", "--criterion", "nearest"], "--criterion nearest: unknown"),
     (["--out", "{out}", "--epochs", "0"], "--epochs must be at least 1"),
@@ -178,6 +183,7 @@ E_COMMON = [
     (["--seed", "-1"], "--seed: expected an integer from 0"),
     (["--out", ""], "--out: expected a value, got an empty string"),
     (["--test-limit", "1"], "--test-limit must be at least 2"),
+    (["--test-limit", "10001"], "--test-limit must be at most 10000 (the CIFAR-10 te"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--device", "tpu"], "--device tpu: "),
     (["--network", "/no/net.pt"], "--network /no/net.pt: no such file"),
@@ -194,6 +200,7 @@ E1 = [
     (["--sizes", "0,10"], "--sizes needs positive integers"),
     (["--sizes", "20", "--count", "10"], "--sizes: 20 distinct images is more than"),
     (["--count", "1"], "--count must be at least 2"),
+    (["--sizes", "50001", "--count", "60000"], "more than the CIFAR-10 training set"),
     (["--sizes", "4,8,4"], "--sizes: 4 is given twice"),
     (["--count", "x"], "--count: invalid int value"),
     (["--total", "1"], "--count must be at least 2"),  # its old name
@@ -205,6 +212,8 @@ E2 = [
     (["--tiles", "2048"], "--tiles: 2048"),
     (["--tiles", "x"], "--tiles: expected comma-separated integers"),
     (["--count", "0"], "--count must be at least 1"),
+    (["--count", "1"], "--count must be at least 2"),
+    (["--count", "50001"], "--count must be at most 50000 (the CIFAR-10 training set"),
     (["--tiles", "4,4"], "--tiles: 4 is given twice"),
 ]
 
@@ -266,6 +275,9 @@ SWEEP = [
     (["{grid}", "--set", "stage1.precision=fp16"], "'fp16': Input should be 'fp32'"),
     (["{grid}", "--set", "fid.network=/nonexist"], "fid.network = '/nonexist': "),
     (["{grid}", "--set", "data.test_limit=1"], "data.test_limit = 1"),
+    (["{grid}", "--set", "data.test_limit=10001"], "data.test_limit = 10001: Input sh"),
+    (["{grid}", "--set", "data.train_limit=50001"], "data.train_limit = 50001: Input"),
+    (["{grid}", "--set", "data.train_limit=0"], "data.train_limit = 0: Input should"),
     (["{grid}", "--set", "fid.samples=1"], "fid.samples = 1"),
     (["{grid}", "--set", "grid.seed=[0, 0]"], "seed = [0, 0]: 0 is given twice"),
     (["{grid}", "--set", "priors=[gmm, gmm]"], "'gmm' is given twice"),

@@ -9,6 +9,7 @@ from fid.features import resolve_device
 from fid.options import add_network_options, check_cache_dir, check_network_options
 from selection.checks import (
     at_least,
+    at_most,
     data_folder,
     flag,
     positive,
@@ -17,6 +18,7 @@ from selection.checks import (
 )
 from selection.cli import Parser, finite_float, int_list, name_list, seed, text
 from selection.criteria import CRITERIA, check_criterion
+from selection.datasets import SPLIT_SIZES
 from selection.errors import InputError
 from selection.scores import MAHALANOBIS_SPACES
 from vae.losses import LOSSES
@@ -229,6 +231,8 @@ def check(args: argparse.Namespace) -> None:
              "gmm_n_init", "n", "stage2_epochs", "stage2_latent_dim",
              "reference_epochs", "fid_batch_size")  # fmt: skip
     at_least(args, 2, "test_limit")  # a covariance needs two images
+    at_most(args, SPLIT_SIZES["train"], "the CIFAR-10 training set", "n")
+    at_most(args, SPLIT_SIZES["test"], "the CIFAR-10 test set", "test_limit")
     at_least(args, 0, "fid_samples", "gmm_reg_covar", "mahalanobis_ridge",
              "lr_patience", "kl_weight")  # fmt: skip
     positive(args, "lr")
