@@ -129,6 +129,47 @@ def test_stage2_resume_is_exact():
     assert [r.loss for r in straight.history] == [r.loss for r in resumed.history]
 
 
+def test_stage2_saves_by_time_and_after_its_last_epoch(monkeypatch):
+    import vae.priors
+    from vae.priors import Stage2Checkpoint
+
+    rng = np.random.default_rng(4)
+    means, log_vars = _ring_mixture(rng, 100)
+    clock = iter([0.0, 10.0, 70.0, 75.0, 100.0, 134.0, 136.0, 140.0, 150.0, 151.0])
+    monkeypatch.setattr(vae.priors.time, "monotonic", lambda: next(clock))
+    saved = []
+
+    def save(state):
+        saved.append((state["epoch"], state["stage1_key"]))
+
+    options = TwoStageOptions(latent_dim=4, hidden=(16, 16, 16),
+                              train=TrainConfig(epochs=6, batch_size=50, seed=5,
+                                                device="cpu"))  # fmt: skip
+    train_stage2_model(means, log_vars, options, stage1_key="k",
+                       checkpoint=Stage2Checkpoint(save, seconds=60))  # fmt: skip
+    # started at 0; epochs end at 10, 70 (60 s: save, done at 75), 100, 134 (59 s
+    # since the save), 136 (61 s: save, done at 140), and the last one always saves
+    assert saved == [(2, "k"), (5, "k"), (6, "k")]
+
+
+def test_the_stage1_key_is_the_weights_and_nothing_else():
+    from vae.models import Stage1Config, Stage1VAE
+    from vae.priors import model_key
+
+    torch.manual_seed(0)
+    model = Stage1VAE(Stage1Config(latent_dim=4, encoder_channels=(8, 8),
+                                   decoder_channels=(8, 8)))  # fmt: skip
+    key = model_key(model)
+    twin = Stage1VAE(model.config)
+    twin.load_state_dict(model.state_dict())
+    assert model_key(twin) == key
+    assert model_key(twin.to(memory_format=torch.channels_last)) == key  # layout only
+    with torch.no_grad():
+        weight = next(twin.parameters())
+        weight[(0,) * weight.dim()] += 1e-3  # one weight
+    assert model_key(twin) != key
+
+
 @pytest.mark.parametrize("layout", ["dai_wipf", "table4"])
 def test_unknown_layouts_and_sizes_are_refused(layout):
     from selection.errors import InputError

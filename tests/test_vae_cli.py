@@ -212,3 +212,56 @@ def test_ctrl_c_stops_at_once_with_one_line_and_resume_continues(fake_data, tmp_
                 check_rc=0)  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == epoch + 2 and len(metrics["history"]) == epoch + 2
+
+
+def test_a_run_stopped_in_stage2_goes_on_from_its_last_save(
+    fake_data, tmp_path, monkeypatch, caplog
+):
+    import torch
+
+    import vae.cli
+    from vae.cli import main
+    from vae.priors import Stage2Checkpoint
+
+    data, _ = fake_data
+    saved_epochs = []
+
+    def checkpoint(stop_at=None):
+        def every_epoch(save, saved=None):
+            def save_and_record(state):
+                save(state)
+                saved_epochs.append(state["epoch"])
+                if state["epoch"] == stop_at:
+                    raise KeyboardInterrupt  # as Ctrl-C between two stage-2 epochs
+
+            return Stage2Checkpoint(save_and_record, saved, seconds=0)
+
+        monkeypatch.setattr(vae.cli, "Stage2Checkpoint", every_epoch)
+
+    def train(out, *extra):
+        main(["--data", str(data), "--out", str(out), "--epochs", "2",
+              "--batch-size", "8", "--fid-samples", "0", "--priors", "two_stage",
+              "--stage2-epochs", "6", "--quiet", *TINY_CLI, *extra])  # fmt: skip
+        return json.loads((out / "metrics.json").read_text())
+
+    checkpoint()
+    straight = train(tmp_path / "straight")
+    checkpoint(stop_at=3)
+    with pytest.raises(KeyboardInterrupt, match="stage 2, if it had started, from"):
+        train(tmp_path / "stopped")
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+    saved_epochs.clear()
+    checkpoint()
+    resumed = train(tmp_path / "stopped", "--resume")
+    assert saved_epochs == [4, 5, 6]  # went on from epoch 3, not from the start
+    assert resumed["stage2"] == straight["stage2"]  # the same history, to the bit
+    ours = torch.load(tmp_path / "stopped" / "stage2.pt", weights_only=True)
+    theirs = torch.load(tmp_path / "straight" / "stage2.pt", weights_only=True)
+    for key, value in theirs["model_state"].items():
+        assert torch.equal(ours["model_state"][key], value), key
+
+    # stage 1 trains on (one more epoch): the saved stage 2 belongs to the old one
+    saved_epochs.clear()
+    more = train(tmp_path / "stopped", "--resume", "--epochs", "3")
+    assert more["epochs_run"] == 3 and saved_epochs == [1, 2, 3, 4, 5, 6]
+    assert "the saved state belongs to another stage 1" in caplog.text

@@ -4,7 +4,8 @@
         --criterion random --epochs 600 --out runs/random-25k
 
 Writes into --out: `stage1.pt` (full training state; `--resume` continues it),
-`stage2.pt` (with the two_stage prior), `metrics.json`, `selection.npy` (the chosen
+`stage2.pt` (stage 2's training state, with the two_stage prior; `--resume` continues
+it too), `metrics.json`, `selection.npy` (the chosen
 indices), `loss.png` and `samples_<prior>.png`.
 """
 
@@ -33,14 +34,19 @@ from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_su
 from vae.models import Stage1Config
 from vae.options import check, parser
 from vae.plots import save_loss_curve, save_sample_grid
-from vae.priors import GMMOptions, PriorContext, TwoStageOptions, recon_images
+from vae.priors import (
+    GMMOptions,
+    PriorContext,
+    Stage2Checkpoint,
+    TwoStageOptions,
+    recon_images,
+)
 from vae.reference import recon_source
 from vae.train import (
     TrainConfig,
     Trainer,
     new_trainer,
     read_checkpoint,
-    save_model,
 )
 
 
@@ -184,7 +190,20 @@ class Run:
             ),
             train_log_vars=log_vars,
             progress=not a.quiet,
+            stage2_checkpoint=self.stage2_checkpoint(),
         )
+
+    def stage2_checkpoint(self) -> Stage2Checkpoint:
+        """`stage2.pt`: stage 2's training state, saved as it trains; --resume goes
+        on from it (vae.priors.train_stage2_model checks it is this stage 1's)."""
+        path = self.out / "stage2.pt"
+
+        def save(state: dict) -> None:
+            with atomic_path(path, suffix=".pt") as tmp:
+                torch.save(state, tmp)
+
+        resumable = self.args.resume and path.is_file()
+        return Stage2Checkpoint(save, read_checkpoint(path) if resumable else None)
 
     def check_recon_budget(self) -> None:
         """`recon` reconstructs x_test images: refuse a sample count it cannot meet
@@ -266,7 +285,6 @@ class Run:
             )
         metrics = {"priors": {r.prior: r.record() for r in results}}
         if ctx.stage2 is not None:
-            save_model(ctx.stage2.model, self.out / "stage2.pt")
             metrics["stage2"] = stage2_summary(ctx.stage2)
         if ctx.gmm_fit is not None:
             metrics["gmm"] = gmm_summary(ctx)
@@ -290,7 +308,8 @@ def main(argv=None) -> None:
         started = (Path(args.out) / "stage1.pt").is_file()
         raise KeyboardInterrupt(
             "continue with the same command and --resume (stage 1 goes on from "
-            "its last epoch; stage 2, if it had started, starts over)"
+            "its last epoch; stage 2, if it had started, from its last save, at "
+            "most a minute back)"
             if started
             else "no checkpoint yet; the same command starts afresh"
         ) from None

@@ -18,7 +18,9 @@ asking for more priors never changes the samples of another.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 import warnings
 import zlib
 from collections.abc import Callable
@@ -32,7 +34,7 @@ from selection.errors import InputError
 from vae.diagnostics import diagnostics
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE, Stage2Config, Stage2VAE
-from vae.train import TrainConfig, TrainResult, new_trainer
+from vae.train import EpochReport, TrainConfig, Trainer, TrainResult, new_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,22 @@ class TwoStageOptions:
 
 
 @dataclass
+class Stage2Checkpoint:
+    """Where stage 2 keeps its training state as it goes, so that a run stopped in
+    stage 2 goes on from there: `save(state)` receives `Trainer.state_dict()` (with
+    the key of the stage 1 it belongs to) after an epoch once at least `seconds`
+    have passed since training started or the last save ended, and after the last
+    epoch; `saved` is a state a
+    resumed run goes on from, used only if it belongs to this stage 1."""
+
+    save: Callable[[dict], None]
+    saved: dict | None = None
+    # a stage-2 epoch costs a fraction of a stage-1 one and a save costs a few
+    # seconds on a large model: by time, not epochs, a stop loses at most this much
+    seconds: float = 60.0
+
+
+@dataclass
 class Stage2Fit:
     """A trained stage 2 and what the results report of it."""
 
@@ -84,6 +102,7 @@ class PriorContext:
     gmm: GMMOptions = field(default_factory=GMMOptions)
     two_stage: TwoStageOptions = field(default_factory=TwoStageOptions)
     train_log_vars: np.ndarray | None = None  # (N, latent), for posterior draws
+    stage2_checkpoint: Stage2Checkpoint | None = None
     # filled in as the priors are fitted, for the results
     stage2: Stage2Fit | None = None
     gmm_fit: dict | None = None  # converged, iterations
@@ -162,8 +181,12 @@ def train_stage2_model(
     options: TwoStageOptions,
     *,
     progress: bool = False,
+    checkpoint: Stage2Checkpoint | None = None,
+    stage1_key: str = "",
 ) -> tuple[Stage2VAE, float, TrainResult]:
-    """Train stage 2 on stage-1 posteriors; (model in eval mode, gamma_z, result)."""
+    """Train stage 2 on stage-1 posteriors; (model in eval mode, gamma_z, result).
+    With a checkpoint, a saved state of the same stage 1 (`stage1_key`) is continued,
+    bit-identically on CPU, and the state is saved as training goes."""
     config = Stage2Config(
         input_dim=means.shape[1],
         latent_dim=options.latent_dim,
@@ -179,9 +202,43 @@ def train_stage2_model(
         progress=progress,
         desc="stage 2",
     )
-    result = trainer.run()
+    callbacks = []
+    if checkpoint is not None:
+        saved = checkpoint.saved
+        if saved is not None and saved.get("stage1_key") == stage1_key:
+            trainer.load_state_dict(saved)
+        elif saved is not None:
+            logger.warning("stage 2: the saved state belongs to another stage 1 "
+                           "(it trained on since); stage 2 starts over")  # fmt: skip
+        callbacks.append(_Saver(trainer, checkpoint, stage1_key))
+    result = trainer.run(callbacks)
     gamma = float(getattr(trainer.loss, "gamma", 0.0))
     return trainer.model.eval(), gamma, result
+
+
+class _Saver:
+    """Epoch callback: gives stage 2's state to its checkpoint (by time, and last)."""
+
+    def __init__(self, trainer: Trainer, checkpoint: Stage2Checkpoint, key: str):
+        self.trainer, self.checkpoint, self.key = trainer, checkpoint, key
+        self.last = time.monotonic()
+
+    def __call__(self, report: EpochReport) -> None:
+        last = report.epoch == self.trainer.config.epochs
+        if last or time.monotonic() - self.last >= self.checkpoint.seconds:
+            state = self.trainer.state_dict()
+            state["stage1_key"] = self.key
+            self.checkpoint.save(state)
+            self.last = time.monotonic()
+
+
+def model_key(model: torch.nn.Module) -> str:
+    """A digest of a model's weights: which stage 1 a stage-2 state belongs to."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
 
 
 def stage2_latents(
@@ -197,7 +254,12 @@ def train_stage2(ctx: PriorContext) -> Stage2Fit:
     """Fit stage 2 on the training subset's stage-1 posteriors, once per context."""
     if ctx.stage2 is None:
         model, gamma, result = train_stage2_model(
-            ctx.train_means, ctx.train_log_vars, ctx.two_stage, progress=ctx.progress
+            ctx.train_means,
+            ctx.train_log_vars,
+            ctx.two_stage,
+            progress=ctx.progress,
+            checkpoint=ctx.stage2_checkpoint,
+            stage1_key=model_key(ctx.model) if ctx.stage2_checkpoint else "",
         )
         # its own latent, on the stage-1 means: variance law, inactive dimensions
         mean_u, log_var_u = encode(model, np.asarray(ctx.train_means, np.float32))

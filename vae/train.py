@@ -335,12 +335,6 @@ def load_model(path_or_state, device: str | torch.device = "cpu") -> VAE:
     return model.to(device).eval()
 
 
-def save_model(model: VAE, path: str | os.PathLike) -> None:
-    """Weights and description only (no training state), readable by `load_model`."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save({"model": model.describe(), "model_state": model.state_dict()}, tmp)
-
-
 def derived_seeds(seed: int, count: int) -> list[int]:
     """`count` independent seeds from one, so no two streams share a sequence."""
     children = np.random.SeedSequence(seed).spawn(count)
