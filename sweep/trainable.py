@@ -28,7 +28,7 @@ from sweep.checkpoints import STATE_FILE
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.prerequisites import score_need
-from sweep.storage import join, write_bytes
+from sweep.storage import fetch, join, publish, write_bytes
 from sweep.trials import settings
 from vae.evaluate import (
     evaluate_priors,
@@ -38,10 +38,11 @@ from vae.evaluate import (
 )
 from vae.inference import decode, to_uint8
 from vae.plots import sample_grid_png
-from vae.priors import PriorContext, prior_seed, recon_images
+from vae.priors import PriorContext, Stage2Checkpoint, prior_seed, recon_images
 from vae.train import EpochReport, Trainer, new_trainer
 
 SAMPLES_FOLDER = "samples"
+STAGE2_FOLDER = "stage2"  # <trial_id>.pt: each trial's stage-2 training state
 SAMPLE_GRID = 64  # samples shown per prior
 NAMESPACE = "vae-sweep"
 
@@ -185,6 +186,28 @@ def restore(trainer: Trainer, service: FIDClient) -> dict[int, float]:
     return {int(epoch): float(fid) for epoch, fid in state["fid_by_epoch"].items()}
 
 
+def stage2_checkpoint(folder: str, trainer: Trainer, grid: GridConfig):
+    """Stage 2's training state in the sweep's storage (stage2/<trial_id>.pt), saved as
+    it trains, so that a trial restarted in stage 2 (a lost node, a retried error, a
+    resumed sweep) goes on from there, not from its start. Tune's checkpoints hold
+    stage 1; the stage-2 state is saved as often, in time, as they are: every
+    `checkpoint_every` stage-1 epochs' worth of seconds."""
+    path = join(folder, STAGE2_FOLDER, f"{tune.get_context().get_trial_id()}.pt")
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / "stage2.pt"
+        saved = torch.load(local, weights_only=True) if fetch(path, local) else None
+
+    def save(state: dict) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / "stage2.pt"
+            torch.save(state, local)
+            publish(local, path)
+
+    epoch_seconds = [r.seconds for r in trainer.history]
+    seconds = grid.checkpoint_every * float(np.mean(epoch_seconds or [60.0]))
+    return Stage2Checkpoint(save, saved, seconds)
+
+
 def save_samples(folder: str, images: np.ndarray, prior: str, fid: float) -> None:
     trial = tune.get_context().get_trial_id()
     title = f"{trial}, {prior} prior: FID {fid:.2f}"
@@ -243,6 +266,9 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         gmm=s.gmm,
         two_stage=s.two_stage,
         train_log_vars=log_vars,
+        stage2_checkpoint=stage2_checkpoint(data.folder, trainer, grid)
+        if data.folder is not None and "two_stage" in grid.priors
+        else None,
     )
 
     shown = []  # the first samples of each prior, in grid.priors order
