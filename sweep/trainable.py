@@ -195,7 +195,11 @@ def stage2_checkpoint(folder: str, trainer: Trainer, grid: GridConfig):
     path = join(folder, STAGE2_FOLDER, f"{tune.get_context().get_trial_id()}.pt")
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "stage2.pt"
-        saved = torch.load(local, weights_only=True) if fetch(path, local) else None
+        saved = (
+            torch.load(local, map_location="cpu", weights_only=True)
+            if fetch(path, local)
+            else None
+        )
 
     def save(state: dict) -> None:
         with tempfile.TemporaryDirectory() as scratch:

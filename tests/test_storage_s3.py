@@ -4,6 +4,7 @@ starts, reached through pyarrow's S3 file system with the endpoint the grid name
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import torch
 from pyarrow import fs
 
 from tests.conftest import ROOT
@@ -36,6 +38,10 @@ TINY = [
     "--set", "stage1.batch_size=50",
     "--set", "checkpoint_every=1",
     "--set", "fid.samples=20",
+    "--set", "priors=[gaussian, two_stage]",
+    "--set", "stage2.hidden=[16, 16, 16]",
+    "--set", "stage2.latent_dim=2",
+    "--set", "stage2.epochs=30",
 ]  # fmt: skip
 
 
@@ -141,8 +147,18 @@ def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
         history = pd.read_parquet(file)
     assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
     assert (results["status"] == "ok").all() and (results["epochs_run"] == 6).all()
-    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert not history.duplicated(["trial_id", "phase", "epoch"]).any()
+    stage2 = history[history["phase"] == "stage2"]
+    for epochs in stage2.groupby("trial_id")["epoch"].apply(sorted):
+        assert epochs == list(range(1, 31))
+    assert stage2["trial_id"].nunique() == 3
+    history = history[history["phase"] == "stage1"]
     assert len(history) == 3 * 6, history[["trial_id", "epoch"]].to_string()
+    # each trial's stage-2 state, saved in the bucket as it trained, to its last epoch
+    for trial_id in results["trial_id"].unique():
+        with filesystem.open_input_file(f"{folder}/stage2/{trial_id}.pt") as file:
+            saved = torch.load(io.BytesIO(file.read()), weights_only=True)
+        assert saved["epoch"] == 30 and len(saved["stage1_key"]) == 16
     # Our own records: a trial that had a checkpoint in the bucket at the kill went on
     # from it, so its first epoch is the one that ran before the kill (a restart from
     # scratch would have run it again, after)
