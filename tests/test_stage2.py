@@ -129,27 +129,80 @@ def test_stage2_resume_is_exact():
     assert [r.loss for r in straight.history] == [r.loss for r in resumed.history]
 
 
+def _tiny_options(epochs=6, lr=1e-4) -> TwoStageOptions:
+    return TwoStageOptions(latent_dim=4, hidden=(16, 16, 16),
+                           train=TrainConfig(epochs=epochs, batch_size=50, seed=5,
+                                             lr=lr, device="cpu"))  # fmt: skip
+
+
 def test_stage2_saves_by_time_and_after_its_last_epoch(monkeypatch):
     import vae.priors
+    from vae.priors import RESUME_KEY, Stage2Checkpoint
+
+    rng = np.random.default_rng(4)
+    means, log_vars = _ring_mixture(rng, 100)
+    clock = iter([0.0, 10.0, 60.0, 65.0, 100.0, 124.0, 125.0, 130.0, 140.0, 141.0])
+    monkeypatch.setattr(vae.priors.time, "monotonic", lambda: next(clock))
+    saved = []
+    every_minute = Stage2Checkpoint(saved.append, seconds=60)
+    train_stage2_model(means, log_vars, _tiny_options(), stage1_key="k",
+                       checkpoint=every_minute)  # fmt: skip
+    # started at 0; epochs end at 10, 60 (60 s: save, done at 65), 100, 124 (59 s
+    # since the save), 125 (60 s: save, done at 130), and the last one always saves
+    assert [state["epoch"] for state in saved] == [2, 5, 6]
+    assert all(state[RESUME_KEY] == saved[0][RESUME_KEY] for state in saved)
+    with pytest.raises(ValueError, match="seconds = nan"):
+        Stage2Checkpoint(saved.append, seconds=float("nan"))
+
+
+def test_a_saved_stage2_goes_on_only_with_the_same_stage1_and_settings():
+    from dataclasses import replace
+
+    from vae.priors import resume_key
+
+    options = _tiny_options()
+    config = Stage2Config(input_dim=8, latent_dim=4, hidden=(16, 16, 16))
+    key = resume_key("k", config, options)
+    more = replace(options.train, epochs=99, device="cuda")  # may go on, elsewhere
+    assert resume_key("k", config, replace(options, train=more)) == key
+    train = options.train
+    changed = [
+        resume_key("another stage 1", config, options),
+        resume_key("k", replace(config, latent_dim=3), options),
+        resume_key("k", replace(config, layout="table4"), options),
+        resume_key("k", config, replace(options, inputs="means")),
+        resume_key("k", config, replace(options, loss="mse")),
+        resume_key("k", config, replace(options, kl_weight=0.5)),
+        resume_key("k", config, replace(options, train=replace(train, lr=1e-3))),
+        resume_key("k", config, replace(options, train=replace(train, batch_size=7))),
+        resume_key("k", config, replace(options, train=replace(train, seed=9))),
+        resume_key(
+            "k", config, replace(options, train=replace(train, precision="bf16"))
+        ),
+    ]
+    assert len({key, *changed}) == 1 + len(changed)
+
+
+def test_a_diverged_stage2_is_saved_as_it_ended_and_not_run_again():
     from vae.priors import Stage2Checkpoint
 
     rng = np.random.default_rng(4)
     means, log_vars = _ring_mixture(rng, 100)
-    clock = iter([0.0, 10.0, 70.0, 75.0, 100.0, 134.0, 136.0, 140.0, 150.0, 151.0])
-    monkeypatch.setattr(vae.priors.time, "monotonic", lambda: next(clock))
     saved = []
-
-    def save(state):
-        saved.append((state["epoch"], state["stage1_key"]))
-
-    options = TwoStageOptions(latent_dim=4, hidden=(16, 16, 16),
-                              train=TrainConfig(epochs=6, batch_size=50, seed=5,
-                                                device="cpu"))  # fmt: skip
-    train_stage2_model(means, log_vars, options, stage1_key="k",
-                       checkpoint=Stage2Checkpoint(save, seconds=60))  # fmt: skip
-    # started at 0; epochs end at 10, 70 (60 s: save, done at 75), 100, 134 (59 s
-    # since the save), 136 (61 s: save, done at 140), and the last one always saves
-    assert saved == [(2, "k"), (5, "k"), (6, "k")]
+    options = _tiny_options(lr=1e6)  # a non-finite loss within a few epochs
+    _, _, result = train_stage2_model(
+        means, log_vars, options, stage1_key="k",
+        checkpoint=Stage2Checkpoint(saved.append),
+    )  # fmt: skip
+    assert result.outcome == "diverged" and result.epochs < 6
+    assert saved[-1]["outcome"] == "diverged" and saved[-1]["epoch"] == result.epochs
+    again = []
+    _, _, resumed = train_stage2_model(
+        means, log_vars, options, stage1_key="k",
+        checkpoint=Stage2Checkpoint(again.append, saved=saved[-1]),
+    )  # fmt: skip
+    assert resumed.outcome == "diverged" and resumed.epochs == result.epochs
+    assert again == []  # nothing ran, nothing to save
 
 
 def test_the_stage1_key_is_the_weights_and_nothing_else():
@@ -168,6 +221,11 @@ def test_the_stage1_key_is_the_weights_and_nothing_else():
         weight = next(twin.parameters())
         weight[(0,) * weight.dim()] += 1e-3  # one weight
     assert model_key(twin) != key
+    # the batch norms' running statistics shape the encoder means as much
+    twin.load_state_dict(model.state_dict())
+    name, buffer = next((n, b) for n, b in twin.named_buffers() if "running_mean" in n)
+    buffer[0] += 1e-3
+    assert model_key(twin) != key, name
 
 
 @pytest.mark.parametrize("layout", ["dai_wipf", "table4"])

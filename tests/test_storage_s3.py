@@ -158,7 +158,7 @@ def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     for trial_id in results["trial_id"].unique():
         with filesystem.open_input_file(f"{folder}/stage2/{trial_id}.pt") as file:
             saved = torch.load(io.BytesIO(file.read()), weights_only=True)
-        assert saved["epoch"] == 30 and len(saved["stage1_key"]) == 16
+        assert saved["epoch"] == 30 and len(saved["resume_key"]) == 16
     # Our own records: a trial that had a checkpoint in the bucket at the kill went on
     # from it, so its first epoch is the one that ran before the kill (a restart from
     # scratch would have run it again, after)
@@ -220,3 +220,26 @@ def test_a_resume_on_s3_skips_a_checkpoint_folder_caught_half_written(s3):
     restored = manager._latest_checkpoint_result.checkpoint
     with restored.as_directory() as folder:
         assert (Path(folder) / STATE_FILE).read_bytes() == b"state"
+
+
+def test_a_trial_finds_its_stage2_state_in_the_bucket(s3, monkeypatch):
+    """A trial restarted in stage 2 reads back what it saved there (sweep.trainable),
+    through the bucket, as a restart on another node would."""
+    import sweep.trainable as trainable
+
+    endpoint, filesystem = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    context = SimpleNamespace(get_trial_id=lambda: "t1")
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: context)
+    grid = SimpleNamespace(checkpoint_every=2)
+    epochs = [SimpleNamespace(seconds=3.0), SimpleNamespace(seconds=5.0)]
+    trainer = SimpleNamespace(history=epochs)
+    folder = f"s3://{BUCKET}/runs/smoke"
+
+    first = trainable.stage2_checkpoint(folder, trainer, grid)
+    assert first.saved is None and first.seconds == 8.0  # 2 stage-1 epochs of 4 s
+    first.save({"epoch": 3, "resume_key": "k", "weights": torch.arange(4.0)})
+    assert filesystem.get_file_info(f"{BUCKET}/runs/smoke/stage2/t1.pt").is_file
+    again = trainable.stage2_checkpoint(folder, trainer, grid)
+    assert again.saved["epoch"] == 3 and again.saved["resume_key"] == "k"
+    assert torch.equal(again.saved["weights"], torch.arange(4.0))

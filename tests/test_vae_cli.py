@@ -196,6 +196,9 @@ def test_ctrl_c_stops_at_once_with_one_line_and_resume_continues(fake_data, tmp_
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "stage1.pt").is_file():
         time.sleep(0.2)
+    if not (out / "stage1.pt").is_file():
+        os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"no stage-1 checkpoint in 120 s: {process.communicate()}")
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
     interrupted = time.time()
     _, error = process.communicate(timeout=60)
@@ -264,4 +267,10 @@ def test_a_run_stopped_in_stage2_goes_on_from_its_last_save(
     saved_epochs.clear()
     more = train(tmp_path / "stopped", "--resume", "--epochs", "3")
     assert more["epochs_run"] == 3 and saved_epochs == [1, 2, 3, 4, 5, 6]
-    assert "the saved state belongs to another stage 1" in caplog.text
+    assert "the saved state was trained for another stage 1" in caplog.text
+    # other stage-2 settings, or fewer epochs than it ran: stage 2 starts over too
+    for extra in (["--stage2-epochs", "4"], ["--stage2-inputs", "means"]):
+        saved_epochs.clear()
+        again = train(tmp_path / "stopped", "--resume", "--epochs", "3", *extra)
+        epochs = again["stage2"]["stage2_epochs_run"]
+        assert saved_epochs == list(range(1, epochs + 1)), extra

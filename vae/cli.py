@@ -308,8 +308,8 @@ def main(argv=None) -> None:
         started = (Path(args.out) / "stage1.pt").is_file()
         raise KeyboardInterrupt(
             "continue with the same command and --resume (stage 1 goes on from "
-            "its last epoch; stage 2, if it had started, from its last save, at "
-            "most a minute back)"
+            "its last epoch; stage 2, if it had started, from its last save, "
+            "about a minute back)"
             if started
             else "no checkpoint yet; the same command starts afresh"
         ) from None

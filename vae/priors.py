@@ -24,13 +24,14 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from selection.datasets import ImageSet, spread_order
 from selection.errors import InputError
+from selection.files import content_key
 from vae.diagnostics import diagnostics
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE, Stage2Config, Stage2VAE
@@ -50,6 +51,8 @@ class GMMOptions:
 
 
 STAGE2_INPUTS = ("posterior_draws", "means")
+# in a saved stage-2 state: the stage 1 and the stage-2 settings it belongs to
+RESUME_KEY = "resume_key"
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,15 @@ class Stage2Checkpoint:
     save: Callable[[dict], None]
     saved: dict | None = None
     # a stage-2 epoch costs a fraction of a stage-1 one and a save costs a few
-    # seconds on a large model: by time, not epochs, a stop loses at most this much
+    # seconds on a large model: by time, not epochs; a stop loses about this much
+    # (this, the epoch in flight and the save)
     seconds: float = 60.0
+
+    def __post_init__(self):
+        if not self.seconds >= 0:  # nan too
+            raise ValueError(
+                f"Stage2Checkpoint.seconds = {self.seconds}: expected >= 0"
+            )
 
 
 @dataclass
@@ -185,8 +195,9 @@ def train_stage2_model(
     stage1_key: str = "",
 ) -> tuple[Stage2VAE, float, TrainResult]:
     """Train stage 2 on stage-1 posteriors; (model in eval mode, gamma_z, result).
-    With a checkpoint, a saved state of the same stage 1 (`stage1_key`) is continued,
-    bit-identically on CPU, and the state is saved as training goes."""
+    With a checkpoint, a saved state of the same stage 1 (`stage1_key`) and the same
+    stage-2 settings (`resume_key`) is continued, bit-identically on CPU, and the
+    state is saved as training goes and as it ends."""
     config = Stage2Config(
         input_dim=means.shape[1],
         latent_dim=options.latent_dim,
@@ -202,18 +213,44 @@ def train_stage2_model(
         progress=progress,
         desc="stage 2",
     )
-    callbacks = []
+    saver = None
     if checkpoint is not None:
-        saved = checkpoint.saved
-        if saved is not None and saved.get("stage1_key") == stage1_key:
-            trainer.load_state_dict(saved)
-        elif saved is not None:
-            logger.warning("stage 2: the saved state belongs to another stage 1 "
-                           "(it trained on since); stage 2 starts over")  # fmt: skip
-        callbacks.append(_Saver(trainer, checkpoint, stage1_key))
-    result = trainer.run(callbacks)
+        key = resume_key(stage1_key, config, options)
+        if _resumable(checkpoint.saved, key, options.train.epochs):
+            trainer.load_state_dict(checkpoint.saved)
+        saver = _Saver(trainer, checkpoint, key)
+    if trainer.outcome == "diverged":  # as saved: there is nothing to go on with
+        result = TrainResult("diverged", trainer.epoch, list(trainer.history))
+    else:
+        result = trainer.run([saver] if saver else [])
+        if saver is not None and result.outcome != "completed":
+            saver.save()  # as it ended: the model the samples come from
     gamma = float(getattr(trainer.loss, "gamma", 0.0))
     return trainer.model.eval(), gamma, result
+
+
+def resume_key(stage1_key: str, config: Stage2Config, options: TwoStageOptions) -> str:
+    """What a saved stage-2 state must match to be continued: the stage 1 it learned
+    from and every stage-2 setting but the number of epochs (a resume may ask for
+    more, as stage 1's may) and the device (the state moves)."""
+    train = {k: v for k, v in asdict(options.train).items()
+             if k not in ("epochs", "device")}  # fmt: skip
+    return content_key(stage1=stage1_key, model=asdict(config), train=train,
+                       inputs=options.inputs, loss=options.loss,
+                       kl_weight=options.kl_weight)  # fmt: skip
+
+
+def _resumable(saved: dict | None, key: str, epochs: int) -> bool:
+    if saved is None:
+        return False
+    if saved.get(RESUME_KEY) == key and saved.get("epoch", epochs + 1) <= epochs:
+        return True
+    logger.warning(
+        "stage 2: the saved state was trained for another stage 1 (one that trained "
+        "on since), with other stage-2 settings, or for more epochs than asked; "
+        "stage 2 starts over"
+    )
+    return False
 
 
 class _Saver:
@@ -226,10 +263,13 @@ class _Saver:
     def __call__(self, report: EpochReport) -> None:
         last = report.epoch == self.trainer.config.epochs
         if last or time.monotonic() - self.last >= self.checkpoint.seconds:
-            state = self.trainer.state_dict()
-            state["stage1_key"] = self.key
-            self.checkpoint.save(state)
-            self.last = time.monotonic()
+            self.save()
+
+    def save(self) -> None:
+        state = self.trainer.state_dict()
+        state[RESUME_KEY] = self.key
+        self.checkpoint.save(state)
+        self.last = time.monotonic()
 
 
 def model_key(model: torch.nn.Module) -> str:
