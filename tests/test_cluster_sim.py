@@ -371,7 +371,8 @@ def test_a_gpu_that_is_not_there_is_one_clear_line(tmp_path, small_cifar):
             out, err = sweep.communicate(timeout=120)
             assert sweep.returncode == 2, err[-2000:]
             lines = [line for line in err.splitlines() if line.startswith("error:")]
-            assert len(lines) == 1 and "asked for a GPU but torch sees none" in lines[0]
+            assert len(lines) == 1, (settings, err[-3000:])
+            assert "asked for a GPU but torch sees none" in lines[0]
             assert "Traceback" not in err
             assert not storage.exists()  # nothing written
     finally:
