@@ -39,7 +39,7 @@ from vae.evaluate import (
 from vae.inference import decode, to_uint8
 from vae.plots import sample_grid_png
 from vae.priors import PriorContext, Stage2Checkpoint, prior_seed, recon_images
-from vae.train import EpochReport, Trainer, new_trainer
+from vae.train import EpochReport, Trainer, new_trainer, read_checkpoint
 
 SAMPLES_FOLDER = "samples"
 STAGE2_FOLDER = "stage2"  # <trial_id>.pt: each trial's stage-2 training state
@@ -195,11 +195,7 @@ def stage2_checkpoint(folder: str, trainer: Trainer, grid: GridConfig):
     path = join(folder, STAGE2_FOLDER, f"{tune.get_context().get_trial_id()}.pt")
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "stage2.pt"
-        saved = (
-            torch.load(local, map_location="cpu", weights_only=True)
-            if fetch(path, local)
-            else None
-        )
+        saved = read_checkpoint(local) if fetch(path, local) else None
 
     def save(state: dict) -> None:
         with tempfile.TemporaryDirectory() as scratch:

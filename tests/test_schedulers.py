@@ -127,21 +127,26 @@ def test_cluster_and_resume_options_are_checked_first(tmp_path, args, needle):
 def _checkpointed_trial(tmp_path, named: str, complete: list[str], empty=()):
     """A restored trial whose experiment state names `named`; its folder holds the
     `complete` checkpoints (with the state file) and the `empty` ones (folder only)."""
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
-
     for name in [*complete, *empty]:
         (tmp_path / name).mkdir(parents=True)
     for name in complete:
         (tmp_path / name / STATE_FILE).write_bytes(b"state")
-    local = fs.LocalFileSystem()
-    latest = _TrainingResult(Checkpoint(str(tmp_path / named), filesystem=local),
+    return restored_trial(fs.LocalFileSystem(), str(tmp_path), named)
+
+
+def restored_trial(filesystem: fs.FileSystem, folder: str, named: str):
+    """What Tune hands the scheduler for a trial it restores: its folder in storage
+    and the checkpoint its experiment state names (`named`, in that folder)."""
+    from ray.train import Checkpoint
+    from ray.train._internal.session import _TrainingResult
+
+    latest = _TrainingResult(Checkpoint(f"{folder}/{named}", filesystem=filesystem),
                              {"epoch": 2})  # fmt: skip
     manager = SimpleNamespace(_latest_checkpoint_result=latest,
                               _checkpoint_results=[latest])  # fmt: skip
     return SimpleNamespace(
         latest_checkpoint_result=latest,
-        storage=SimpleNamespace(trial_fs_path=str(tmp_path), trial_dir_name="t"),
+        storage=SimpleNamespace(trial_fs_path=folder, trial_dir_name="t"),
         run_metadata=SimpleNamespace(checkpoint_manager=manager),
     )
 

@@ -191,10 +191,8 @@ def test_a_resume_on_s3_skips_a_checkpoint_folder_caught_half_written(s3):
     """Tune makes a checkpoint's folder before it copies the state file in; on S3 the
     folder is an object of its own, so a kill in between leaves a folder with nothing
     in it, which a restore would download and fail on (as one CI run did)."""
-    from ray.train import Checkpoint
-    from ray.train._internal.session import _TrainingResult
-
     from sweep.checkpoints import STATE_FILE, repair_checkpoint
+    from tests.test_schedulers import restored_trial
 
     _, filesystem = s3
     trial_folder = f"{BUCKET}/runs/smoke/trial_1"
@@ -207,16 +205,9 @@ def test_a_resume_on_s3_skips_a_checkpoint_folder_caught_half_written(s3):
         fs.FileType.Directory  # fmt: skip
 
     # the lagging experiment state names checkpoint 2, deleted since
-    deleted = Checkpoint(f"{trial_folder}/checkpoint_000002", filesystem=filesystem)
-    named = _TrainingResult(deleted, {"epoch": 2})
-    manager = SimpleNamespace(_latest_checkpoint_result=named,
-                              _checkpoint_results=[named])  # fmt: skip
-    trial = SimpleNamespace(
-        latest_checkpoint_result=named,
-        storage=SimpleNamespace(trial_fs_path=trial_folder, trial_dir_name="trial_1"),
-        run_metadata=SimpleNamespace(checkpoint_manager=manager),
-    )
+    trial = restored_trial(filesystem, trial_folder, "checkpoint_000002")
     assert repair_checkpoint(trial) == complete
+    manager = trial.run_metadata.checkpoint_manager
     restored = manager._latest_checkpoint_result.checkpoint
     with restored.as_directory() as folder:
         assert (Path(folder) / STATE_FILE).read_bytes() == b"state"

@@ -5,8 +5,8 @@
 
 Writes into --out: `stage1.pt` (full training state; `--resume` continues it),
 `stage2.pt` (stage 2's training state, with the two_stage prior; `--resume` continues
-it too), `metrics.json`, `selection.npy` (the chosen
-indices), `loss.png` and `samples_<prior>.png`.
+it too), `metrics.json`, `selection.npy` (the chosen indices), `loss.png` and
+`samples_<prior>.png`.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from vae.train import (
     Trainer,
     new_trainer,
     read_checkpoint,
+    write_checkpoint,
 )
 
 
@@ -195,15 +196,14 @@ class Run:
 
     def stage2_checkpoint(self) -> Stage2Checkpoint:
         """`stage2.pt`: stage 2's training state, saved as it trains; --resume goes
-        on from it (vae.priors.train_stage2_model checks it is this stage 1's)."""
+        on from it (vae.priors.train_stage2_model checks that it belongs to this
+        stage 1 and these stage-2 options)."""
         path = self.out / "stage2.pt"
-
-        def save(state: dict) -> None:
-            with atomic_path(path, suffix=".pt") as tmp:
-                torch.save(state, tmp)
-
         resumable = self.args.resume and path.is_file()
-        return Stage2Checkpoint(save, read_checkpoint(path) if resumable else None)
+        return Stage2Checkpoint(
+            lambda state: write_checkpoint(state, path),
+            read_checkpoint(path) if resumable else None,
+        )
 
     def check_recon_budget(self) -> None:
         """`recon` reconstructs x_test images: refuse a sample count it cannot meet

@@ -71,11 +71,11 @@ class TwoStageOptions:
 @dataclass
 class Stage2Checkpoint:
     """Where stage 2 keeps its training state as it goes, so that a run stopped in
-    stage 2 goes on from there: `save(state)` receives `Trainer.state_dict()` (with
-    the key of the stage 1 it belongs to) after an epoch once at least `seconds`
-    have passed since training started or the last save ended, and after the last
-    epoch; `saved` is a state a
-    resumed run goes on from, used only if it belongs to this stage 1."""
+    stage 2 goes on from there. `save(state)` receives `Trainer.state_dict()` with its
+    `RESUME_KEY` (the stage 1 and the stage-2 settings it belongs to) after an epoch
+    once at least `seconds` have passed since training started or the last save
+    ended, and as training ends (its last epoch, or a divergence). `saved` is a state
+    a resumed run goes on from, used only if its key is this run's (`resume_key`)."""
 
     save: Callable[[dict], None]
     saved: dict | None = None

@@ -309,8 +309,13 @@ class Trainer:
             self._rng_cuda = state["rng"]["cuda"]
 
     def save(self, path: str | os.PathLike) -> None:
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(self.state_dict(), tmp)
+        write_checkpoint(self.state_dict(), path)
+
+
+def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """A training state to a file, atomically (readers see the old file or the new)."""
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
