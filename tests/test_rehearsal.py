@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, cifar_path
+from vae.train import read_checkpoint
 
 pytestmark = pytest.mark.ray
 
@@ -64,6 +65,11 @@ def test_table5_rehearses_at_full_size(tmp_path, full_cifar, fresh_cache):
         ("stage2", 8),
     ]
     assert (history["epoch"] == 1).all()
+    # each trial saved its stage 2 in storage as it ended, at the full sizes
+    for trial_id in trials["trial_id"]:
+        state = read_checkpoint(tmp_path / "table5-rehearsal" / "stage2" /
+                                f"{trial_id}.pt")  # fmt: skip
+        assert (state["epoch"], state["outcome"]) == (1, "completed"), trial_id
 
     # the prerequisites ran beside the trials: a trial that needs no scores started
     # before the reference VAE was done, and every recon trial only after it
