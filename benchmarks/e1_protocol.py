@@ -28,9 +28,10 @@ from experiments.fid_repeated import (
     plan,
 )
 from fid.distance import FrechetReference
-from fid.features import InceptionExtractor, extract_features, resolve_device
+from fid.features import InceptionExtractor, extract_features
 from fid.stats import statistics
 from selection.datasets import load_cifar10
+from vae_sweep.devices import resolve_device
 
 
 def main() -> None:

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import timed, write_result
-from fid.features import InceptionExtractor, extract_features, resolve_device
+from fid.features import InceptionExtractor, extract_features
 from selection.datasets import load_cifar10
+from vae_sweep.devices import resolve_device
 
 
 def _fid_helper_features(helper, images: np.ndarray, batch_size: int) -> np.ndarray:

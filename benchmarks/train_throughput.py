@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import write_result
-from fid.features import resolve_device
 from selection.datasets import load_cifar10
 from vae.models import Stage1Config
 from vae.train import TrainConfig, new_trainer
+from vae_sweep.devices import resolve_device
 
 CUDA_VARIANTS = {
     "fp32": {},

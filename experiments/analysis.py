@@ -30,11 +30,11 @@ import pandas as pd
 
 from experiments import figures, tables
 from experiments.sweeps import Sweep, load_sweeps
-from selection.checks import writable_folder
-from selection.cli import Parser, finite_float, text
-from selection.errors import InputError, run_cli
-from selection.files import replaced_dir
 from sweep.trainable import SAMPLES_FOLDER
+from vae_sweep.checks import writable_folder
+from vae_sweep.cli import Parser, finite_float, text
+from vae_sweep.errors import InputError, run_cli
+from vae_sweep.files import replaced_dir
 
 REPORT = "report.md"
 

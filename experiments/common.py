@@ -12,14 +12,14 @@ import pandas as pd
 
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
-from fid.features import resolve_device
 from fid.options import add_network_options, check_network_options
 from fid.options import build_engine as engine_from_options
-from selection.checks import at_least, at_most, data_folder, writable_folder
-from selection.cli import seed, text
 from selection.datasets import SPLIT_SIZES, ImageSet, load_cifar10
-from selection.errors import InputError
-from selection.files import atomic_path
+from vae_sweep.checks import at_least, at_most, data_folder, writable_folder
+from vae_sweep.cli import seed, text
+from vae_sweep.devices import resolve_device
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_path
 
 
 def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> None:

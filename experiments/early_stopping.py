@@ -37,10 +37,10 @@ from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
 from experiments.sweeps import Sweep, load_sweeps
-from selection.checks import at_least, distinct, positive_list, writable_folder
-from selection.cli import Parser, float_list, int_list, text
-from selection.errors import InputError, run_cli
-from selection.files import replaced_dir
+from vae_sweep.checks import at_least, distinct, positive_list, writable_folder
+from vae_sweep.cli import Parser, float_list, int_list, text
+from vae_sweep.errors import InputError, run_cli
+from vae_sweep.files import replaced_dir
 
 
 def _parser() -> argparse.ArgumentParser:

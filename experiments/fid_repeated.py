@@ -33,10 +33,10 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.options import cache_scope
 from fid.stats import weighted_statistics
-from selection.checks import at_least, distinct, positive_list
-from selection.cli import Parser, int_list
 from selection.datasets import SPLIT_SIZES
-from selection.errors import InputError, run_cli
+from vae_sweep.checks import at_least, distinct, positive_list
+from vae_sweep.cli import Parser, int_list
+from vae_sweep.errors import InputError, run_cli
 
 DEFAULT_SIZES = (10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10000)
 DEFAULT_TOTAL = 10_000

@@ -33,10 +33,10 @@ from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import iter_batches
 from fid.options import cache_scope
-from selection.checks import at_least, at_most, distinct
-from selection.cli import Parser, int_list
 from selection.datasets import SPLIT_SIZES
-from selection.errors import InputError, run_cli
+from vae_sweep.checks import at_least, at_most, distinct
+from vae_sweep.cli import Parser, int_list
+from vae_sweep.errors import InputError, run_cli
 
 DEFAULT_TILES = (2, 4, 16, 64, 256, 1024)
 DEFAULT_COUNT = 10_000

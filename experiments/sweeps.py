@@ -21,10 +21,10 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from selection.errors import InputError
 from sweep.config import GridConfig
 from sweep.storage import GRID_FILE
 from sweep.trials import expand
+from vae_sweep.errors import InputError
 
 RESULTS_FILE, HISTORY_FILE = "results.parquet", "history.parquet"
 # what may differ between sweeps analysed together: where and how they ran, and which

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from fid.distance import FrechetReference, frechet_distance
 from fid.engine import FIDEngine
-from fid.features import resolve_device
 from fid.options import add_network_options, build_engine, check_network_options
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, warn_small_sample
-from selection.checks import writable_folder
-from selection.cli import Parser, seed, text
 from selection.datasets import load_images
-from selection.errors import InputError, run_cli
+from vae_sweep.checks import writable_folder
+from vae_sweep.cli import Parser, seed, text
+from vae_sweep.devices import resolve_device
+from vae_sweep.errors import InputError, run_cli
 
 
 def _parser() -> argparse.ArgumentParser:

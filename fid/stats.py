@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selection.errors import InputError
-from selection.files import atomic_path
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_path
 
 FEATURE_DIM = 2048  # the Inception pool features FID compares
 

@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from selection.datasets import ImageSet
-from selection.errors import InputError
-from selection.files import atomic_path, default_cache_dir
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_path, default_cache_dir
 
 
 @dataclass(frozen=True)

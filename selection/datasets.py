@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from selection.errors import InputError
-from selection.files import atomic_dir, default_cache_dir
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_dir, default_cache_dir
 
 DATA_ENV = "VAE_SWEEP_DATA"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -231,7 +231,7 @@ def load_images(
     `limit` keeps the first N images in sorted file order, or with `spread` N images
     round-robin over the class folders (`spread_indices`), kept in file order; only the
     kept images are decoded. Decoded arrays are cached under `cache_dir/datasets`
-    (see `selection.files.default_cache_dir`).
+    (see `vae_sweep.files.default_cache_dir`).
     """
     path = Path(path).expanduser()
     if not path.exists():

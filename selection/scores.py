@@ -23,7 +23,7 @@ import numpy as np
 from fid.stats import Statistics, StatsAccumulator
 from selection.criteria import mahalanobis_distances
 from selection.datasets import ImageSet
-from selection.files import content_key
+from vae_sweep.files import content_key
 
 
 def stats_fingerprint(stats: Statistics) -> str:

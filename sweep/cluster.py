@@ -7,7 +7,7 @@
   checkpoint on another node.
 * Placement: FID replicas keep off the head node unless `fid_service.on_head`.
 * GPUs: a process that Ray gave a GPU runs on it or fails with one line
-  (`fid.features.gpu_device`); a preflight task finds a node without a usable GPU
+  (`vae_sweep.devices.gpu_device`); a preflight task finds a node without a usable GPU
   before any trial starts.
 """
 
@@ -18,10 +18,10 @@ import socket
 
 import ray
 
-from fid.features import gpu_device
-from selection.errors import InputError
 from sweep.config import GridConfig
 from sweep.storage import ENDPOINT_ENV
+from vae_sweep.devices import gpu_device
+from vae_sweep.errors import InputError
 
 CLUSTER_MAX_FAILURES = 3
 CONNECT_TIMEOUT = 5.0  # seconds for a HOST:PORT address to accept a connection

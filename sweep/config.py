@@ -34,8 +34,8 @@ from pydantic_core import PydanticUndefined
 
 from selection.criteria import CRITERIA
 from selection.datasets import SPLIT_SIZES
-from selection.errors import InputError
 from vae.priors import PRIORS
+from vae_sweep.errors import InputError
 
 PriorName = Literal["gaussian", "gmm", "two_stage", "recon"]
 CIFAR_TRAIN_SIZE = SPLIT_SIZES["train"]

@@ -21,10 +21,10 @@ import os
 from dataclasses import dataclass
 
 from selection.criteria import SCORE_KIND
-from selection.errors import InputError
 from sweep.config import CIFAR_TEST_SIZE, GridConfig
 from sweep.prerequisites import score_need
 from sweep.trials import settings, train_size
+from vae_sweep.errors import InputError
 
 RATES = ("train_images_per_s", "stage2_vectors_per_s", "fid_images_per_s")
 

@@ -23,7 +23,6 @@ from fid.service import start_fid_service
 from fid.turns import BULK
 from selection.criteria import ScoreBook
 from selection.datasets import ImageSet, load_cifar10
-from selection.errors import InputError
 from selection.scores import mahalanobis_key, pixel_key
 from sweep.accounting import Accounting
 from sweep.cluster import (
@@ -53,6 +52,7 @@ from sweep.storage import GRID_FILE, join, write_bytes
 from sweep.trainable import NAMESPACE, SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.reference import reference_key
+from vae_sweep.errors import InputError
 
 
 def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:

@@ -33,7 +33,6 @@ from fid.client import ClientOptions, FIDClient
 from fid.stats import Statistics
 from fid.turns import BULK
 from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
-from selection.files import content_key
 from selection.scores import pixel_mahalanobis_scores
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
@@ -41,6 +40,7 @@ from sweep.storage import fetch, publish
 from sweep.trials import section as settings_section
 from vae.reference import reference_scores
 from vae.train import read_checkpoint
+from vae_sweep.files import content_key
 
 FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service
 PREREQUISITES_DIR = "prerequisites"  # in the sweep's storage: the reference VAE

@@ -17,8 +17,6 @@ import argparse
 import sys
 
 from fid.stats import warn_small_sample
-from selection.cli import Parser, positive_number, text
-from selection.errors import EXIT_TRIALS_FAILED, InputError, run_cli
 from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
 from sweep.cost import estimate, rate_lines, slots
@@ -33,6 +31,8 @@ from sweep.storage import (
     read_text,
 )
 from sweep.trials import expand, settings, trial_name
+from vae_sweep.cli import Parser, positive_number, text
+from vae_sweep.errors import EXIT_TRIALS_FAILED, InputError, run_cli
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from pyarrow import fs
 
-from selection.checks import writable_folder
-from selection.errors import InputError
-from selection.files import atomic_path
+from vae_sweep.checks import writable_folder
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_path
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 GRID_FILE = "grid.yaml"  # the resolved grid, beside a sweep's results

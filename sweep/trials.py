@@ -15,12 +15,12 @@ import re
 from dataclasses import dataclass
 
 from experiments.fid_scrambled import tile_grid
-from selection.errors import InputError
-from selection.files import content_key
 from sweep.config import CIFAR_TRAIN_SIZE, GridConfig
 from vae.models import Stage1Config
 from vae.priors import GMMOptions, TwoStageOptions
 from vae.train import TrainConfig
+from vae_sweep.errors import InputError
+from vae_sweep.files import content_key
 
 
 def train_size(config: GridConfig) -> int:

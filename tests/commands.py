@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from selection.errors import run_cli
+from vae_sweep.errors import run_cli
 
 # the module whose `main` a `python -m` name runs (vae.train's CLI lives in vae.cli)
 MAINS = {"vae.train": "vae.cli", "fid": "fid.__main__"}

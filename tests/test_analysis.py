@@ -21,9 +21,9 @@ from experiments.significance import (
     top_k_overlap,
 )
 from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
-from selection.errors import InputError
 from sweep.config import GridConfig, resolved_yaml
 from tests.commands import assert_one_line_error, run_command
+from vae_sweep.errors import InputError
 
 # Student t's 97.5% quantile with 2 degrees of freedom, whose CDF is
 # 1/2 + t / (2 sqrt(2 + t^2)): t / sqrt(2 + t^2) = 0.95

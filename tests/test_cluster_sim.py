@@ -5,7 +5,8 @@ runs against it with tiny settings and the stand-in network, while the test kill
 nodes the way a spot market does.
 
 The workers' GPUs are only advertised: they run with VAE_SWEEP_SIMULATED_GPUS=1, so
-a process Ray gave a GPU runs on the CPU instead of refusing (fid.features.gpu_device).
+a process Ray gave a GPU runs on the CPU instead of refusing
+(vae_sweep.devices.gpu_device).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fid.features import SIMULATED_GPUS_ENV
 from tests.conftest import ROOT, cifar_path
+from vae_sweep.devices import SIMULATED_GPUS_ENV
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 

@@ -13,7 +13,7 @@ from selection.criteria import (
     select,
 )
 from selection.datasets import ImageSet, pixels_sha256
-from selection.errors import InputError
+from vae_sweep.errors import InputError
 
 
 def _set(rng, n=40, classes=4) -> ImageSet:

@@ -16,8 +16,8 @@ from selection.datasets import (
     pixels_sha256,
     spread_over_classes,
 )
-from selection.errors import InputError
 from tests.conftest import random_images
+from vae_sweep.errors import InputError
 
 
 def _write_tree(root: Path, images: np.ndarray, classes: list[str]) -> list[str]:

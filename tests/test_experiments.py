@@ -10,8 +10,8 @@ from experiments.fid_scrambled import run_protocol as run_scrambled
 from experiments.fid_scrambled import scramble_tiles, scrambled_batches, tile_grid
 from fid.engine import FIDEngine
 from fid.stats import statistics
-from selection.errors import InputError
 from tests.conftest import random_images
+from vae_sweep.errors import InputError
 
 
 def test_repeated_draw_counts_and_determinism():

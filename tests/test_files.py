@@ -1,4 +1,4 @@
-"""Atomic writes (selection.files): whole or nothing, with the modes an ordinary
+"""Atomic writes (vae_sweep.files): whole or nothing, with the modes an ordinary
 create would give under the user's umask (group-readable on shared storage)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from selection.files import DIR_MODE, FILE_MODE, atomic_dir, atomic_path, staged_dir
+from vae_sweep.files import DIR_MODE, FILE_MODE, atomic_dir, atomic_path, staged_dir
 
 
 def _mode(path) -> int:

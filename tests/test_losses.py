@@ -9,8 +9,8 @@ import torch
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as torch_kl
 
-from selection.errors import InputError
 from vae.losses import GammaLoss, MSELoss, build_loss, kl_divergence
+from vae_sweep.errors import InputError
 
 
 def test_kl_by_hand():

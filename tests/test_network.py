@@ -17,8 +17,8 @@ from fid.network import (
     resize_tf1_bilinear,
     verify_network_file,
 )
-from selection.errors import InputError
 from tests.conftest import ROOT
+from vae_sweep.errors import InputError
 
 
 def test_network_file_is_located_without_importing_its_package():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from selection.errors import InputError
 from tests.tiny import TINY_STAGE1
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE
@@ -19,6 +18,7 @@ from vae.priors import (
     sample_images,
 )
 from vae.train import TrainConfig
+from vae_sweep.errors import InputError
 
 
 def test_to_uint8_scales_rounds_and_clips_by_hand():

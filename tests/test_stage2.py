@@ -230,7 +230,7 @@ def test_the_stage1_key_is_the_weights_and_nothing_else():
 
 @pytest.mark.parametrize("layout", ["dai_wipf", "table4"])
 def test_unknown_layouts_and_sizes_are_refused(layout):
-    from selection.errors import InputError
+    from vae_sweep.errors import InputError
 
     with pytest.raises(InputError, match="layout"):
         Stage2Config(layout="flow")

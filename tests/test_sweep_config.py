@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from selection.errors import InputError
 from sweep.config import GridConfig, load_grid, resolved_yaml
 from sweep.cost import estimate, slots
 from sweep.trials import expand, settings
 from tests.commands import assert_one_line_error, ray_started, run_command
 from tests.conftest import ROOT
+from vae_sweep.errors import InputError
 
 GRIDS = ROOT / "grids"
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from selection.errors import InputError
 from tests.tiny import TINY_STAGE1, TINY_STAGE2
 from vae.train import (
     TrainConfig,
@@ -15,6 +14,7 @@ from vae.train import (
     new_trainer,
     read_checkpoint,
 )
+from vae_sweep.errors import InputError
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selection.errors import InputError
 from vae.models import Stage1Config, Stage1VAE, Stage2Config, Stage2VAE, build_model
+from vae_sweep.errors import InputError
 
 
 def _count(module: torch.nn.Module) -> int:

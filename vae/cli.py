@@ -27,8 +27,6 @@ from fid.options import build_engine, cache_scope
 from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
-from selection.errors import InputError
-from selection.files import atomic_path
 from selection.scores import mahalanobis_source, pixel_source
 from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_summary
 from vae.models import Stage1Config
@@ -49,6 +47,8 @@ from vae.train import (
     read_checkpoint,
     write_checkpoint,
 )
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_path
 
 
 class Run:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from selection.errors import InputError
+from vae_sweep.errors import InputError
 
 HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 

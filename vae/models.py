@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from selection.errors import InputError
+from vae_sweep.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import re
 
-from fid.features import resolve_device
 from fid.options import add_network_options, check_cache_dir, check_network_options
-from selection.checks import (
+from selection.criteria import CRITERIA, check_criterion
+from selection.datasets import SPLIT_SIZES
+from selection.scores import MAHALANOBIS_SPACES
+from vae.losses import LOSSES
+from vae.models import STAGE2_LAYOUTS, Stage1Config
+from vae.priors import PRIORS, STAGE2_INPUTS, check_priors
+from vae.train import PRECISIONS, TrainConfig
+from vae_sweep.checks import (
     at_least,
     at_most,
     data_folder,
@@ -16,15 +22,9 @@ from selection.checks import (
     positive_list,
     writable_folder,
 )
-from selection.cli import Parser, finite_float, int_list, name_list, seed, text
-from selection.criteria import CRITERIA, check_criterion
-from selection.datasets import SPLIT_SIZES
-from selection.errors import InputError
-from selection.scores import MAHALANOBIS_SPACES
-from vae.losses import LOSSES
-from vae.models import STAGE2_LAYOUTS, Stage1Config
-from vae.priors import PRIORS, STAGE2_INPUTS, check_priors
-from vae.train import PRECISIONS, TrainConfig
+from vae_sweep.cli import Parser, finite_float, int_list, name_list, seed, text
+from vae_sweep.devices import resolve_device
+from vae_sweep.errors import InputError
 
 PREVIEW_MAX = 1024  # a 32 x 32 grid of samples; more is not a preview
 

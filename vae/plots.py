@@ -9,7 +9,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-from selection.files import atomic_path
+from vae_sweep.files import atomic_path
 
 
 def image_grid(

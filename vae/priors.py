@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from selection.datasets import ImageSet, spread_order
-from selection.errors import InputError
-from selection.files import content_key
 from vae.diagnostics import diagnostics
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE, Stage2Config, Stage2VAE
 from vae.train import EpochReport, TrainConfig, Trainer, TrainResult, new_trainer
+from vae_sweep.errors import InputError
+from vae_sweep.files import content_key
 
 logger = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from selection.datasets import ImageSet
-from selection.files import content_key, default_cache_dir
 from vae.inference import reconstruction_errors
 from vae.models import Stage1Config
 from vae.train import TrainConfig, new_trainer, read_checkpoint
+from vae_sweep.files import content_key, default_cache_dir
 
 
 class ReferenceDiverged(RuntimeError):

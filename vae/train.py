@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from fid.features import resolve_device
-from selection.errors import InputError
-from selection.files import atomic_path
 from vae.losses import build_loss, describe_loss
 from vae.models import MODELS, VAE, Stage1Config, Stage2Config, build_model
+from vae_sweep.devices import resolve_device
+from vae_sweep.errors import InputError
+from vae_sweep.files import atomic_path
 
 CHECKPOINT_FORMAT = 1
 PRECISIONS = ("fp32", "bf16")
@@ -372,7 +372,7 @@ def new_trainer(
 
 if __name__ == "__main__":
     # `python -m vae.train` is the command users know; the CLI lives in vae/cli.py
-    from selection.errors import run_cli
     from vae.cli import main
+    from vae_sweep.errors import run_cli
 
     run_cli(main)

@@ -1,7 +1,7 @@
 """What every command line shares: one parser class and one set of value parsers.
 
 `Parser` reports a malformed argument the way every other user error is reported
-(selection.errors: one line naming the flag, exit code 2) instead of argparse's
+(vae_sweep.errors: one line naming the flag, exit code 2) instead of argparse's
 usage block, and its --help shows each option's default and keeps the description's
 own line breaks (example commands stay readable).
 """
@@ -12,7 +12,7 @@ import argparse
 import math
 import re
 
-from selection.errors import fail
+from vae_sweep.errors import fail
 
 _ARGUMENT = re.compile(r"^argument (\S+?)(/\S+)?: ")
 

@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from selection.errors import InputError
+from vae_sweep.errors import InputError
 
 
 def flag(name: str) -> str:
