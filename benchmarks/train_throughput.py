@@ -4,7 +4,7 @@
     python -m benchmarks.train_throughput --device cuda --images 20000   # on a GPU
 
 Every variant trains the same default stage-1 model (DESIGN section 5, batch 100) from
-the same seed on the same CIFAR-10 training images for two epochs through `vae.train`;
+the same seed on the same CIFAR-10 training images for two epochs through `vae.trainer`;
 the first epoch is warm-up (and compilation), the second is timed. The baseline is
 eager fp32 in the default memory layout; on CUDA the candidates are bf16 autocast,
 bf16 + channels_last, and bf16 + channels_last + torch.compile, on CPU fp32 +
@@ -22,7 +22,7 @@ import torch
 from benchmarks.common import write_result
 from selection.datasets import load_cifar10
 from vae.models import Stage1Config
-from vae.train import TrainConfig, new_trainer
+from vae.trainer import TrainConfig, new_trainer
 from vae_sweep.devices import resolve_device
 
 CUDA_VARIANTS = {

@@ -51,7 +51,7 @@ from sweep.schedulers import scheduler
 from sweep.storage import GRID_FILE, join, write_bytes
 from sweep.trainable import NAMESPACE, SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
-from vae.reference import reference_key
+from vae.recon_scores import reference_key
 from vae_sweep.errors import InputError
 
 

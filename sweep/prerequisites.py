@@ -38,8 +38,8 @@ from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.storage import fetch, publish
 from sweep.trials import section as settings_section
-from vae.reference import reference_scores
-from vae.train import read_checkpoint
+from vae.recon_scores import reference_scores
+from vae.trainer import read_checkpoint
 from vae_sweep.files import content_key
 
 FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service

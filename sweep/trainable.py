@@ -38,8 +38,9 @@ from vae.evaluate import (
 )
 from vae.inference import decode, to_uint8
 from vae.plots import sample_grid_png
-from vae.priors import PriorContext, Stage2Checkpoint, prior_seed, recon_images
-from vae.train import EpochReport, Trainer, new_trainer, read_checkpoint
+from vae.priors import PriorContext, prior_seed, recon_images
+from vae.stage2 import Stage2Checkpoint
+from vae.trainer import EpochReport, Trainer, new_trainer, read_checkpoint
 
 SAMPLES_FOLDER = "samples"
 STAGE2_FOLDER = "stage2"  # <trial_id>.pt: each trial's stage-2 training state

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from experiments.fid_scrambled import tile_grid
 from sweep.config import CIFAR_TRAIN_SIZE, GridConfig
 from vae.models import Stage1Config
-from vae.priors import GMMOptions, TwoStageOptions
-from vae.train import TrainConfig
+from vae.priors import GMMOptions
+from vae.stage2 import TwoStageOptions
+from vae.trainer import TrainConfig
 from vae_sweep.errors import InputError
 from vae_sweep.files import content_key
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from vae_sweep.errors import run_cli
 
-# the module whose `main` a `python -m` name runs (vae.train's CLI lives in vae.cli)
-MAINS = {"vae.train": "vae.cli", "fid": "fid.__main__"}
+# the module whose `main` a `python -m` name runs, where it is not the name itself
+MAINS = {"fid": "fid.__main__"}
 
 
 @dataclass

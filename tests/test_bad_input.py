@@ -30,8 +30,8 @@ def _fid():
 
 
 def _vae():
-    from vae.cli import main
-    from vae.options import parser
+    from vae.train import main
+    from vae.train_options import parser
 
     return parser("x"), main
 
@@ -414,8 +414,8 @@ def test_train_help_says_its_defaults_are_the_full_study_and_gives_a_quick_run(
     tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    from vae.cli import __doc__ as description
-    from vae.options import check, parser
+    from vae.train import __doc__ as description
+    from vae.train_options import check, parser
 
     text = parser(description).format_help()
     assert "600 epochs" in text and "10,000 generated images per prior" in text

@@ -9,15 +9,9 @@ import torch
 from tests.tiny import TINY_STAGE1
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE
-from vae.priors import (
-    PRIORS,
-    GMMOptions,
-    PriorContext,
-    TwoStageOptions,
-    prior_seed,
-    sample_images,
-)
-from vae.train import TrainConfig
+from vae.priors import PRIORS, GMMOptions, PriorContext, prior_seed, sample_images
+from vae.stage2 import TwoStageOptions
+from vae.trainer import TrainConfig
 from vae_sweep.errors import InputError
 
 
@@ -103,11 +97,11 @@ def test_gmm_non_convergence_is_recorded(context):
 
 
 def test_two_stage_trains_stage2_once_on_the_posteriors(context, monkeypatch):
-    import vae.priors as priors
+    import vae.stage2 as stage2
 
     seen = []
-    real = priors.stage2_data
-    monkeypatch.setattr(priors, "stage2_data",
+    real = stage2.stage2_data
+    monkeypatch.setattr(stage2, "stage2_data",
                         lambda *a: seen.append(a) or real(*a))  # fmt: skip
     sample_images("two_stage", context, 4)
     fit = context.stage2

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ROOT, cifar_path
-from vae.train import read_checkpoint
+from vae.trainer import read_checkpoint
 
 pytestmark = pytest.mark.ray
 

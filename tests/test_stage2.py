@@ -11,8 +11,8 @@ from fid.distance import frechet_distance
 from fid.sample_metrics import mmd2_unbiased
 from fid.stats import statistics
 from vae.models import Stage2Config, Stage2VAE
-from vae.priors import TwoStageOptions, stage2_data, stage2_latents, train_stage2_model
-from vae.train import TrainConfig, new_trainer
+from vae.stage2 import TwoStageOptions, stage2_data, stage2_latents, train_stage2_model
+from vae.trainer import TrainConfig, new_trainer
 
 
 def _count(module) -> int:
@@ -136,13 +136,13 @@ def _tiny_options(epochs=6, lr=1e-4) -> TwoStageOptions:
 
 
 def test_stage2_saves_by_time_and_after_its_last_epoch(monkeypatch):
-    import vae.priors
-    from vae.priors import RESUME_KEY, Stage2Checkpoint
+    import vae.stage2
+    from vae.stage2 import RESUME_KEY, Stage2Checkpoint
 
     rng = np.random.default_rng(4)
     means, log_vars = _ring_mixture(rng, 100)
     clock = iter([0.0, 10.0, 60.0, 65.0, 100.0, 124.0, 125.0, 130.0, 140.0, 141.0])
-    monkeypatch.setattr(vae.priors.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(vae.stage2.time, "monotonic", lambda: next(clock))
     saved = []
     every_minute = Stage2Checkpoint(saved.append, seconds=60)
     train_stage2_model(means, log_vars, _tiny_options(), stage1_key="k",
@@ -158,7 +158,7 @@ def test_stage2_saves_by_time_and_after_its_last_epoch(monkeypatch):
 def test_a_saved_stage2_goes_on_only_with_the_same_stage1_and_settings():
     from dataclasses import replace
 
-    from vae.priors import resume_key
+    from vae.stage2 import resume_key
 
     options = _tiny_options()
     config = Stage2Config(input_dim=8, latent_dim=4, hidden=(16, 16, 16))
@@ -184,7 +184,7 @@ def test_a_saved_stage2_goes_on_only_with_the_same_stage1_and_settings():
 
 
 def test_a_diverged_stage2_is_saved_as_it_ended_and_not_run_again():
-    from vae.priors import Stage2Checkpoint
+    from vae.stage2 import Stage2Checkpoint
 
     rng = np.random.default_rng(4)
     means, log_vars = _ring_mixture(rng, 100)
@@ -207,7 +207,7 @@ def test_a_diverged_stage2_is_saved_as_it_ended_and_not_run_again():
 
 def test_the_stage1_key_is_the_weights_and_nothing_else():
     from vae.models import Stage1Config, Stage1VAE
-    from vae.priors import model_key
+    from vae.stage2 import model_key
 
     torch.manual_seed(0)
     model = Stage1VAE(Stage1Config(latent_dim=4, encoder_channels=(8, 8),

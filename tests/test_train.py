@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.tiny import TINY_STAGE1, TINY_STAGE2
-from vae.train import (
+from vae.trainer import (
     TrainConfig,
     batch_bounds,
     load_model,
@@ -94,7 +94,7 @@ def test_lr_halves_when_epoch_loss_stops_falling(images):
 
 def test_lr_halves_after_patience_epochs_without_a_new_best(images):
     # the default patience is 5 (the study's plateau rule)
-    from vae.train import TrainConfig
+    from vae.trainer import TrainConfig
 
     assert TrainConfig().lr_patience == 5
     # every epoch from the third on is better than the one before it, but none beats
@@ -116,7 +116,7 @@ def test_lr_halves_after_patience_epochs_without_a_new_best(images):
 
 
 def _fake_epochs(trainer, losses):
-    from vae.train import EpochReport
+    from vae.trainer import EpochReport
 
     def epoch():
         lr = trainer.optimizer.param_groups[0]["lr"]

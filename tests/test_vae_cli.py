@@ -33,7 +33,7 @@ def fake_data(tmp_path, rng, monkeypatch):
 
 
 def _train(data, out, *extra):
-    from vae.cli import main
+    from vae.train import main
 
     main(["--data", str(data), "--out", str(out), "--epochs", "2",
           "--batch-size", "8", "--fid-samples", "16", "--stage2-epochs", "2",
@@ -152,7 +152,7 @@ def test_cli_refuses_to_overwrite_a_run(fake_data, tmp_path):
 
 
 def test_cli_stage2_epochs_default_to_twice_the_stage1_epochs(fake_data, tmp_path):
-    from vae.cli import main
+    from vae.train import main
 
     data, _ = fake_data
     main(["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
@@ -163,7 +163,7 @@ def test_cli_stage2_epochs_default_to_twice_the_stage1_epochs(fake_data, tmp_pat
 
 
 def test_cli_divergence_writes_its_metrics_and_exits_1(fake_data, tmp_path, capsys):
-    from vae.cli import main
+    from vae.train import main
 
     data, _ = fake_data
     out = tmp_path / "run"
@@ -222,9 +222,9 @@ def test_a_run_stopped_in_stage2_goes_on_from_its_last_save(
 ):
     import torch
 
-    import vae.cli
-    from vae.cli import main
-    from vae.priors import Stage2Checkpoint
+    import vae.train
+    from vae.stage2 import Stage2Checkpoint
+    from vae.train import main
 
     data, _ = fake_data
     saved_epochs = []
@@ -239,7 +239,7 @@ def test_a_run_stopped_in_stage2_goes_on_from_its_last_save(
 
             return Stage2Checkpoint(save_and_record, saved, seconds=0)
 
-        monkeypatch.setattr(vae.cli, "Stage2Checkpoint", every_epoch)
+        monkeypatch.setattr(vae.train, "Stage2Checkpoint", every_epoch)
 
     def train(out, *extra):
         main(["--data", str(data), "--out", str(out), "--epochs", "2",

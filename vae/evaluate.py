@@ -16,7 +16,8 @@ import numpy as np
 from vae.diagnostics import diagnostics
 from vae.inference import encode
 from vae.models import Stage1VAE
-from vae.priors import PriorContext, Stage2Fit, check_priors, sample_images
+from vae.priors import PriorContext, check_priors, sample_images
+from vae.stage2 import Stage2Fit
 
 # (N, 32, 32, 3) uint8 -> FID, or a dict of metrics with "fid" among them
 FIDFunction = Callable[[np.ndarray], float | dict]

@@ -1,378 +1,356 @@
-"""Train one VAE (either stage): Adam at 1e-4, halved when the epoch loss stops falling.
+"""Train one VAE on a selected CIFAR-10 subset and score its priors by FID.
 
-`Trainer` owns everything a run needs to continue exactly where it stopped: model,
-objective, optimizer, LR schedule, epoch counter and its own random streams. Its
-`state_dict()` is the checkpoint; loading it and running on gives the same weights, bit
-for bit on CPU, as never having stopped. Callers observe and steer a run through
-per-epoch callbacks (the sweep reports metrics and stops trials through them).
+    python -m vae.train --data ../shared/data/cifar10-jpeg --n 25000 \\
+        --criterion random --epochs 600 --out runs/random-25k
 
-The command line is `python -m vae.train` (its code is in vae/cli.py).
+Writes into --out: `stage1.pt` (full training state; `--resume` continues it),
+`stage2.pt` (stage 2's training state, with the two_stage prior; `--resume` continues
+it too), `metrics.json`, `selection.npy` (the chosen indices), `loss.png` and
+`samples_<prior>.png`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import argparse
+import json
+import sys
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm.auto import tqdm
 
-from vae.losses import build_loss, describe_loss
-from vae.models import MODELS, VAE, Stage1Config, Stage2Config, build_model
-from vae_sweep.devices import resolve_device
-from vae_sweep.errors import InputError
+from fid.distance import FrechetReference
+from fid.engine import FIDEngine
+from fid.options import build_engine, cache_scope
+from fid.stats import warn_small_sample
+from selection.criteria import SCORE_KIND, ScoreBook, select
+from selection.datasets import ImageSet, load_cifar10
+from selection.scores import mahalanobis_source, pixel_source
+from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_summary
+from vae.models import Stage1Config
+from vae.plots import save_loss_curve, save_sample_grid
+from vae.priors import GMMOptions, PriorContext, recon_images
+from vae.recon_scores import recon_source
+from vae.stage2 import Stage2Checkpoint, TwoStageOptions
+from vae.train_options import check, parser
+from vae.trainer import (
+    TrainConfig,
+    Trainer,
+    new_trainer,
+    read_checkpoint,
+    write_checkpoint,
+)
+from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import atomic_path
 
-CHECKPOINT_FORMAT = 1
-PRECISIONS = ("fp32", "bf16")
 
+class Run:
+    """One invocation; the FID engine and test statistics are built only if needed."""
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 600
-    batch_size: int = 100
-    lr: float = 1e-4
-    lr_factor: float = 0.5  # "halved"
-    # epochs without a new best loss before the LR is cut; 0 cuts on the first epoch
-    # that does not improve, which on noisy epoch losses halves far too eagerly
-    lr_patience: int = 5
-    min_lr: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"  # bf16: autocast on the device (CUDA, or CPU)
-    channels_last: bool = False
-    compile: bool = False
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.out = Path(args.out)
+        self._engine: FIDEngine | None = None
+        self._test: ImageSet | None = None
+        self._reference: FrechetReference | None = None
+        self.model_config = Stage1Config(
+            latent_dim=args.latent_dim,
+            encoder_channels=args.encoder_channels,
+            decoder_channels=args.decoder_channels,
+        )
+        self.training = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_patience=args.lr_patience,
+            seed=args.seed,
+            device=args.device,
+            precision=args.precision,
+            channels_last=args.channels_last,
+            compile=args.compile,
+        )
 
-    def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(
-                    f"{name} must be at least 1, got {getattr(self, name)}"
-                )
-        if not self.lr > 0 or not 0 < self.lr_factor < 1:
-            raise InputError(
-                f"lr must be > 0 and lr_factor in (0, 1), got {self.lr}, "
-                f"{self.lr_factor}"
-            )
-        if self.precision not in PRECISIONS:
-            raise InputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got "
-                f"{self.precision!r}"
-            )
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    epoch: int  # epochs completed, from 1
-    loss: float  # the objective, mean per sample
-    mse: float  # per-pixel (per-coordinate for stage 2) squared error
-    kl: float  # mean per sample
-    lr: float  # the LR this epoch ran at
-    seconds: float
-    samples_per_second: float
-    # wall clock (Unix seconds) at the epoch's end: the order results arrived in, for
-    # replaying a scheduler's decisions offline (experiments.replay)
-    finished_at: float = 0.0
-
-
-@dataclass
-class TrainResult:
-    outcome: str  # completed | stopped (a callback asked) | diverged (non-finite loss)
-    epochs: int
-    history: list[EpochReport] = field(default_factory=list)
-    seconds: float = 0.0
+    def load(self, split: str, limit=None) -> ImageSet:
+        a = self.args
+        return load_cifar10(
+            a.data,
+            split,
+            download=a.download,
+            limit=limit,
+            cache_dir=a.cache_dir,
+            progress=not a.quiet,
+        )
 
     @property
-    def final(self) -> EpochReport | None:
-        return self.history[-1] if self.history else None
+    def engine(self) -> FIDEngine:
+        if self._engine is None:
+            self._engine = build_engine(self.args, self.args.fid_batch_size)
+        return self._engine
 
+    @property
+    def test(self) -> ImageSet:
+        if self._test is None:
+            self._test = self.load("test", self.args.test_limit)
+        return self._test
 
-# Returns True to stop training after this epoch.
-EpochCallback = Callable[[EpochReport], bool | None]
+    @property
+    def reference(self) -> FrechetReference:
+        """x_test statistics with their square root, built once for every prior."""
+        if self._reference is None:
+            stats = self.engine.stats(
+                np.asarray(self.test.images), sha256=self.test.sha256, desc="x_test"
+            )
+            self._reference = FrechetReference(stats)
+        return self._reference
 
+    def scores(self, train: ImageSet) -> ScoreBook:
+        a = self.args
+        reference = self.training
+        if a.reference_epochs is not None:
+            reference = replace(reference, epochs=a.reference_epochs)
+        providers = {}
+        kind = SCORE_KIND.get(a.criterion)
+        if kind == "recon":
+            providers["recon"] = recon_source(
+                train,
+                model=self.model_config,
+                training=reference,
+                loss=a.loss,
+                kl_weight=a.kl_weight,
+                cache_dir=a.cache_dir,
+                progress=not a.quiet,
+            )
+        elif kind == "mahalanobis" and a.mahalanobis_space == "pixel":
+            providers["mahalanobis"] = pixel_source(
+                train, self.test, ridge=a.mahalanobis_ridge
+            )
+        elif kind == "mahalanobis":
+            providers["mahalanobis"] = mahalanobis_source(
+                train,
+                self.reference.stats,
+                network=self.engine.extractor.key,
+                extract=lambda images: self.engine.features(
+                    images, sha256=train.sha256, desc="x_train features"
+                ),
+                ridge=a.mahalanobis_ridge,
+            )
+        return ScoreBook(providers, cache_dir=a.cache_dir)
 
-def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """[start, stop) per batch; a last batch of one sample joins the one before it,
-    since batch norm cannot train on a single sample."""
-    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
-        bounds[-2:] = [(bounds[-2][0], n)]
-    return bounds
-
-
-class Trainer:
-    def __init__(
-        self,
-        model: VAE,
-        loss: nn.Module,
-        data: torch.Tensor,
-        config: TrainConfig,
-        *,
-        progress: bool = False,
-        desc: str = "train",
-    ):
-        if len(data) < 2:
-            raise InputError(f"need at least 2 training samples, got {len(data)}")
-        self.config = config
-        self.device = resolve_device(config.device)
-        if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        self.memory_format = (
-            torch.channels_last if config.channels_last else torch.contiguous_format
+    def train_stage1(self, images: np.ndarray) -> Trainer:
+        a = self.args
+        trainer = new_trainer(
+            self.model_config,
+            torch.as_tensor(images),
+            self.training,
+            loss=a.loss,
+            kl_weight=a.kl_weight,
+            progress=not a.quiet,
+            desc="stage 1",
         )
-        self.model = model.to(self.device, memory_format=self.memory_format)
-        self.loss = loss.to(self.device)
-        self.forward = torch.compile(self.model) if config.compile else self.model
-        self.data = data.to(self.device)
-        self.optimizer = torch.optim.Adam(
-            [*self.model.parameters(), *self.loss.parameters()], lr=config.lr
+        checkpoint = self.out / "stage1.pt"
+        if a.resume and checkpoint.exists():
+            trainer.load_state_dict(read_checkpoint(checkpoint))
+        if trainer.epoch < self.training.epochs and trainer.outcome != "diverged":
+            trainer.run(checkpoint=checkpoint)
+        return trainer
+
+    def prior_context(
+        self, trainer: Trainer, means: np.ndarray, log_vars: np.ndarray
+    ) -> PriorContext:
+        a = self.args
+        stage2_training = replace(
+            self.training,
+            epochs=a.stage2_epochs or 2 * a.epochs,
+            channels_last=False,
+            compile=False,
         )
-        self.schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer,
-            factor=config.lr_factor,
-            patience=config.lr_patience,
-            threshold=0.0,
-            min_lr=config.min_lr,
-        )
-        # private random streams, so callbacks drawing random numbers between epochs
-        # (intermediate FID samples) cannot change the training run
-        shuffle_seed, noise_seed = derived_seeds(config.seed, 2)
-        self.shuffle = torch.Generator().manual_seed(shuffle_seed)
-        with self._own_rng(seed=noise_seed):
-            pass  # records the seeded states as the noise stream's start
-        self.epoch = 0
-        self.outcome = "running"
-        self.history: list[EpochReport] = []
-        self.progress = progress
-        self.desc = desc
-
-    @contextlib.contextmanager
-    def _own_rng(self, seed: int | None = None):
-        devices = [self.device.index] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            if seed is not None:
-                torch.manual_seed(seed)
-            else:
-                torch.set_rng_state(self._rng_cpu)
-                if devices:
-                    torch.cuda.set_rng_state(self._rng_cuda, self.device)
-            yield
-            self._rng_cpu = torch.get_rng_state()
-            if devices:
-                self._rng_cuda = torch.cuda.get_rng_state(self.device)
-
-    def _autocast(self):
-        # bf16 on CPU too: CPUs with bf16 instructions (AVX512-BF16, AMX) run it
-        # faster than fp32 (about 1.6x for a 32-64 channel model on this one)
-        if self.config.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _prepare(self, batch: torch.Tensor) -> torch.Tensor:
-        x = self.model.prepare(batch)
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=self.memory_format)
-        return x
-
-    def _epoch(self) -> EpochReport | None:
-        """One pass over the data; None if the loss became NaN or infinite."""
-        started = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
-        order = torch.randperm(len(self.data), generator=self.shuffle).to(self.device)
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
-        coordinates = 0  # per sample, of what the model reconstructs (not the data)
-        bounds = batch_bounds(len(order), self.config.batch_size)
-        self.model.train()
-        batches = tqdm(
-            bounds,
-            desc=f"{self.desc} epoch {self.epoch + 1}/{self.config.epochs}",
-            leave=False,
-            # None: only on a terminal, so logs get one line per epoch, not per batch
-            disable=None if self.progress else True,
-        )
-        with self._own_rng():
-            for start, stop in batches:
-                x = self._prepare(self.data[order[start:stop]])
-                coordinates = x[0].numel()
-                with self._autocast():
-                    recon, mean, log_var = self.forward(x)
-                terms = self.loss(x, recon.float(), mean.float(), log_var.float())
-                if not torch.isfinite(terms.total):
-                    return None
-                self.optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
-                self.optimizer.step()
-                # summed on the device: one host sync per batch (the check above)
-                size = stop - start
-                sums += torch.stack(
-                    [terms.total.detach() * size, terms.squared_error, terms.kl * size]
-                )
-        seconds = time.perf_counter() - started
-        n = len(order)
-        total, squared, kl = sums.tolist()  # objective, squared error, KL
-        return EpochReport(
-            epoch=self.epoch + 1,
-            loss=total / n,
-            mse=squared / (n * coordinates),
-            kl=kl / n,
-            lr=lr,
-            seconds=seconds,
-            samples_per_second=n / seconds,
-            finished_at=time.time(),
+        return PriorContext(
+            trainer.model.eval(),
+            means,
+            seed=a.seed,
+            recon_images=recon_images(self.test, a.fid_samples or a.preview)
+            if "recon" in a.priors
+            else None,
+            gmm=GMMOptions(
+                reg_covar=a.gmm_reg_covar, max_iter=a.gmm_max_iter, n_init=a.gmm_n_init
+            ),
+            two_stage=TwoStageOptions(
+                latent_dim=a.stage2_latent_dim,
+                layout=a.stage2_layout,
+                hidden=a.stage2_hidden,
+                inputs=a.stage2_inputs,
+                loss=a.loss,
+                train=stage2_training,
+            ),
+            train_log_vars=log_vars,
+            progress=not a.quiet,
+            stage2_checkpoint=self.stage2_checkpoint(),
         )
 
-    def run(
-        self,
-        callbacks: Iterable[EpochCallback] = (),
-        *,
-        checkpoint: str | os.PathLike | None = None,
-        checkpoint_every: int = 1,
-    ) -> TrainResult:
-        """Train until `config.epochs` (counting epochs already run before a resume)."""
-        callbacks = list(callbacks)
-        started = time.perf_counter()
-        epochs = tqdm(
-            total=self.config.epochs,
-            initial=self.epoch,
-            desc=self.desc,
-            unit="epoch",
-            disable=not self.progress,
-        )
-        self.outcome = "completed"
-        while self.epoch < self.config.epochs:
-            report = self._epoch()
-            if report is None:
-                self.outcome = "diverged"
-                break
-            self.epoch = report.epoch
-            self.history.append(report)
-            self.schedule.step(report.loss)
-            epochs.update(1)
-            epochs.set_postfix(loss=f"{report.loss:.4g}", mse=f"{report.mse:.4g}")
-            last = self.epoch == self.config.epochs
-            if checkpoint and (last or self.epoch % checkpoint_every == 0):
-                self.save(checkpoint)
-            # every callback sees every epoch, even after one has asked to stop
-            if any([bool(callback(report)) for callback in callbacks]) and not last:
-                self.outcome = "stopped"
-                break
-        epochs.close()
-        if checkpoint and self.outcome != "completed":
-            self.save(checkpoint)
-        return TrainResult(
-            self.outcome, self.epoch, list(self.history), time.perf_counter() - started
+    def stage2_checkpoint(self) -> Stage2Checkpoint:
+        """`stage2.pt`: stage 2's training state, saved as it trains; --resume goes
+        on from it (vae.priors.train_stage2_model checks that it belongs to this
+        stage 1 and these stage-2 options)."""
+        path = self.out / "stage2.pt"
+        resumable = self.args.resume and path.is_file()
+        return Stage2Checkpoint(
+            lambda state: write_checkpoint(state, path),
+            read_checkpoint(path) if resumable else None,
         )
 
-    def state_dict(self) -> dict:
-        rng = {"cpu": self._rng_cpu, "shuffle": self.shuffle.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = self._rng_cuda
+    def check_recon_budget(self) -> None:
+        """`recon` reconstructs x_test images: refuse a sample count it cannot meet
+        now, not after hours of training."""
+        if "recon" not in self.args.priors:
+            return
+        if self.args.fid_samples > len(self.test):
+            raise InputError(
+                f"--fid-samples {self.args.fid_samples}: the recon prior can make "
+                f"{len(self.test)} reconstructions of {len(self.test)} test images"
+            )
+        self.args.preview = min(self.args.preview, len(self.test))
+
+    def fid(self, images: np.ndarray) -> float:
+        stats = self.engine.stats(images, cache=False, desc="samples")
+        return self.reference.distance(stats)
+
+    def selection(self) -> tuple[ImageSet, np.ndarray]:
+        """The full x_train and the chosen subset's images, indices saved to --out."""
+        a = self.args
+        train = self.load("train")
+        chosen = select(a.criterion, train, a.n, seed=a.seed,
+                        scores=self.scores(train), label="--n ")  # fmt: skip
+        saved = self.out / "selection.npy"
+        changed = saved.is_file() and not np.array_equal(np.load(saved), chosen.indices)
+        if a.resume and changed:
+            raise InputError(
+                f"--resume: {self.out / 'stage1.pt'} was trained on another subset "
+                f"({saved}); resume with the --criterion, --n and --seed it started "
+                f"with, or use a new --out"
+            )
+        self.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(saved, suffix=".npy") as tmp:
+            np.save(tmp, chosen.indices)
+        return train, np.asarray(train.images)[chosen.indices]
+
+    def stage1_metrics(self, train: ImageSet, subset, trainer: Trainer) -> dict:
+        a = self.args
+        history = [asdict(r) for r in trainer.history]
+        if history:
+            save_loss_curve(
+                history,
+                self.out / "loss.png",
+                f"stage 1: {a.criterion}, n={len(subset)}",
+            )
+        last = history[-1] if history else {}
         return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.describe(),
-            "model_state": self.model.state_dict(),
-            "loss": describe_loss(self.loss),
-            "loss_state": self.loss.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "train_config": asdict(self.config),
-            "epoch": self.epoch,
-            "outcome": self.outcome,
-            "history": [asdict(r) for r in self.history],
-            "rng": rng,
+            "n_train": len(subset),
+            "criterion": a.criterion,
+            "mahalanobis_space": a.mahalanobis_space
+            if SCORE_KIND.get(a.criterion) == "mahalanobis"
+            else None,
+            "seed": a.seed,
+            "outcome": trainer.outcome,
+            "epochs_run": trainer.epoch,
+            "loss_mse_per_pixel": last.get("mse"),
+            "objective": last.get("loss"),
+            "train_sha256": train.sha256,
+            # the original pixels, or a re-encoded copy whose FIDs are shifted
+            "data": {"encoding": train.encoding, "lossless": train.lossless},
+            "model": trainer.model.describe(),
+            "training": asdict(self.training),
+            "loss": a.loss,
+            "kl_weight": a.kl_weight,
+            "history": history,
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise InputError(
-                f"checkpoint format {state.get('format')} is not supported"
+    def prior_metrics(self, ctx: PriorContext, subset) -> dict:
+        a = self.args
+        fid = self.fid if a.fid_samples > 0 else None
+        results = evaluate_priors(
+            ctx, a.priors, samples=a.fid_samples, fid=fid, preview=a.preview
+        )
+        for result in results:
+            save_sample_grid(
+                result.preview,
+                self.out / f"samples_{result.prior}.png",
+                f"{result.prior} prior: {a.criterion}, n={len(subset)}",
             )
-        if state["model"] != self.model.describe():
-            raise InputError(
-                f"checkpoint holds model {state['model']}, not {self.model.describe()}"
-            )
-        self.model.load_state_dict(state["model_state"])
-        self.loss.load_state_dict(state["loss_state"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.epoch = int(state["epoch"])
-        self.outcome = state["outcome"]
-        self.history = [EpochReport(**r) for r in state["history"]]
-        self.shuffle.set_state(state["rng"]["shuffle"])
-        self._rng_cpu = state["rng"]["cpu"]
-        if self.device.type == "cuda" and "cuda" in state["rng"]:
-            self._rng_cuda = state["rng"]["cuda"]
-
-    def save(self, path: str | os.PathLike) -> None:
-        write_checkpoint(self.state_dict(), path)
+        metrics = {"priors": {r.prior: r.record() for r in results}}
+        if ctx.stage2 is not None:
+            metrics["stage2"] = stage2_summary(ctx.stage2)
+        if ctx.gmm_fit is not None:
+            metrics["gmm"] = gmm_summary(ctx)
+        if fid is not None:
+            metrics["fid_reference"] = {
+                "split": "test",
+                "n": len(self.test),
+                "sha256": self.test.sha256,
+                "network": self.engine.extractor.key,
+            }
+        return metrics
 
 
-def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
-    """A training state to a file, atomically (readers see the old file or the new)."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
+def main(argv=None) -> None:
+    args = parser(__doc__).parse_args(argv)
+    check(args)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such checkpoint") from None
-    except Exception as error:  # a truncated or foreign file
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{path}: not a readable checkpoint ({reason})") from None
+        with cache_scope(args):
+            _run(args)
+    except KeyboardInterrupt:
+        started = (Path(args.out) / "stage1.pt").is_file()
+        raise KeyboardInterrupt(
+            "continue with the same command and --resume (stage 1 goes on from "
+            "its last epoch; stage 2, if it had started, from its last save, "
+            "about a minute back)"
+            if started
+            else "no checkpoint yet; the same command starts afresh"
+        ) from None
 
 
-def load_model(path_or_state, device: str | torch.device = "cpu") -> VAE:
-    """The model of a checkpoint file or `Trainer.state_dict()`, in eval mode."""
-    state = (
-        path_or_state
-        if isinstance(path_or_state, dict)
-        else read_checkpoint(path_or_state)
+def _run(args: argparse.Namespace) -> None:
+    started = time.time()
+    run = Run(args)
+    run.check_recon_budget()
+    warn_small_sample(args.fid_samples, "--fid-samples")  # once the input is good
+    train, subset = run.selection()
+    trainer = run.train_stage1(subset)
+    metrics = run.stage1_metrics(train, subset, trainer)
+    if trainer.outcome == "diverged":
+        _write_metrics(run.out, {**metrics, "seconds": time.time() - started})
+        print(
+            f"error: stage 1 diverged (non-finite loss) in epoch {trainer.epoch + 1}; "
+            f"no samples drawn; see {run.out / 'metrics.json'}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    means, log_vars, latent = latent_summary(trainer.model, subset)
+    metrics.update(latent)
+    context = run.prior_context(trainer, means, log_vars)
+    metrics.update(run.prior_metrics(context, subset))
+    metrics["seconds"] = time.time() - started
+    _write_metrics(run.out, metrics)
+    _print_summary(metrics)
+
+
+def _write_metrics(out: Path, metrics: dict) -> None:
+    with atomic_path(out / "metrics.json", suffix=".json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, default=str))
+
+
+def _print_summary(metrics: dict) -> None:
+    print(
+        f"{metrics['criterion']} n={metrics['n_train']}: {metrics['epochs_run']} "
+        f"epochs, per-pixel MSE {metrics['loss_mse_per_pixel']:.5f}, variance law "
+        f"{metrics['variance_law']:.3f}, inactive dims {metrics['inactive_dims']}/"
+        f"{metrics['latent_dim']}"
     )
-    model = build_model(state["model"])
-    model.load_state_dict(state["model_state"])
-    return model.to(device).eval()
-
-
-def derived_seeds(seed: int, count: int) -> list[int]:
-    """`count` independent seeds from one, so no two streams share a sequence."""
-    children = np.random.SeedSequence(seed).spawn(count)
-    return [int(child.generate_state(1)[0]) for child in children]
-
-
-def new_trainer(
-    model_config: Stage1Config | Stage2Config,
-    data: torch.Tensor,
-    config: TrainConfig,
-    *,
-    loss: str = "gamma",
-    kl_weight: float = 1.0,
-    progress: bool = False,
-    desc: str = "train",
-) -> Trainer:
-    """A trainer whose initial weights come from `config.seed` alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = MODELS[model_config.kind][0](model_config)
-    return Trainer(
-        model,
-        build_loss(loss, kl_weight=kl_weight),
-        data,
-        config,
-        progress=progress,
-        desc=desc,
-    )
+    for prior, record in metrics["priors"].items():
+        fid = "-" if record["fid"] is None else f"{record['fid']:.2f}"
+        print(f"  {prior:10s} FID {fid} ({record['fid_samples']} samples)")
 
 
 if __name__ == "__main__":
-    # `python -m vae.train` is the command users know; the CLI lives in vae/cli.py
-    from vae.cli import main
-    from vae_sweep.errors import run_cli
-
     run_cli(main)

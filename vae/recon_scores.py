@@ -18,7 +18,7 @@ import torch
 from selection.datasets import ImageSet
 from vae.inference import reconstruction_errors
 from vae.models import Stage1Config
-from vae.train import TrainConfig, new_trainer, read_checkpoint
+from vae.trainer import TrainConfig, new_trainer, read_checkpoint
 from vae_sweep.files import content_key, default_cache_dir
 
 

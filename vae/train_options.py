@@ -1,4 +1,4 @@
-"""The options of `python -m vae.train` and their checks (see vae/cli.py)."""
+"""The options of `python -m vae.train` and their checks (the command: vae/train.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from selection.datasets import SPLIT_SIZES
 from selection.scores import MAHALANOBIS_SPACES
 from vae.losses import LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
-from vae.priors import PRIORS, STAGE2_INPUTS, check_priors
-from vae.train import PRECISIONS, TrainConfig
+from vae.priors import PRIORS, check_priors
+from vae.stage2 import STAGE2_INPUTS
+from vae.trainer import PRECISIONS, TrainConfig
 from vae_sweep.checks import (
     at_least,
     at_most,
