@@ -31,9 +31,9 @@ import ray
 
 from benchmarks.common import write_result
 from fid.client import FIDClient
+from fid.priority_lock import FINAL, INTERACTIVE
 from fid.service import start_fid_service
 from fid.standin import StandInExtractor
-from fid.turns import FINAL, INTERACTIVE
 
 NAMESPACE = "fid-load-bench"
 ROUNDS, INTERMEDIATE, PRIORS, FINAL_IMAGES = 5, 100, 4, 1000

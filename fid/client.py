@@ -27,9 +27,9 @@ import numpy as np
 import ray
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError
 
+from fid.priority_lock import BULK, FINAL, INTERACTIVE
 from fid.service import DEFAULT_NAMESPACE
 from fid.stats import Statistics
-from fid.turns import BULK, FINAL, INTERACTIVE
 
 # an actor that died, is restarting, or lives on a lost node
 _LOST = (RayActorError, ObjectLostError, GetTimeoutError)

@@ -34,9 +34,9 @@ from fid.features import (
     iter_batches,
 )
 from fid.network import NETWORK_SHA1
+from fid.priority_lock import FINAL, INTERACTIVE, PriorityLock
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, StatsAccumulator, statistics
-from fid.turns import FINAL, INTERACTIVE, TurnLock
 from selection.datasets import ImageSet, load_cifar10, load_images, pixels_sha256
 from vae_sweep.devices import gpu_device
 from vae_sweep.errors import InputError
@@ -82,7 +82,7 @@ class FIDServer:
     """Holds one feature network and named reference statistics; thread-safe.
 
     As a Ray actor it runs calls on several threads: `load()` answers at once, while
-    the calls that need the network take turns on it (`fid.turns`), most urgent
+    the calls that need the network take turns on it (`fid.priority_lock`), most urgent
     first and one chunk of `chunk` images per turn. With `timed=True` a call returns
     `(value, seconds)`, the seconds it held the network, which callers add up as the
     FID service's share of their GPU time.
@@ -123,7 +123,7 @@ class FIDServer:
         self._references: dict[str, FrechetReference] = {}
         self._reference_feature_sets: dict[str, np.ndarray] = {}
         self._references_lock = threading.RLock()
-        self._turns = TurnLock()
+        self._turns = PriorityLock()
         self._pending = 0  # images accepted and not yet through the network
         self._pending_lock = threading.Lock()
         self._calls = 0

@@ -18,12 +18,12 @@ from ray import tune
 
 from fid.client import ClientOptions, FIDClient
 from fid.features import extractor_factory
+from fid.mahalanobis_scores import mahalanobis_key, pixel_key
 from fid.network import NETWORK_SHA1
+from fid.priority_lock import BULK
 from fid.service import start_fid_service
-from fid.turns import BULK
 from selection.criteria import ScoreBook
 from selection.datasets import ImageSet, load_cifar10
-from selection.scores import mahalanobis_key, pixel_key
 from sweep.accounting import Accounting
 from sweep.cluster import (
     connect,

@@ -16,8 +16,8 @@ from experiments.fid_repeated import distinct_indices, fids_from_features, plan
 from experiments.fid_scrambled import level_rng, scrambled_batches
 from fid.client import FIDClient
 from fid.distance import FrechetReference
+from fid.priority_lock import FINAL
 from fid.stats import StatsAccumulator
-from fid.turns import FINAL
 from sweep.config import GridConfig
 from sweep.trainable import SweepData, fid_service
 

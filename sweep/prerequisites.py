@@ -30,10 +30,10 @@ import ray
 from ray.tune.search import Searcher
 
 from fid.client import ClientOptions, FIDClient
+from fid.mahalanobis_scores import pixel_mahalanobis_scores
+from fid.priority_lock import BULK
 from fid.stats import Statistics
-from fid.turns import BULK
 from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
-from selection.scores import pixel_mahalanobis_scores
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.storage import fetch, publish

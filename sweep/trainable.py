@@ -21,7 +21,7 @@ import torch
 from ray import tune
 
 from fid.client import ClientOptions, FIDClient
-from fid.turns import FINAL, INTERACTIVE
+from fid.priority_lock import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
 from sweep.checkpoints import STATE_FILE

@@ -154,7 +154,7 @@ def test_score_book_computes_once_and_caches_on_disk(tmp_path):
 def test_pixel_space_mahalanobis_matches_scipy(rng):
     from scipy.spatial.distance import mahalanobis
 
-    from selection.scores import pixel_mahalanobis_scores
+    from fid.mahalanobis_scores import pixel_mahalanobis_scores
 
     # 4x4 RGB images: 48-d pixel vectors; 200 test images give a full-rank covariance
     test = rng.integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)

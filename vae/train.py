@@ -23,11 +23,11 @@ import torch
 
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
+from fid.mahalanobis_scores import mahalanobis_source, pixel_source
 from fid.options import build_engine, cache_scope
 from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
-from selection.scores import mahalanobis_source, pixel_source
 from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_summary
 from vae.models import Stage1Config
 from vae.plots import save_loss_curve, save_sample_grid

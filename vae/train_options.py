@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import re
 
+from fid.mahalanobis_scores import MAHALANOBIS_SPACES
 from fid.options import add_network_options, check_cache_dir, check_network_options
 from selection.criteria import CRITERIA, check_criterion
 from selection.datasets import SPLIT_SIZES
-from selection.scores import MAHALANOBIS_SPACES
 from vae.losses import LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
 from vae.priors import PRIORS, check_priors

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from fid.distance import frechet_distance
+from fid.priority_lock import BULK, FINAL, INTERACTIVE, PriorityLock
 from fid.service import FIDServer
 from fid.stats import statistics
-from fid.turns import BULK, FINAL, INTERACTIVE, TurnLock
 from tests.conftest import random_images
 from tests.standin import StandInExtractor
 
 
 def test_waiting_calls_get_the_lock_by_priority_then_arrival():
-    lock = TurnLock()
+    lock = PriorityLock()
     order = []
     holding, release = threading.Event(), threading.Event()
 

@@ -1,4 +1,7 @@
-"""The Mahalanobis score sources, in the two spaces the criterion can be read in.
+"""The scores of the Mahalanobis criteria (`lowest_mahalanobis`, `highest_mahalanobis`):
+each training image's distance to the FID reference distribution, in the two spaces the
+criterion can be read in. They live with the FID engine whose features and statistics
+they use; `selection.criteria` only ranks them.
 
 The thesis defines the criterion as the images "most representative of the FID
 reference distribution" without saying in which space; both readings are offered,

@@ -24,7 +24,7 @@ BULK = 2  # prerequisites: x_train features, reference statistics
 PRIORITIES = {"interactive": INTERACTIVE, "final": FINAL, "bulk": BULK}
 
 
-class TurnLock:
+class PriorityLock:
     """A mutex granted to the waiting caller with the lowest (priority, arrival)."""
 
     def __init__(self):
