@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 
 from benchmarks.common import timed, write_result
-from experiments.fid_repeated import (
+from experiments.protocols.repeated import (
     DEFAULT_SIZES,
     DEFAULT_TOTAL,
     distinct_indices,

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import write_result
+from sweep.folder import RESULTS_FILE, TIMINGS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,8 +55,8 @@ def smoke(grid: str, data: str | None, extra: list[str]) -> dict:
     )
     command = time.perf_counter() - started
     name = next(p for p in Path(storage).iterdir() if p.is_dir())
-    timings = json.loads((name / "timings.json").read_text())
-    table = pd.read_parquet(name / "results.parquet")
+    timings = json.loads((name / TIMINGS_FILE).read_text())
+    table = pd.read_parquet(name / RESULTS_FILE)
     fit = timings["runs"][-1]["driver_seconds"]["tune_fit"]
     trials = timings["trial_seconds_sum"]
     return {

@@ -29,8 +29,9 @@ from pathlib import Path
 import pandas as pd
 
 from experiments import figures, tables
-from experiments.sweeps import Sweep, load_sweeps
-from sweep.trainable import SAMPLES_FOLDER
+from experiments.protocols.summary import summarise
+from sweep.folder import SAMPLES_FOLDER
+from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import writable_folder
 from vae_sweep.cli import Parser, finite_float, text
 from vae_sweep.errors import InputError, run_cli
@@ -277,8 +278,6 @@ def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path) -> list
 
 def analyse_repetitions(sweeps: list[Sweep], out: Path) -> list[str]:
     """E1 (fid_repeated) and E2 (fid_scrambled) sweeps: mean and variance per x."""
-    from experiments.common import summarise  # noqa: PLC0415 (loads torch)
-
     lines = []
     for kind, x, name, title, xlabel in (
         ("fid_repeated", "size", "e1", "E1: FID vs diversity", "distinct images n"),

@@ -36,7 +36,8 @@ from matplotlib.figure import Figure
 from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
-from experiments.sweeps import Sweep, load_sweeps
+from sweep.folder import TIMINGS_FILE
+from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import at_least, distinct, positive_list, writable_folder
 from vae_sweep.cli import Parser, float_list, int_list, text
 from vae_sweep.errors import InputError, run_cli
@@ -107,7 +108,7 @@ def _hours(sweep: Sweep, trials: pd.DataFrame) -> float:
     """The honest accounting (timings.json: trials, FID replicas, prerequisites)
     where the sweep wrote one and used GPUs; else the trials' own reserved time."""
     unit, share = _unit(sweep.grid)
-    timings = sweep.folder / "timings.json"
+    timings = sweep.folder / TIMINGS_FILE
     if unit == "GPU-hours" and timings.is_file():
         return float(json.loads(timings.read_text())["gpu_hours"])
     return float(trials["wall_seconds"].sum()) * share / 3600

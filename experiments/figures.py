@@ -125,7 +125,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
 
 def repetition_curve(table: pd.DataFrame, x: str, title: str, xlabel: str) -> Figure:
     """E1 (x = size) or E2 (x = tiles): FID mean with one sd against x."""
-    from experiments.common import plot_fid_curve  # noqa: PLC0415 (loads torch)
+    from experiments.fid_commands import plot_fid_curve  # noqa: PLC0415 (loads torch)
 
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()

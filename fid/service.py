@@ -38,11 +38,12 @@ from fid.priority_lock import FINAL, INTERACTIVE, PriorityLock
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, StatsAccumulator, statistics
 from selection.datasets import ImageSet, load_cifar10, load_images, pixels_sha256
+from vae_sweep import PROJECT
 from vae_sweep.devices import gpu_device
 from vae_sweep.errors import InputError
 
 DEFAULT_NAME = "fid"
-DEFAULT_NAMESPACE = "vae-sweep"
+DEFAULT_NAMESPACE = PROJECT
 MAX_CONCURRENT_CALLS = 64  # threads of the actor; the network still runs one chunk
 
 

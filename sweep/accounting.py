@@ -24,9 +24,8 @@ import time
 import pandas as pd
 
 from sweep.config import GridConfig
+from sweep.folder import TIMINGS_FILE
 from sweep.storage import join, read_text, write_bytes
-
-TIMINGS_FILE = "timings.json"
 
 
 class Accounting:

@@ -17,7 +17,8 @@ import logging
 
 from pyarrow import fs
 
-STATE_FILE = "trial.pt"  # what a trial writes into each of its checkpoints
+from sweep.folder import STATE_FILE
+
 logger = logging.getLogger(__name__)
 
 

@@ -34,10 +34,16 @@ from sweep.cluster import (
 )
 from sweep.config import GridConfig
 from sweep.experiment_trials import repeated_trial, scrambled_trial
+from sweep.folder import (
+    GRID_FILE,
+    HISTORY_FILE,
+    NAMESPACE,
+    PREREQUISITES_FOLDER,
+    RESULTS_FILE,
+)
 from sweep.prerequisites import (
     FEATURE_CHUNK,
     GATES,
-    PREREQUISITES_DIR,
     GatedTrials,
     Prerequisites,
     mahalanobis_task,
@@ -48,8 +54,8 @@ from sweep.prerequisites import (
 )
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
-from sweep.storage import GRID_FILE, join, write_bytes
-from sweep.trainable import NAMESPACE, SweepData, share, vae_trial
+from sweep.storage import join, write_bytes
+from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.recon_scores import reference_key
 from vae_sweep.errors import InputError
@@ -192,7 +198,7 @@ def start_prerequisites(
                        "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
             keys[key] = reference_key(train.sha256, **options)
             # on shared storage: a task retried on another node continues from it
-            checkpoint = join(folder, PREREQUISITES_DIR, f"reference-{keys[key]}.pt")
+            checkpoint = join(folder, PREREQUISITES_FOLDER, f"reference-{keys[key]}.pt")
             resources = config.resources
             launches[key] = partial(
                 recon_task.options(num_cpus=resources.cpu,
@@ -384,5 +390,5 @@ def run_sweep(
     accounting.write()
     del actors
     print(summary(table))
-    print(f"results: {folder}/results.parquet, {folder}/history.parquet")
+    print(f"results: {folder}/{RESULTS_FILE}, {folder}/{HISTORY_FILE}")
     return table

@@ -11,9 +11,9 @@ import numpy as np
 import ray
 from ray import tune
 
-from experiments.common import sample_variance
-from experiments.fid_repeated import distinct_indices, fids_from_features, plan
-from experiments.fid_scrambled import level_rng, scrambled_batches
+from experiments.protocols.repeated import distinct_indices, fids_from_features, plan
+from experiments.protocols.scrambled import level_rng, scrambled_batches
+from experiments.protocols.summary import sample_variance
 from fid.client import FIDClient
 from fid.distance import FrechetReference
 from fid.priority_lock import FINAL

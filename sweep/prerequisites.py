@@ -43,7 +43,6 @@ from vae.trainer import read_checkpoint
 from vae_sweep.files import content_key
 
 FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service
-PREREQUISITES_DIR = "prerequisites"  # in the sweep's storage: the reference VAE
 
 # The live Prerequisites of each sweep in this driver process, by sweep folder. Tune
 # pickles its searcher into the experiment and unpickles it on --resume, so the

@@ -18,15 +18,17 @@ import pyarrow.parquet as pq
 from pyarrow import Table
 
 from sweep.config import GridConfig
+from sweep.folder import HISTORY_FILE, RESULTS_FILE
 from sweep.prerequisites import score_need
 from sweep.storage import write_bytes
+from vae_sweep import PROJECT
 
 STATUS_BY_OUTCOME = {"completed": "ok", "diverged": "diverged"}
 
 
 def package_version() -> str:
     try:
-        return metadata.version("vae-sweep")
+        return metadata.version(PROJECT)
     except metadata.PackageNotFoundError:
         return "unknown"
 
@@ -202,10 +204,10 @@ def build_tables(
 
 
 def write_tables(folder: str, table: pd.DataFrame, history: pd.DataFrame) -> None:
-    for name, frame in (("results", table), ("history", history)):
+    for name, frame in ((RESULTS_FILE, table), (HISTORY_FILE, history)):
         buffer = io.BytesIO()
         pq.write_table(Table.from_pandas(frame, preserve_index=False), buffer)
-        write_bytes(f"{folder}/{name}.parquet", buffer.getvalue())
+        write_bytes(f"{folder}/{name}", buffer.getvalue())
 
 
 def summary(table: pd.DataFrame) -> str:

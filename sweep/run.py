@@ -20,16 +20,11 @@ from fid.stats import warn_small_sample
 from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
 from sweep.cost import estimate, rate_lines, slots
+from sweep.folder import GRID_FILE, NAMESPACE
 from sweep.rehearsal import BANNER as REHEARSAL_BANNER
 from sweep.rehearsal import rehearsal
 from sweep.schedulers import RESUMABLE
-from sweep.storage import (
-    GRID_FILE,
-    check_storage_reachable,
-    is_uri,
-    join,
-    read_text,
-)
+from sweep.storage import check_storage_reachable, is_uri, join, read_text
 from sweep.trials import expand, settings, trial_name
 from vae_sweep.cli import Parser, positive_number, text
 from vae_sweep.errors import EXIT_TRIALS_FAILED, InputError, run_cli
@@ -224,7 +219,7 @@ def main(argv=None) -> None:
     # the driver's own modules (the trainables, pandas, matplotlib) load only past
     # validation; torch and Ray do not wait that long yet: sweep.cluster and
     # sweep.config import them, so a bad grid takes about 4 s to refuse
-    from sweep.driver import NAMESPACE, check_local_resources, load_data, run_sweep
+    from sweep.driver import check_local_resources, load_data, run_sweep
 
     if args.address is None:
         check_local_resources(config)

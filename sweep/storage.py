@@ -21,7 +21,6 @@ from vae_sweep.errors import InputError
 from vae_sweep.files import atomic_path
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
-GRID_FILE = "grid.yaml"  # the resolved grid, beside a sweep's results
 
 
 def is_uri(path: str) -> bool:

@@ -24,9 +24,9 @@ from fid.client import ClientOptions, FIDClient
 from fid.priority_lock import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
-from sweep.checkpoints import STATE_FILE
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
+from sweep.folder import NAMESPACE, SAMPLES_FOLDER, STAGE2_FOLDER, STATE_FILE
 from sweep.prerequisites import score_need
 from sweep.storage import fetch, join, publish, write_bytes
 from sweep.trials import settings
@@ -42,10 +42,7 @@ from vae.priors import PriorContext, prior_seed, recon_images
 from vae.stage2 import Stage2Checkpoint
 from vae.trainer import EpochReport, Trainer, new_trainer, read_checkpoint
 
-SAMPLES_FOLDER = "samples"
-STAGE2_FOLDER = "stage2"  # <trial_id>.pt: each trial's stage-2 training state
 SAMPLE_GRID = 64  # samples shown per prior
-NAMESPACE = "vae-sweep"
 
 
 @dataclass(frozen=True)

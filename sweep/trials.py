@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from experiments.fid_scrambled import tile_grid
+from experiments.protocols.scrambled import tile_grid
 from sweep.config import CIFAR_TRAIN_SIZE, GridConfig
 from vae.models import Stage1Config
 from vae.priors import GMMOptions

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.fid_repeated import draw_repeated_set, plan, run_protocol
-from experiments.fid_scrambled import run_protocol as run_scrambled
-from experiments.fid_scrambled import scramble_tiles, scrambled_batches, tile_grid
+from experiments.protocols.repeated import draw_repeated_set, plan, run_protocol
+from experiments.protocols.scrambled import run_protocol as run_scrambled
+from experiments.protocols.scrambled import scramble_tiles, scrambled_batches, tile_grid
 from fid.engine import FIDEngine
 from fid.stats import statistics
 from tests.conftest import random_images
@@ -154,7 +154,7 @@ def test_e2_streams_and_matches_explicit_scrambled_set(rng, standin):
 def test_summary_states_its_variance_and_leaves_one_repetition_undefined():
     import pandas as pd
 
-    from experiments.common import summarise
+    from experiments.protocols.summary import summarise
 
     raw = pd.DataFrame({"size": [10, 10, 10, 20], "repetition": [0, 1, 2, 0],
                         "fid": [1.0, 2.0, 4.0, 5.0], "sample_count": 100})  # fmt: skip
@@ -171,7 +171,7 @@ def test_published_values_are_drawn_beside_ours_and_checked(tmp_path):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from experiments.common import plot_fid_curve, read_published
+    from experiments.fid_commands import plot_fid_curve, read_published
 
     ours = pd.DataFrame({"size": [10, 20], "fid_mean": [50.0, 30.0],
                          "fid_variance_ddof1": [4.0, 1.0]})  # fmt: skip

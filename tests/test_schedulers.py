@@ -9,7 +9,8 @@ import pytest
 from pyarrow import fs
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule
 
-from sweep.checkpoints import STATE_FILE, repair_checkpoint
+from sweep.checkpoints import repair_checkpoint
+from sweep.folder import STATE_FILE
 from sweep.schedulers import (
     ReplayingASHA,
     ReplayingMedianStopping,

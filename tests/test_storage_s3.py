@@ -191,7 +191,8 @@ def test_a_resume_on_s3_skips_a_checkpoint_folder_caught_half_written(s3):
     """Tune makes a checkpoint's folder before it copies the state file in; on S3 the
     folder is an object of its own, so a kill in between leaves a folder with nothing
     in it, which a restore would download and fail on (as one CI run did)."""
-    from sweep.checkpoints import STATE_FILE, repair_checkpoint
+    from sweep.checkpoints import repair_checkpoint
+    from sweep.folder import STATE_FILE
     from tests.test_schedulers import restored_trial
 
     _, filesystem = s3

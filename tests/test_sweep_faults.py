@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from experiments.sweeps import load_sweep
+from sweep.reader import load_sweep
 from tests.commands import run_command
 from tests.conftest import ROOT, session_cache
 from tests.standin import DIE_MARKER_ENV

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.early_stopping import check_replay
 from experiments.replay import REPLAYABLE
-from experiments.sweeps import load_sweep
+from sweep.reader import load_sweep
 from tests.commands import run_command
 from tests.conftest import cifar_path, empty_cache
 from tests.sweeps import SMOKE, TINY, sweep, sweep_env, tables

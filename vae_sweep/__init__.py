@@ -6,3 +6,5 @@ writes, content keys and the cache root (`files`), and device selection (`device
 It is the bottom layer (tests/test_layout.py holds the order): `selection`, `fid`,
 `vae`, the E1/E2 protocols, `sweep` and the analysis all build on it.
 """
+
+PROJECT = "vae-sweep"  # the distribution: its cache folder and its Ray namespace

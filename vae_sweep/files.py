@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vae_sweep import PROJECT
+
 CACHE_ENV = "VAE_SWEEP_CACHE"
 
 
@@ -19,7 +21,7 @@ def default_cache_dir() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "vae-sweep"
+    return Path(base) / PROJECT
 
 
 def _umask() -> int:

@@ -1,4 +1,5 @@
-"""What the FID experiments share: command-line options, data, the engine, outputs."""
+"""What the E1 and E2 commands share: their common options and checks, the data and
+the FID engine those options describe, the figure of a FID curve, and the outputs."""
 
 from __future__ import annotations
 
@@ -116,32 +117,6 @@ def build_engine(args: argparse.Namespace) -> FIDEngine:
 def test_reference(args: argparse.Namespace, engine: FIDEngine) -> FrechetReference:
     test = load_split(args, "test", args.test_limit)
     return engine.reference(np.asarray(test.images), sha256=test.sha256)
-
-
-def sample_variance(fids) -> float:
-    """The unbiased sample variance (ddof 1); NaN for a single value, whose spread
-    is unknown, not zero."""
-    fids = np.asarray(fids, dtype=np.float64)
-    return float(fids.var(ddof=1)) if len(fids) > 1 else float("nan")
-
-
-def summarise(raw: pd.DataFrame, by: str) -> pd.DataFrame:
-    """One row per value of `by`: mean, sample variance (ddof=1, the column says so)
-    and the raw FIDs."""
-    rows = []
-    for key, group in raw.groupby(by, sort=True):
-        fids = group.sort_values("repetition")["fid"].to_numpy()
-        rows.append(
-            {
-                by: int(key),
-                "fid_mean": float(fids.mean()),
-                "fid_variance_ddof1": sample_variance(fids),
-                "repetitions": len(fids),
-                "sample_count": int(group["sample_count"].iloc[0]),
-                "fid_values": fids.tolist(),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def plot_fid_curve(

@@ -22,11 +22,10 @@ import yaml
 from pydantic import ValidationError
 
 from sweep.config import GridConfig
-from sweep.storage import GRID_FILE
+from sweep.folder import GRID_FILE, HISTORY_FILE, RESULTS_FILE
 from sweep.trials import expand
 from vae_sweep.errors import InputError
 
-RESULTS_FILE, HISTORY_FILE = "results.parquet", "history.parquet"
 # what may differ between sweeps analysed together: where and how they ran, and which
 # axis values and scheduler they used; everything else decides what a FID means
 RUN_ONLY_KEYS = {
