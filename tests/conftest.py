@@ -1,15 +1,18 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.standin import StandInExtractor
-
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg"
+from tests.helpers.data import (
+    SMALL_CLASSES,
+    cifar_path,
+    empty_cache,
+    session_cache,
+    smooth_images,
+)
+from tests.helpers.standin import StandInExtractor
 
 # The slowest test files, slowest first (minutes each on a 2-core CPU). pytest-xdist's
 # loadfile hands whole files to the workers in this order (with
@@ -31,10 +34,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: each file keeps its own order
 
 
-def session_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "cache"
-
-
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test writes caches under a temporary folder, never the user's home, and
@@ -42,17 +41,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     that `ray start` left running on this machine."""
     monkeypatch.setenv("VAE_SWEEP_CACHE", str(session_cache(tmp_path_factory)))
     monkeypatch.setenv("RAY_ADDRESS", "local")
-
-
-def empty_cache(cache: Path, tmp_path_factory) -> Path:
-    """A new cache folder (scores, FID statistics, reference VAE start empty) that
-    shares only the session's decoded datasets, which are pure functions of the
-    image files."""
-    shared = session_cache(tmp_path_factory) / "datasets"
-    shared.mkdir(parents=True, exist_ok=True)
-    cache.mkdir()
-    (cache / "datasets").symlink_to(shared, target_is_directory=True)
-    return cache
 
 
 @pytest.fixture
@@ -86,10 +74,6 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-def cifar_path() -> Path:
-    return Path(os.environ.get("VAE_SWEEP_DATA") or SHARED_CIFAR)
-
-
 @pytest.fixture(scope="session")
 def cifar_root() -> Path:
     """The offline CIFAR-10 copy (../shared/data/cifar10-jpeg or $VAE_SWEEP_DATA)."""
@@ -100,19 +84,6 @@ def cifar_root() -> Path:
             f"real content), not found at {root}: set $VAE_SWEEP_DATA"
         )
     return root
-
-
-SMALL_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
-                 "horse", "ship", "truck")  # fmt: skip
-
-
-def smooth_images(rng: np.random.Generator, n: int, tint) -> np.ndarray:
-    """n 32x32 images with a class tint and low-frequency structure (4x4 noise
-    upsampled), plus fine noise: something a VAE can learn, unlike pure noise."""
-    coarse = rng.normal(0, 40, size=(n, 4, 4, 3))
-    smooth = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
-    images = np.asarray(tint) + smooth + rng.normal(0, 8, size=(n, 32, 32, 3))
-    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="session")
@@ -143,5 +114,3 @@ def small_cifar(small_cifar_root, monkeypatch) -> Path:
     return small_cifar_root
 
 
-def random_images(rng: np.random.Generator, n: int, size: int = 32) -> np.ndarray:
-    return rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)

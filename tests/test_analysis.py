@@ -22,7 +22,7 @@ from experiments.significance import (
 )
 from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
 from sweep.config import GridConfig, resolved_yaml
-from tests.commands import assert_one_line_error, run_command
+from tests.helpers.commands import assert_one_line_error, run_command
 from vae_sweep.errors import InputError
 
 # Student t's 97.5% quantile with 2 degrees of freedom, whose CDF is

@@ -17,8 +17,8 @@ import argparse
 import numpy as np
 import pytest
 
-from tests.commands import assert_one_line_error, run_command, run_main
-from tests.conftest import ROOT, random_images
+from tests.helpers.commands import assert_one_line_error, run_command, run_main
+from tests.helpers.data import ROOT, random_images
 
 STUDY = ROOT / "reports" / "study_cpu" / "sweep"  # a real sweep, read only
 

@@ -10,13 +10,12 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from fid.distance import FrechetReference
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import statistics
-from tests.commands import assert_one_line_error, run_command
-from tests.conftest import ROOT, random_images
+from tests.helpers.commands import assert_one_line_error, run_command
+from tests.helpers.data import ROOT, image_folder, random_images
 
 
 def _run(*args, env_extra=None, check_rc=None):
@@ -34,17 +33,10 @@ def _run(*args, env_extra=None, check_rc=None):
     return result
 
 
-def _folder(path, images):
-    path.mkdir(parents=True)
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(path / f"{i:02d}.png")
-    return path
-
-
 @pytest.mark.real_network
 def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng, monkeypatch):
-    a = _folder(tmp_path / "a", random_images(rng, 5))
-    b = _folder(tmp_path / "b", random_images(rng, 6) // 2)
+    a = image_folder(tmp_path / "a", random_images(rng, 5))
+    b = image_folder(tmp_path / "b", random_images(rng, 6) // 2)
     with zipfile.ZipFile(tmp_path / "b.zip", "w") as archive:
         for file in sorted(b.iterdir()):
             archive.write(file, f"b/{file.name}")
@@ -89,7 +81,7 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng, monkeypatch):
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
-    a = _folder(tmp_path / "a", random_images(rng, 3))
+    a = image_folder(tmp_path / "a", random_images(rng, 3))
     (tmp_path / "junk.npz").write_bytes(b"nonsense")
     args = [x.format(a=a, junk=tmp_path / "junk.npz") for x in args]
     out = tmp_path / "out"
@@ -102,11 +94,11 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, rng, args, needle):
 def fake_cifar(tmp_path, rng, monkeypatch):
     """A two-class CIFAR layout of random images; the stand-in network patched in."""
     import fid.options
-    from tests.standin import StandInExtractor
+    from tests.helpers.standin import StandInExtractor
 
     for split, n in [("train", 60), ("test", 20)]:
         for c in ("cat", "dog"):
-            _folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
+            image_folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
     monkeypatch.setattr(
         fid.options, "InceptionExtractor", lambda *a, **k: StandInExtractor()
     )

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers.data import ROOT
 
 
 def _launcher_config() -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, cifar_path
+from tests.helpers.data import ROOT, cifar_path
 from vae_sweep.devices import SIMULATED_GPUS_ENV
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]

@@ -16,7 +16,7 @@ from selection.datasets import (
     pixels_sha256,
     spread_over_classes,
 )
-from tests.conftest import random_images
+from tests.helpers.data import random_images
 from vae_sweep.errors import InputError
 
 

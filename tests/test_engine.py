@@ -10,7 +10,7 @@ from fid.distance import frechet_distance
 from fid.engine import FIDEngine
 from fid.features import extract_features
 from fid.stats import statistics
-from tests.conftest import random_images
+from tests.helpers.data import random_images
 
 
 def test_features_and_stats_are_cached_by_pixels(tmp_path, rng, standin):

@@ -10,7 +10,7 @@ from experiments.protocols.scrambled import run_protocol as run_scrambled
 from experiments.protocols.scrambled import scramble_tiles, scrambled_batches, tile_grid
 from fid.engine import FIDEngine
 from fid.stats import statistics
-from tests.conftest import random_images
+from tests.helpers.data import random_images
 from vae_sweep.errors import InputError
 
 

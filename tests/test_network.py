@@ -17,7 +17,7 @@ from fid.network import (
     resize_tf1_bilinear,
     verify_network_file,
 )
-from tests.conftest import ROOT
+from tests.helpers.data import ROOT
 from vae_sweep.errors import InputError
 
 

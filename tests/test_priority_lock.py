@@ -12,8 +12,8 @@ from fid.distance import frechet_distance
 from fid.priority_lock import BULK, FINAL, INTERACTIVE, PriorityLock
 from fid.service import FIDServer
 from fid.stats import statistics
-from tests.conftest import random_images
-from tests.standin import StandInExtractor
+from tests.helpers.data import random_images
+from tests.helpers.standin import StandInExtractor
 
 
 def test_waiting_calls_get_the_lock_by_priority_then_arrival():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny import TINY_STAGE1
+from tests.helpers.tiny import TINY_STAGE1
 from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE
 from vae.priors import PRIORS, GMMOptions, PriorContext, prior_seed, sample_images

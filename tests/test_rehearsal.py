@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, cifar_path
+from tests.helpers.data import ROOT, cifar_path
 from vae.trainer import read_checkpoint
 
 pytestmark = pytest.mark.ray

@@ -16,8 +16,8 @@ from sweep.schedulers import (
     ReplayingMedianStopping,
     recorded_results,
 )
-from tests.commands import assert_one_line_error, ray_started, run_command
-from tests.conftest import ROOT
+from tests.helpers.commands import assert_one_line_error, ray_started, run_command
+from tests.helpers.data import ROOT
 
 # three trials' intermediate FIDs by epoch, as they arrived in the live sweep
 HISTORIES = {

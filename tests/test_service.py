@@ -7,18 +7,18 @@ import pytest
 
 from fid.distance import frechet_distance
 from fid.stats import statistics
-from tests.conftest import random_images
-from tests.standin import StandInExtractor, make_standin
+from tests.helpers.data import random_images
+from tests.helpers.standin import StandInExtractor, make_standin
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
-    import tests.standin
+    import tests.helpers.standin
 
     # Workers cannot import the tests package by name: ship the stand-in by value.
-    ray.cloudpickle.register_pickle_by_value(tests.standin)
+    ray.cloudpickle.register_pickle_by_value(tests.helpers.standin)
     ray.init(
         address="local",  # never a cluster started outside the suite
         num_cpus=2,

@@ -20,9 +20,9 @@ import pytest
 import torch
 from pyarrow import fs
 
-from tests.conftest import ROOT
-from tests.sweeps import sweep_env
-from tests.tune_logs import assert_resumed_log
+from tests.helpers.data import ROOT
+from tests.helpers.sweeps import sweep_env
+from tests.helpers.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
 

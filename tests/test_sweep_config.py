@@ -7,8 +7,8 @@ import pytest
 from sweep.config import GridConfig, load_grid, resolved_yaml
 from sweep.cost import estimate, slots
 from sweep.trials import expand, settings
-from tests.commands import assert_one_line_error, ray_started, run_command
-from tests.conftest import ROOT
+from tests.helpers.commands import assert_one_line_error, ray_started, run_command
+from tests.helpers.data import ROOT
 from vae_sweep.errors import InputError
 
 GRIDS = ROOT / "grids"

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from sweep.reader import load_sweep
-from tests.commands import run_command
-from tests.conftest import ROOT, session_cache
-from tests.standin import DIE_MARKER_ENV
-from tests.sweeps import sweep, sweep_command, sweep_env, tables
-from tests.tune_logs import assert_resumed_log
+from tests.helpers.commands import run_command
+from tests.helpers.data import ROOT, session_cache
+from tests.helpers.standin import DIE_MARKER_ENV
+from tests.helpers.sweeps import sweep, sweep_command, sweep_env, tables
+from tests.helpers.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
 
@@ -94,7 +94,7 @@ def test_killed_fid_actor_restarts_and_callers_retry(
 ):
     marker = tmp_path / "actor-died"
     sweep(tmp_path, *INTERRUPTIBLE,
-          "--set", "fid.extractor=tests.standin:make_dying_standin",
+          "--set", "fid.extractor=tests.helpers.standin:make_dying_standin",
           env=sweep_env(**{DIE_MARKER_ENV: str(marker)}))  # fmt: skip
     assert marker.exists()  # the actor really died mid-sweep
     faulty, _ = tables(tmp_path)
@@ -192,11 +192,11 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
 
 
 def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
-    from tests.standin import FAIL_MARKER_ENV
+    from tests.helpers.standin import FAIL_MARKER_ENV
 
     marker = tmp_path / "fault-fixed"
     env = sweep_env(**{FAIL_MARKER_ENV: str(marker)})
-    args = ["--set", "fid.extractor=tests.standin:make_failing_finals",
+    args = ["--set", "fid.extractor=tests.helpers.standin:make_failing_finals",
             "--set", "grid.criterion=[random]"]  # fmt: skip
     failed = sweep(tmp_path, *args, env=env, check=False)
     assert failed.returncode == 1 and "2 trial(s) ended in error" in failed.stderr

@@ -13,9 +13,9 @@ import pytest
 from experiments.early_stopping import check_replay
 from experiments.replay import REPLAYABLE
 from sweep.reader import load_sweep
-from tests.commands import run_command
-from tests.conftest import cifar_path, empty_cache
-from tests.sweeps import SMOKE, TINY, sweep, sweep_env, tables
+from tests.helpers.commands import run_command
+from tests.helpers.data import cifar_path, empty_cache
+from tests.helpers.sweeps import SMOKE, TINY, sweep, sweep_env, tables
 
 pytestmark = pytest.mark.ray
 
@@ -157,7 +157,7 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(
 
 def _command_table(module, args, monkeypatch, tmp_path, name):
     import fid.options
-    from tests.standin import StandInExtractor
+    from tests.helpers.standin import StandInExtractor
 
     monkeypatch.setattr(
         fid.options, "InceptionExtractor", lambda *a, **k: StandInExtractor()
@@ -226,7 +226,7 @@ def test_mahalanobis_scores_come_once_per_space_from_the_driver(
     from fid.stats import statistics
     from selection.criteria import mahalanobis_distances
     from selection.datasets import load_cifar10
-    from tests.standin import StandInExtractor
+    from tests.helpers.standin import StandInExtractor
 
     folder, cache, results, _ = mahalanobis_run
     assert set(results["mahalanobis_space"]) == {"inception", "pixel"}

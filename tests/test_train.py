@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny import TINY_STAGE1, TINY_STAGE2
+from tests.helpers.tiny import TINY_STAGE1, TINY_STAGE2
 from vae.trainer import (
     TrainConfig,
     batch_bounds,

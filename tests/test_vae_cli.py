@@ -8,20 +8,19 @@ import os
 import numpy as np
 import pytest
 
-from tests.commands import assert_one_line_error, run_command
-from tests.conftest import ROOT, random_images
-from tests.test_cli import _folder
-from tests.tiny import TINY_CLI
+from tests.helpers.commands import assert_one_line_error, run_command
+from tests.helpers.data import ROOT, image_folder, random_images
+from tests.helpers.tiny import TINY_CLI
 
 
 @pytest.fixture
 def fake_data(tmp_path, rng, monkeypatch):
     import fid.options
-    from tests.standin import StandInExtractor
+    from tests.helpers.standin import StandInExtractor
 
     for split, n in [("train", 48), ("test", 24)]:
         for c in ("cat", "dog"):
-            _folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
+            image_folder(tmp_path / "data" / split / c, random_images(rng, n // 2))
     extractors = []
 
     def standin(*args, **kwargs):

@@ -9,11 +9,11 @@ import sys
 
 import pandas as pd
 
-from tests.conftest import ROOT, cifar_path
+from tests.helpers.data import ROOT, cifar_path
 
 SMOKE = str(ROOT / "grids" / "smoke.yaml")
 TINY = [
-    "--set", "fid.extractor=tests.standin:make_standin",
+    "--set", "fid.extractor=tests.helpers.standin:make_standin",
     "--set", "data.train_limit=300",
     "--set", "data.test_limit=40",
     "--set", "grid.n_train=[100, 200]",
