@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from fid.cache import FIDCache
+from fid.cache import FIDCache, cached_features, cached_stats
 from fid.distance import FrechetReference
 from fid.features import (
     FeatureExtractor,
@@ -19,8 +19,7 @@ from fid.features import (
     iter_features,
     preferred_batch,
 )
-from fid.stats import Statistics, StatsAccumulator, statistics
-from selection.datasets import pixels_sha256
+from fid.stats import Statistics, StatsAccumulator
 
 
 class FIDEngine:
@@ -50,22 +49,8 @@ class FIDEngine:
         desc: str = "features",
     ) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, d) float32; cached by pixel hash when `cache`."""
-        store = self._cached(cache)
-        if store is not None:
-            sha256 = sha256 or pixels_sha256(images)
-            found = store.load_features(self.extractor.key, sha256)
-            if found is not None and len(found) == len(images):
-                return found
-        features = extract_features(
-            images,
-            self.extractor,
-            batch_size=self.batch_size,
-            progress=self.progress,
-            desc=desc,
-        )
-        if store is not None:
-            store.save_features(self.extractor.key, sha256, features)
-        return features
+        return cached_features(self._cached(cache), self.extractor.key, images,
+                               self._extract(desc), sha256=sha256)  # fmt: skip
 
     def stats(
         self,
@@ -79,18 +64,23 @@ class FIDEngine:
 
         Generated samples are seen once, so callers pass cache=False for them.
         """
-        store = self._cached(cache)
-        if store is None:
-            return self.stream_stats(
-                iter_batches(images, self.batch_size), total=len(images), desc=desc
-            )
-        sha256 = sha256 or pixels_sha256(images)
-        found = store.load_stats(self.extractor.key, sha256)
-        if found is not None:
-            return found
-        result = statistics(self.features(images, sha256=sha256, desc=desc))
-        store.save_stats(self.extractor.key, sha256, result)
-        return result
+
+        def stream(images: np.ndarray) -> Statistics:
+            batches = iter_batches(images, self.batch_size)
+            return self.stream_stats(batches, total=len(images), desc=desc)
+
+        return cached_stats(self._cached(cache), self.extractor.key, images,
+                            extract=self._extract(desc), stream=stream,
+                            sha256=sha256)  # fmt: skip
+
+    def _extract(self, desc: str):
+        return lambda images: extract_features(
+            images,
+            self.extractor,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc=desc,
+        )
 
     def stream_stats(
         self,

@@ -101,7 +101,6 @@ def build_engine(
     extractor = extractor or InceptionExtractor(
         args.network, device=args.device, expected_sha1=args.network_sha1
     )
-    cache = None if args.no_cache else FIDCache(
-        Path(args.cache_dir) / "fid" if args.cache_dir else None)  # fmt: skip
+    cache = None if args.no_cache else FIDCache.in_folder(args.cache_dir)
     return FIDEngine(extractor, cache=cache, batch_size=batch_size,
                      progress=not args.quiet)  # fmt: skip

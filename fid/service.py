@@ -18,13 +18,13 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import ray
 import torch
 
-from fid.cache import FIDCache
+from fid.cache import FIDCache, cached_features, cached_stats
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.features import (
@@ -36,8 +36,8 @@ from fid.features import (
 from fid.network import NETWORK_SHA1
 from fid.priority_lock import FINAL, INTERACTIVE, PriorityLock
 from fid.sample_metrics import fid_infinity, kid
-from fid.stats import Statistics, StatsAccumulator, statistics
-from selection.datasets import ImageSet, load_cifar10, load_images, pixels_sha256
+from fid.stats import Statistics, StatsAccumulator
+from selection.datasets import ImageSet, load_cifar10, load_images
 from vae_sweep import PROJECT
 from vae_sweep.devices import gpu_device
 from vae_sweep.errors import InputError
@@ -114,7 +114,7 @@ class FIDServer:
             if extractor_factory
             else InceptionExtractor(network, device=device, expected_sha1=network_sha1)
         )
-        cache = FIDCache(Path(cache_dir) / "fid" if cache_dir else None)
+        cache = FIDCache.in_folder(cache_dir)
         self.engine = FIDEngine(
             extractor, cache=cache, batch_size=batch_size, progress=False
         )
@@ -156,36 +156,28 @@ class FIDServer:
                 self._pending -= left
                 self._calls -= 1
 
+    def _extract(self, images, priority, held) -> np.ndarray:
+        parts = list(self._chunks(images, priority, held))
+        return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+    def _stream(self, images, priority, held) -> Statistics:
+        accumulator = StatsAccumulator(self.engine.extractor.dim)
+        for features in self._chunks(images, priority, held):
+            accumulator.update(features)
+        return accumulator.result()
+
     def _features(self, images, priority, held, *, sha256=None, cache=False):
         store = self.engine.cache if cache else None
-        key = self.engine.extractor.key
-        if store is not None:
-            sha256 = sha256 or pixels_sha256(images)
-            found = store.load_features(key, sha256)
-            if found is not None and len(found) == len(images):
-                return found
-        parts = list(self._chunks(images, priority, held))
-        features = np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
-        if store is not None:
-            store.save_features(key, sha256, features)
-        return features
+        extract = partial(self._extract, priority=priority, held=held)
+        return cached_features(store, self.engine.extractor.key, images, extract,
+                               sha256=sha256)  # fmt: skip
 
     def _stats(self, images, priority, held, *, sha256=None, cache=False):
         store = self.engine.cache if cache else None
-        if store is None:
-            accumulator = StatsAccumulator(self.engine.extractor.dim)
-            for features in self._chunks(images, priority, held):
-                accumulator.update(features)
-            return accumulator.result()
-        key = self.engine.extractor.key
-        sha256 = sha256 or pixels_sha256(images)
-        found = store.load_stats(key, sha256)
-        if found is None:
-            found = statistics(
-                self._features(images, priority, held, sha256=sha256, cache=True)
-            )
-            store.save_stats(key, sha256, found)
-        return found
+        extract = partial(self._extract, priority=priority, held=held)
+        stream = partial(self._stream, priority=priority, held=held)
+        return cached_stats(store, self.engine.extractor.key, images, extract=extract,
+                            stream=stream, sha256=sha256)  # fmt: skip
 
     def _reference(self, name: str, held: list[float]) -> FrechetReference:
         with self._references_lock:
