@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments.protocols.summary import DEFAULT_REPETITIONS
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
-from fid.options import add_network_options, check_network_options
+from fid.options import FIDOptions, add_network_options, check_network_options
 from fid.options import build_engine as engine_from_options
 from selection.datasets import SPLIT_SIZES, ImageSet, load_cifar10
 from vae_sweep.checks import at_least, at_most, data_folder, writable_folder
@@ -37,7 +38,7 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
         help="download CIFAR-10 into --data if it is not there",
     )
     parser.add_argument("--out", type=text, default=out_default, help="output folder")
-    parser.add_argument("--repetitions", type=int, default=10,
+    parser.add_argument("--repetitions", type=int, default=DEFAULT_REPETITIONS,
                         help="independent draws per point, for the mean and "
                         "sample variance")  # fmt: skip
     parser.add_argument("--seed", type=seed, default=0, help="seed of every draw")
@@ -111,7 +112,7 @@ def load_split(
 
 
 def build_engine(args: argparse.Namespace) -> FIDEngine:
-    return engine_from_options(args, args.batch_size)
+    return engine_from_options(FIDOptions.from_args(args), args.batch_size)
 
 
 def test_reference(args: argparse.Namespace, engine: FIDEngine) -> FrechetReference:

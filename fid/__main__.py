@@ -17,7 +17,12 @@ from pathlib import Path
 
 from fid.distance import FrechetReference, frechet_distance
 from fid.engine import FIDEngine
-from fid.options import add_network_options, build_engine, check_network_options
+from fid.options import (
+    FIDOptions,
+    add_network_options,
+    build_engine,
+    check_network_options,
+)
 from fid.sample_metrics import fid_infinity, kid
 from fid.stats import Statistics, warn_small_sample
 from selection.datasets import load_images
@@ -112,7 +117,8 @@ class _Session:
 
     def engine(self) -> FIDEngine:
         if self._engine is None:
-            self._engine = build_engine(self.args, self.args.batch_size)
+            self._engine = build_engine(FIDOptions.from_args(self.args),
+                                        self.args.batch_size)  # fmt: skip
         return self._engine
 
     def _images(self, path: str):

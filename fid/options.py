@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fid.cache import FIDCache
@@ -18,6 +19,7 @@ from fid.features import InceptionExtractor
 from fid.network import NETWORK_SHA1, locate_network_file, verify_named
 from vae_sweep.checks import writable_folder
 from vae_sweep.cli import text
+from vae_sweep.configs import from_fields
 from vae_sweep.errors import InputError
 from vae_sweep.files import default_cache_dir
 
@@ -94,13 +96,31 @@ def cache_scope(args: argparse.Namespace) -> Iterator[None]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class FIDOptions:
+    """What a command's FID options ask for, typed: the network file and the sha1 it
+    must have, the device, the cache (None: the default folder; `no_cache`: none)."""
+
+    network: str | None = None
+    network_sha1: str = NETWORK_SHA1
+    device: str = "auto"
+    cache_dir: str | None = None
+    no_cache: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> FIDOptions:
+        """From parsed options (add_network_options, --device, --quiet)."""
+        return from_fields(cls, vars(args), progress=not args.quiet)
+
+
 def build_engine(
-    args: argparse.Namespace, batch_size: int | None, *, extractor=None
+    options: FIDOptions, batch_size: int | None, *, extractor=None
 ) -> FIDEngine:
     """The FID engine the options describe (`extractor`: one already built)."""
     extractor = extractor or InceptionExtractor(
-        args.network, device=args.device, expected_sha1=args.network_sha1
+        options.network, device=options.device, expected_sha1=options.network_sha1
     )
-    cache = None if args.no_cache else FIDCache.in_folder(args.cache_dir)
+    cache = None if options.no_cache else FIDCache.in_folder(options.cache_dir)
     return FIDEngine(extractor, cache=cache, batch_size=batch_size,
-                     progress=not args.quiet)  # fmt: skip
+                     progress=options.progress)  # fmt: skip

@@ -32,12 +32,25 @@ from pydantic import (
 )
 from pydantic_core import PydanticUndefined
 
+from experiments.protocols.repeated import DEFAULT_SIZES, DEFAULT_TOTAL
+from experiments.protocols.scrambled import DEFAULT_COUNT, DEFAULT_TILES
+from experiments.protocols.summary import DEFAULT_REPETITIONS
+from fid.mahalanobis_scores import MAHALANOBIS_SPACES
 from selection.criteria import CRITERIA
 from selection.datasets import SPLIT_SIZES
-from vae.priors import PRIORS
+from vae import stage2
+from vae.evaluate import FID_SAMPLES
+from vae.losses import DEFAULT_LOSS, LOSSES
+from vae.models import STAGE2_LAYOUTS, Stage1Config
+from vae.priors import PRIORS, GMMOptions
+from vae.stage2 import STAGE2_INPUTS, TwoStageOptions
+from vae.trainer import PRECISIONS, TrainConfig
 from vae_sweep.errors import InputError
 
-PriorName = Literal["gaussian", "gmm", "two_stage", "recon"]
+# The defaults are those of the typed configs the grid sections become (vae/): one
+# place each, which python -m vae.train's options read too; the choices are the
+# registries' names.
+PriorName = Literal[tuple(PRIORS)]
 CIFAR_TRAIN_SIZE = SPLIT_SIZES["train"]
 CIFAR_TEST_SIZE = SPLIT_SIZES["test"]
 
@@ -58,45 +71,46 @@ class DataSection(Section):
 
 
 class ModelSection(Section):
-    latent_dim: PositiveInt = 128
-    encoder_channels: tuple[PositiveInt, ...] = (128, 256, 512, 1024)
-    decoder_channels: tuple[PositiveInt, ...] = (1024, 256)
+    latent_dim: PositiveInt = Stage1Config.latent_dim
+    encoder_channels: tuple[PositiveInt, ...] = Stage1Config.encoder_channels
+    decoder_channels: tuple[PositiveInt, ...] = Stage1Config.decoder_channels
 
 
 class TrainingSection(Section):
     """What both stages' training shares (DESIGN section 5)."""
 
     epochs: PositiveInt
-    batch_size: PositiveInt = 100
-    lr: float = Field(1e-4, gt=0)
-    lr_patience: NonNegativeInt = 5
-    loss: Literal["gamma", "mse"] = "gamma"
-    kl_weight: NonNegativeFloat = 1.0
+    batch_size: PositiveInt = TrainConfig.batch_size
+    lr: float = Field(TrainConfig.lr, gt=0)
+    lr_patience: NonNegativeInt = TrainConfig.lr_patience
+    loss: Literal[tuple(LOSSES)] = DEFAULT_LOSS
+    kl_weight: NonNegativeFloat = 1.0  # 1: the ELBO
 
 
 class Stage1Section(TrainingSection):
-    epochs: PositiveInt = 600
-    precision: Literal["fp32", "bf16"] = "fp32"
-    channels_last: bool = False
-    compile: bool = False
+    epochs: PositiveInt = TrainConfig.epochs
+    precision: Literal[PRECISIONS] = TrainConfig.precision
+    channels_last: bool = TrainConfig.channels_last
+    compile: bool = TrainConfig.compile
 
 
 class Stage2Section(TrainingSection):
-    epochs: PositiveInt = 1200
-    latent_dim: PositiveInt = 64
+    epochs: PositiveInt = stage2.EPOCHS
+    latent_dim: PositiveInt = TwoStageOptions.latent_dim
     # dai_wipf: 3 x 1024 ReLU with the skip, as Dai & Wipf's code (DESIGN section 5);
     # table4: the earlier 2048/512 layout
-    layout: Literal["dai_wipf", "table4"] = "dai_wipf"
+    layout: Literal[tuple(STAGE2_LAYOUTS)] = TwoStageOptions.layout
     hidden: tuple[PositiveInt, ...] | None = None  # null: the layout's widths
     # posterior_draws: fresh z = mu + sigma * eps every epoch (Dai & Wipf)
-    inputs: Literal["posterior_draws", "means"] = "posterior_draws"
+    inputs: Literal[STAGE2_INPUTS] = TwoStageOptions.inputs
 
 
 class GMMSection(Section):
-    components: PositiveInt = 10
-    reg_covar: NonNegativeFloat = 1e-6
-    max_iter: PositiveInt = 500  # EM iterations; non-convergence is recorded
-    n_init: PositiveInt = 1  # k-means initialisations
+    components: PositiveInt = GMMOptions.components
+    reg_covar: NonNegativeFloat = GMMOptions.reg_covar
+    # EM iterations; non-convergence is recorded
+    max_iter: PositiveInt = GMMOptions.max_iter
+    n_init: PositiveInt = GMMOptions.n_init  # k-means initialisations
 
 
 class SelectionSection(Section):
@@ -105,11 +119,12 @@ class SelectionSection(Section):
     # where "representative of the FID reference" is measured (an interpretation:
     # the thesis does not say): inception, the 2048-d FID features against x_test's;
     # pixel, the 3072-d pixel vectors against x_test's pixel mean and covariance
-    mahalanobis_space: Literal["inception", "pixel"] = "inception"
+    mahalanobis_space: Literal[MAHALANOBIS_SPACES] = MAHALANOBIS_SPACES[0]
 
 
 class FIDSection(Section):
-    samples: int = Field(10_000, ge=2)  # generated images per prior (a covariance)
+    # generated images per prior (2 at least: a covariance)
+    samples: int = Field(FID_SAMPLES, ge=2)
     # fid always; kid (with kid_std) and fid_inf from the same features, as extra
     # columns (fid/sample_metrics.py)
     metrics: tuple[Literal["fid", "kid", "fid_inf"], ...] = ("fid",)
@@ -157,21 +172,10 @@ class FIDServiceSection(Section):
 
 
 class E1Section(Section):
-    sizes: tuple[PositiveInt, ...] = (
-        10,
-        20,
-        40,
-        80,
-        160,
-        320,
-        640,
-        1280,
-        2560,
-        5120,
-        10_000,
-    )
-    count: int = Field(10_000, ge=2)  # images in each set (E2's name and the CLI's)
-    repetitions: PositiveInt = 10
+    sizes: tuple[PositiveInt, ...] = DEFAULT_SIZES
+    # images in each set (E2's name and the CLI's)
+    count: int = Field(DEFAULT_TOTAL, ge=2)
+    repetitions: PositiveInt = DEFAULT_REPETITIONS
 
     @model_validator(mode="before")
     @classmethod
@@ -186,9 +190,9 @@ class E1Section(Section):
 
 
 class E2Section(Section):
-    tiles: tuple[PositiveInt, ...] = (2, 4, 16, 64, 256, 1024)
-    count: PositiveInt = 10_000
-    repetitions: PositiveInt = 10
+    tiles: tuple[PositiveInt, ...] = DEFAULT_TILES
+    count: PositiveInt = DEFAULT_COUNT
+    repetitions: PositiveInt = DEFAULT_REPETITIONS
 
 
 class EstimateSection(Section):

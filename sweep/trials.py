@@ -8,7 +8,6 @@ to the whole training set is the same trial whatever the criterion (DESIGN secti
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import re
@@ -20,6 +19,7 @@ from vae.models import Stage1Config
 from vae.priors import GMMOptions
 from vae.stage2 import TwoStageOptions
 from vae.trainer import TrainConfig
+from vae_sweep.configs import from_fields
 from vae_sweep.errors import InputError
 from vae_sweep.files import content_key
 
@@ -117,13 +117,6 @@ def section(config: GridConfig, name: str, params: dict):
     return type(base).model_validate({**base.model_dump(), **updates})
 
 
-def _training(section, **overrides) -> TrainConfig:
-    """A TrainConfig from a grid section's matching options, plus `overrides`."""
-    names = {field.name for field in dataclasses.fields(TrainConfig)}
-    options = {k: v for k, v in section.model_dump().items() if k in names}
-    return TrainConfig(**{**options, **overrides})
-
-
 def settings(
     config: GridConfig, params: dict, *, device: str = "auto"
 ) -> TrialSettings:
@@ -143,13 +136,13 @@ def _settings(config: GridConfig, params: dict, *, device: str) -> TrialSettings
     gmm = section(config, "gmm", params)
     selection = section(config, "selection", params)
     seed = params["seed"]
-    stage1_training = _training(stage1, seed=seed, device=device)
+    stage1_training = from_fields(TrainConfig, dict(stage1), seed=seed, device=device)
     # stage 2 is dense and small: no channels_last or compile; stage 1's precision
-    stage2_training = _training(
-        stage2, seed=seed, device=device, precision=stage1.precision
-    )
-    reference = _training(
-        stage1,
+    stage2_training = from_fields(TrainConfig, dict(stage2), seed=seed, device=device,
+                                  precision=stage1.precision)  # fmt: skip
+    reference = from_fields(
+        TrainConfig,
+        dict(stage1),
         seed=0,  # one reference VAE per sweep, whatever the trial's seed
         device=device,
         epochs=selection.reference_epochs or stage1.epochs,
@@ -176,29 +169,14 @@ def _settings(config: GridConfig, params: dict, *, device: str) -> TrialSettings
         n_train=params["n_train"],
         criterion=params["criterion"],
         seed=params["seed"],
-        model=Stage1Config(
-            latent_dim=model.latent_dim,
-            encoder_channels=tuple(model.encoder_channels),
-            decoder_channels=tuple(model.decoder_channels),
-        ),
+        model=from_fields(Stage1Config, dict(model)),
         stage1=stage1_training,
         loss=stage1.loss,
         kl_weight=stage1.kl_weight,
         reference=reference,
-        gmm=GMMOptions(
-            components=gmm.components,
-            reg_covar=gmm.reg_covar,
-            max_iter=gmm.max_iter,
-            n_init=gmm.n_init,
-        ),  # fmt: skip
-        two_stage=TwoStageOptions(
-            latent_dim=stage2.latent_dim,
-            layout=stage2.layout,
-            hidden=tuple(stage2.hidden) if stage2.hidden else None,
-            inputs=stage2.inputs,
-            train=stage2_training,
-            loss=stage2.loss,
-            kl_weight=stage2.kl_weight,
-        ),
+        gmm=from_fields(GMMOptions, dict(gmm)),
+        # an empty hidden list means the layout's widths, as null does
+        two_stage=from_fields(TwoStageOptions, dict(stage2), train=stage2_training,
+                              hidden=stage2.hidden or None),  # fmt: skip
         config_hash=content_key(**resolved),
     )

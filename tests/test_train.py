@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +202,26 @@ def test_checkpoint_of_another_model_is_refused(images, tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="bad.pt: not a readable checkpoint"):
         read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_a_checkpoint_with_width_lists_resumes_under_a_config_of_tuples(
+    images, tmp_path
+):
+    """Widths given on the command line reach the config as lists (stage1.pt files
+    written so hold lists); a config built from them now holds tuples: one model."""
+    listed = dataclasses.replace(
+        TINY_STAGE1, encoder_channels=list(TINY_STAGE1.encoder_channels)
+    )
+    trainer = new_trainer(listed, images, _config(epochs=1))
+    trainer.run(checkpoint=tmp_path / "a.pt")
+    assert isinstance(read_checkpoint(tmp_path / "a.pt")["model"]["encoder_channels"],
+                      list)  # fmt: skip
+    resumed = new_trainer(TINY_STAGE1, images, _config(epochs=2))
+    resumed.load_state_dict(read_checkpoint(tmp_path / "a.pt"))
+    assert resumed.epoch == 1
+    wider = dataclasses.replace(TINY_STAGE1, encoder_channels=(8, 8, 8, 8))
+    assert wider != TINY_STAGE1
+    with pytest.raises(InputError, match="checkpoint holds model"):
+        new_trainer(wider, images, _config()).load_state_dict(
+            read_checkpoint(tmp_path / "a.pt")
+        )

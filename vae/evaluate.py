@@ -78,6 +78,10 @@ def gmm_summary(ctx: PriorContext) -> dict:
             "gmm_iterations": fit.get("iterations")}  # fmt: skip
 
 
+# generated images per prior for its FID: the study's, as many as x_test holds
+FID_SAMPLES = 10_000
+
+
 def evaluate_priors(
     ctx: PriorContext,
     priors: Iterable[str],

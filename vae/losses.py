@@ -84,6 +84,7 @@ def describe_loss(loss: nn.Module) -> dict:
 
 
 LOSSES: dict[str, type[nn.Module]] = {"gamma": GammaLoss, "mse": MSELoss}
+DEFAULT_LOSS = "gamma"  # the learned decoder scale of Dai & Wipf
 
 
 def build_loss(name: str, *, kl_weight: float = 1.0) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 
 from selection.datasets import ImageSet
 from vae.inference import reconstruction_errors
+from vae.losses import DEFAULT_LOSS
 from vae.models import Stage1Config
 from vae.trainer import TrainConfig, new_trainer, read_checkpoint
 from vae_sweep.files import content_key, default_cache_dir
@@ -31,7 +32,7 @@ def reference_key(
     *,
     model: Stage1Config,
     training: TrainConfig,
-    loss: str = "gamma",
+    loss: str = DEFAULT_LOSS,
     kl_weight: float = 1.0,
 ) -> str:
     """The cache key of a reference VAE and its scores: everything they depend on."""
@@ -60,7 +61,7 @@ def reference_scores(
     *,
     model: Stage1Config,
     training: TrainConfig,
-    loss: str = "gamma",
+    loss: str = DEFAULT_LOSS,
     kl_weight: float = 1.0,
     checkpoint: str | Path,
     checkpoint_every: int = 1,
@@ -98,7 +99,7 @@ def recon_source(
     *,
     model: Stage1Config,
     training: TrainConfig,
-    loss: str = "gamma",
+    loss: str = DEFAULT_LOSS,
     kl_weight: float = 1.0,
     cache_dir=None,
     progress: bool = False,

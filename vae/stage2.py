@@ -21,6 +21,7 @@ import torch
 
 from vae.diagnostics import diagnostics
 from vae.inference import decode, encode
+from vae.losses import DEFAULT_LOSS
 from vae.models import Stage2Config, Stage2VAE
 from vae.trainer import EpochReport, TrainConfig, Trainer, TrainResult, new_trainer
 from vae_sweep.errors import InputError
@@ -28,10 +29,8 @@ from vae_sweep.files import content_key
 
 logger = logging.getLogger(__name__)
 
-
-STAGE2_INPUTS = ("posterior_draws", "means")
-
-
+STAGE2_INPUTS = ("posterior_draws", "means")  # the first is the default
+EPOCHS = 2 * TrainConfig.epochs  # the study's 1200 for stage 1's 600
 # in a saved stage-2 state: the stage 1 and the stage-2 settings it belongs to
 RESUME_KEY = "resume_key"
 
@@ -39,13 +38,13 @@ RESUME_KEY = "resume_key"
 @dataclass(frozen=True)
 class TwoStageOptions:
     # the stage-1 latent size is filled in from the stage-1 model
-    latent_dim: int = 64
-    layout: str = "dai_wipf"  # vae.models.STAGE2_LAYOUTS
+    latent_dim: int = Stage2Config.latent_dim
+    layout: str = Stage2Config.layout  # vae.models.STAGE2_LAYOUTS
     hidden: tuple[int, ...] | None = None  # None: the layout's widths
     # what stage 2 learns from: Dai & Wipf's fresh posterior draws, or the means
-    inputs: str = "posterior_draws"
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1200))
-    loss: str = "gamma"
+    inputs: str = STAGE2_INPUTS[0]
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=EPOCHS))
+    loss: str = DEFAULT_LOSS
     kl_weight: float = 1.0
 
 

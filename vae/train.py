@@ -24,19 +24,23 @@ import torch
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.mahalanobis_scores import mahalanobis_source, pixel_source
-from fid.options import build_engine, cache_scope
+from fid.options import FIDOptions, build_engine, cache_scope
 from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
 from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_summary
-from vae.models import Stage1Config
 from vae.plots import save_loss_curve, save_sample_grid
-from vae.priors import GMMOptions, PriorContext, recon_images
+from vae.priors import PriorContext, recon_images
 from vae.recon_scores import recon_source
-from vae.stage2 import Stage2Checkpoint, TwoStageOptions
-from vae.train_options import check, parser
+from vae.stage2 import Stage2Checkpoint
+from vae.train_options import (
+    check,
+    gmm_options,
+    parser,
+    stage1_configs,
+    stage2_options,
+)
 from vae.trainer import (
-    TrainConfig,
     Trainer,
     new_trainer,
     read_checkpoint,
@@ -55,22 +59,7 @@ class Run:
         self._engine: FIDEngine | None = None
         self._test: ImageSet | None = None
         self._reference: FrechetReference | None = None
-        self.model_config = Stage1Config(
-            latent_dim=args.latent_dim,
-            encoder_channels=args.encoder_channels,
-            decoder_channels=args.decoder_channels,
-        )
-        self.training = TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            lr_patience=args.lr_patience,
-            seed=args.seed,
-            device=args.device,
-            precision=args.precision,
-            channels_last=args.channels_last,
-            compile=args.compile,
-        )
+        self.model_config, self.training = stage1_configs(args)
 
     def load(self, split: str, limit=None) -> ImageSet:
         a = self.args
@@ -86,7 +75,8 @@ class Run:
     @property
     def engine(self) -> FIDEngine:
         if self._engine is None:
-            self._engine = build_engine(self.args, self.args.fid_batch_size)
+            options = FIDOptions.from_args(self.args)
+            self._engine = build_engine(options, self.args.fid_batch_size)
         return self._engine
 
     @property
@@ -173,17 +163,8 @@ class Run:
             recon_images=recon_images(self.test, a.fid_samples or a.preview)
             if "recon" in a.priors
             else None,
-            gmm=GMMOptions(
-                reg_covar=a.gmm_reg_covar, max_iter=a.gmm_max_iter, n_init=a.gmm_n_init
-            ),
-            two_stage=TwoStageOptions(
-                latent_dim=a.stage2_latent_dim,
-                layout=a.stage2_layout,
-                hidden=a.stage2_hidden,
-                inputs=a.stage2_inputs,
-                loss=a.loss,
-                train=stage2_training,
-            ),
+            gmm=gmm_options(a),
+            two_stage=stage2_options(a, stage2_training),
             train_log_vars=log_vars,
             progress=not a.quiet,
             stage2_checkpoint=self.stage2_checkpoint(),

@@ -9,10 +9,12 @@ from fid.mahalanobis_scores import MAHALANOBIS_SPACES
 from fid.options import add_network_options, check_cache_dir, check_network_options
 from selection.criteria import CRITERIA, check_criterion
 from selection.datasets import SPLIT_SIZES
-from vae.losses import LOSSES
+from vae.evaluate import FID_SAMPLES
+from vae.losses import DEFAULT_LOSS, LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
-from vae.priors import PRIORS, check_priors
-from vae.stage2 import STAGE2_INPUTS
+from vae.priors import PRIORS, GMMOptions, check_priors
+from vae.stage2 import EPOCHS as STAGE2_EPOCHS
+from vae.stage2 import STAGE2_INPUTS, TwoStageOptions
 from vae.trainer import PRECISIONS, TrainConfig
 from vae_sweep.checks import (
     at_least,
@@ -24,14 +26,18 @@ from vae_sweep.checks import (
     writable_folder,
 )
 from vae_sweep.cli import Parser, finite_float, int_list, name_list, seed, text
+from vae_sweep.configs import from_fields
 from vae_sweep.devices import resolve_device
 from vae_sweep.errors import InputError
 
 PREVIEW_MAX = 1024  # a 32 x 32 grid of samples; more is not a preview
 
-STUDY_DEFAULTS = """\
-Every default is the full study: 600 epochs of the full-width model (encoder
-128,256,512,1024), 1200 epochs of stage 2, and 10,000 generated images per prior for
+_ENCODER = ",".join(map(str, Stage1Config.encoder_channels))
+STUDY_DEFAULTS = f"""\
+Every default is the full study: {TrainConfig.epochs} epochs of the full-width model \
+(encoder
+{_ENCODER}), {STAGE2_EPOCHS} epochs of stage 2, and {FID_SAMPLES:,} generated images \
+per prior for
 FID against all 10,000 test images: days on a CPU, hours on a GPU. A quick try
 (about 10 minutes on a 2-core CPU, most of it the FID network):
 
@@ -58,7 +64,8 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="training images, chosen by --criterion (default: all)",
     )
     p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
-    p.add_argument("--epochs", type=int, default=600, help="stage-1 epochs")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs,
+                   help="stage-1 epochs")  # fmt: skip
     p.add_argument("--out", type=text, required=True, help="output folder (required)")
     p.add_argument(
         "--priors",
@@ -69,7 +76,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--fid-samples",
         type=int,
-        default=10_000,
+        default=FID_SAMPLES,
         help="generated images per prior for FID (0: no FID)",
     )
     p.add_argument(
@@ -78,31 +85,34 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=0,
         help="seed of the selection, the weights and the sampling",
     )
-    p.add_argument("--batch-size", type=int, default=100, help="training batch")
-    p.add_argument("--lr", type=finite_float, default=1e-4, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help="training batch")  # fmt: skip
+    p.add_argument("--lr", type=finite_float, default=TrainConfig.lr,
+                   help="Adam learning rate")  # fmt: skip
     p.add_argument(
         "--lr-patience",
         type=int,
-        default=5,
+        default=TrainConfig.lr_patience,
         help="halve the LR after more than this many epochs without a lower loss",
     )
-    p.add_argument("--latent-dim", type=int, default=128, help="stage-1 latent size")
+    p.add_argument("--latent-dim", type=int, default=Stage1Config.latent_dim,
+                   help="stage-1 latent size")  # fmt: skip
     p.add_argument(
         "--encoder-channels",
         type=int_list,
-        default=(128, 256, 512, 1024),
+        default=Stage1Config.encoder_channels,
         help="channels of the four encoder convolutions",
     )
     p.add_argument(
         "--decoder-channels",
         type=int_list,
-        default=(1024, 256),
+        default=Stage1Config.decoder_channels,
         help="channels of the decoder's two stages",
     )
     p.add_argument(
         "--loss",
         choices=sorted(LOSSES),
-        default="gamma",
+        default=DEFAULT_LOSS,
         help="gamma: learned decoder variance (Dai & Wipf); mse: fixed",
     )
     p.add_argument(
@@ -115,12 +125,15 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="stage-2 epochs (default: twice --epochs, the study's 1200 for 600)",
     )
     p.add_argument(
-        "--stage2-latent-dim", type=int, default=64, help="stage-2 latent size"
+        "--stage2-latent-dim",
+        type=int,
+        default=TwoStageOptions.latent_dim,
+        help="stage-2 latent size",
     )
     p.add_argument(
         "--stage2-layout",
         choices=list(STAGE2_LAYOUTS),
-        default="dai_wipf",
+        default=TwoStageOptions.layout,
         help="dai_wipf: 3 x 1024 with the skip (Dai & Wipf's code); table4: 2048/512",
     )
     p.add_argument(
@@ -132,18 +145,20 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--stage2-inputs",
         choices=list(STAGE2_INPUTS),
-        default="posterior_draws",
+        default=TwoStageOptions.inputs,
         help="posterior_draws: fresh z = mu + sigma * eps every epoch (Dai & Wipf); "
         "means: the posterior means",
     )
     p.add_argument(
         "--gmm-reg-covar",
         type=finite_float,
-        default=1e-6,
+        default=GMMOptions.reg_covar,
         help="added to the GMM covariances' diagonal",
     )
-    p.add_argument("--gmm-max-iter", type=int, default=500, help="EM iterations")
-    p.add_argument("--gmm-n-init", type=int, default=1, help="k-means restarts")
+    p.add_argument("--gmm-max-iter", type=int, default=GMMOptions.max_iter,
+                   help="EM iterations")  # fmt: skip
+    p.add_argument("--gmm-n-init", type=int, default=GMMOptions.n_init,
+                   help="k-means restarts")  # fmt: skip
     p.add_argument(
         "--reference-epochs",
         type=int,
@@ -153,7 +168,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--mahalanobis-space",
         choices=list(MAHALANOBIS_SPACES),
-        default="inception",
+        default=MAHALANOBIS_SPACES[0],
         help="where the Mahalanobis criteria measure (an interpretation: the thesis "
         "does not say): inception features or pixels, against x_test's",
     )
@@ -167,7 +182,7 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         choices=PRECISIONS,
-        default="fp32",
+        default=TrainConfig.precision,
         help="bf16: autocast, on CUDA or on a CPU (fast on CPUs with bf16 "
         "instructions, AVX512-BF16 or AMX; slow elsewhere)",
     )
@@ -197,17 +212,29 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def stage1_configs(args: argparse.Namespace) -> tuple[Stage1Config, TrainConfig]:
+    """The stage-1 model and training these options describe: each flag is the field
+    of the same name (--latent-dim, latent_dim)."""
+    values = vars(args)
+    return from_fields(Stage1Config, values), from_fields(TrainConfig, values)
+
+
+def stage2_options(args: argparse.Namespace, train: TrainConfig) -> TwoStageOptions:
+    """Stage 2 as the --stage2-* options describe it, with stage 1's loss."""
+    return from_fields(TwoStageOptions, vars(args), prefix="stage2_", loss=args.loss,
+                       train=train)  # fmt: skip
+
+
+def gmm_options(args: argparse.Namespace) -> GMMOptions:
+    return from_fields(GMMOptions, vars(args), prefix="gmm_")
+
+
 def _check_configs(args: argparse.Namespace) -> None:
     """The model and training configurations these options make, built once here so
     their own checks run before any work; their errors name fields, which are the
     flags' names with underscores."""
     try:
-        Stage1Config(latent_dim=args.latent_dim,
-                     encoder_channels=tuple(args.encoder_channels),
-                     decoder_channels=tuple(args.decoder_channels))  # fmt: skip
-        TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    lr_patience=args.lr_patience, seed=args.seed,
-                    precision=args.precision)  # fmt: skip
+        stage1_configs(args)
     except InputError as error:
         message = str(error)
         for name in vars(args):

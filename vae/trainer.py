@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vae.losses import build_loss, describe_loss
+from vae.losses import DEFAULT_LOSS, build_loss, describe_loss
 from vae.models import MODELS, VAE, Stage1Config, Stage2Config, build_model
 from vae_sweep.devices import resolve_device
 from vae_sweep.errors import InputError
@@ -292,7 +292,10 @@ class Trainer:
             raise InputError(
                 f"checkpoint format {state.get('format')} is not supported"
             )
-        if state["model"] != self.model.describe():
+        same = _widths_as_tuples(state["model"]) == _widths_as_tuples(
+            self.model.describe()
+        )
+        if not same:
             raise InputError(
                 f"checkpoint holds model {state['model']}, not {self.model.describe()}"
             )
@@ -310,6 +313,12 @@ class Trainer:
 
     def save(self, path: str | os.PathLike) -> None:
         write_checkpoint(self.state_dict(), path)
+
+
+def _widths_as_tuples(description: dict) -> dict:
+    """A model description with its width lists as tuples: a checkpoint written from
+    command-line widths (lists) describes the same model as a config of tuples."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in description.items()}
 
 
 def write_checkpoint(state: dict, path: str | os.PathLike) -> None:
@@ -351,7 +360,7 @@ def new_trainer(
     data: torch.Tensor,
     config: TrainConfig,
     *,
-    loss: str = "gamma",
+    loss: str = DEFAULT_LOSS,
     kl_weight: float = 1.0,
     progress: bool = False,
     desc: str = "train",

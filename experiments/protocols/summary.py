@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+DEFAULT_REPETITIONS = 10  # independent draws per point (the study's)
+
 
 def sample_variance(fids) -> float:
     """The unbiased sample variance (ddof 1); NaN for a single value, whose spread
