@@ -34,6 +34,7 @@ from fid.client import FIDClient
 from fid.priority_lock import FINAL, INTERACTIVE
 from fid.service import start_fid_service
 from fid.standin import StandInExtractor
+from sweep.cluster import start_local
 
 NAMESPACE = "fid-load-bench"
 ROUNDS, INTERMEDIATE, PRIORS, FINAL_IMAGES = 5, 100, 4, 1000
@@ -107,7 +108,7 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=6, help="simulated trials")
     parser.add_argument("--ms-per-image", type=float, default=1.0)
     args = parser.parse_args(argv)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)  # on loopback
     results = {}
     try:
         for replicas in (1, 2):

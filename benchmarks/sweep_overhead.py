@@ -79,13 +79,15 @@ def trivial(count: int) -> dict:
     import ray
     from ray import tune
 
+    from sweep.cluster import start_local
+
     def report_once(config):
         tune.report({"value": config["i"]})
 
     def task(i):
         return i
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)  # on loopback
     remote = ray.remote(num_cpus=1)(task)
     ray.get(remote.remote(0))  # workers warm
     started = time.perf_counter()

@@ -65,12 +65,13 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=None, help="CIFAR-10 root")
     parser.add_argument("--trials", type=int, default=4, help="concurrent trials")
     args = parser.parse_args(argv)
+    from sweep.cluster import start_local
     from sweep.trainable import share
 
     train = load_cifar10(args.data, "train")
     test = load_cifar10(args.data, "test")
     data_mb = (train.images.nbytes + test.images.nbytes) / MB
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)  # on loopback
     try:
         before = measure(ray.put(train), ray.put(test), args.trials)
         after = measure(share(train), share(test), args.trials)

@@ -1,7 +1,8 @@
 """What changes when the sweep runs on a cluster (`--address`), DESIGN section 7.
 
 * Joining: the embedded local Ray unless an address is given (never a cluster that
-  happens to run on this machine); the S3 endpoint reaches every worker.
+  happens to run on this machine), listening on loopback only; the S3 endpoint
+  reaches every worker.
 * Retries: a spot node that disappears fails its trials; on a cluster a grid that
   does not set `max_failures` gets 3 retries, so the trial continues from its last
   checkpoint on another node.
@@ -13,10 +14,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
 import ray
+from ray._private import ray_constants
 
 from sweep.config import GridConfig
 from sweep.storage import ENDPOINT_ENV
@@ -26,6 +29,13 @@ from vae_sweep.errors import InputError
 CLUSTER_MAX_FAILURES = 3
 CONNECT_TIMEOUT = 5.0  # seconds for a HOST:PORT address to accept a connection
 HEAD_RESOURCE = "node:__internal_head__"
+# The embedded local Ray (and the suite's simulated clusters) listen here only: a
+# laptop's sweep is no service on its network. Ray on Linux replaces a loopback node
+# address by the machine's outward one (services.resolve_ip_for_localhost) unless
+# it runs single-machine, as it does on macOS and Windows: LOOPBACK_ENV, read when
+# ray is imported (ray_constants.ENABLE_RAY_CLUSTER).
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def max_failures(config: GridConfig, address: str | None) -> int:
@@ -75,18 +85,37 @@ def connect(config: GridConfig, address: str | None, namespace: str) -> None:
     embedded local Ray."""
     check_address(address)
     env = use_endpoint(config)
+    options = {"namespace": namespace, "include_dashboard": False,
+               "ignore_reinit_error": True,
+               "runtime_env": {"env_vars": env} if env else None}  # fmt: skip
     try:
-        ray.init(
-            # no --address: always a fresh embedded Ray ("local"); address=None
-            # would join any cluster `ray start` left running on this machine
-            address=address or "local",
-            namespace=namespace,
-            include_dashboard=False,
-            ignore_reinit_error=True,
-            runtime_env={"env_vars": env} if env else None,
-        )
+        if address and address != "local":
+            ray.init(address=address, **options)
+        else:
+            start_local(**options)
     except ConnectionError as error:
         raise InputError(f"--address {address}: {str(error).splitlines()[0]}") from None
+
+
+def start_local(**options) -> None:
+    """ray.init(**options) of a fresh embedded Ray whose GCS, raylet, object manager
+    and workers listen on LOOPBACK only."""
+    with _single_machine():
+        # "local": address=None would join any cluster `ray start` left running on
+        # this machine
+        ray.init(address="local", _node_ip_address=LOOPBACK, **options)
+
+
+@contextlib.contextmanager
+def _single_machine():
+    # LOOPBACK_ENV in this process, where ray is imported already; once started, the
+    # node's own address is what Ray answers for this machine's
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
 
 
 def head_node_id() -> str | None:

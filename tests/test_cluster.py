@@ -1,6 +1,7 @@
 """The cluster files: ray_cluster.yaml passes Ray's own cluster-launcher validation
 and boots what the sweep needs; kuberay_job.yaml fits KubeRay's RayJob schema (the
-part of it this manifest uses, transcribed below) and runs the same image."""
+part of it this manifest uses, transcribed below) and runs the same image. And the
+sweep's own Ray, without a cluster, listens on loopback only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from tests.helpers.data import ROOT
+from tests.helpers.processes import listening, with_descendants
 
 
 def _launcher_config() -> dict:
@@ -180,3 +182,30 @@ def test_the_rayjob_check_catches_common_mistakes(path, value):
     node[path[-1]] = value  # an int where KubeRay wants a string; a typo
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(job, RAYJOB)
+
+
+@pytest.mark.ray
+def test_the_sweeps_own_ray_listens_on_loopback_only():
+    import ray
+
+    from sweep.cluster import LOOPBACK, connect
+    from sweep.config import load_grid
+
+    @ray.remote
+    def node_address() -> str:
+        return ray.util.get_node_ip_address()
+
+    assert not ray.is_initialized()  # a Ray of this test's own, as `sweep.run` starts
+    connect(load_grid(ROOT / "grids" / "smoke.yaml"), None, "vae-sweep-tests")
+    try:
+        assert ray.get_runtime_context().gcs_address.startswith(f"{LOOPBACK}:")
+        node = ray._private.worker.global_worker.node
+        assert node.address_info["node_ip_address"] == LOOPBACK
+        assert ray.get(node_address.remote()) == LOOPBACK  # its workers reach it
+        # GCS, raylet (node and object manager), workers: none on the network
+        pids = [info.process.pid for infos in node.all_processes.values()
+                for info in infos]  # fmt: skip
+        addresses = listening(with_descendants(pids))
+        assert addresses and all(address.is_loopback for address in addresses)
+    finally:
+        ray.shutdown()

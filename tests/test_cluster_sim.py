@@ -22,7 +22,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from sweep.cluster import LOOPBACK, LOOPBACK_ENV
 from tests.helpers.data import ROOT, cifar_path
+from tests.helpers.processes import listening, with_descendants
 from vae_sweep.devices import SIMULATED_GPUS_ENV
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
@@ -48,7 +50,8 @@ TINY = [
 
 
 class SimCluster:
-    """A head without GPUs and GPU workers, each node with its own cache folder."""
+    """A head without GPUs and GPU workers, each node with its own cache folder,
+    all listening on loopback only."""
 
     def __init__(self, root: Path, workers: int = 2, simulated: bool = True):
         from ray.cluster_utils import Cluster
@@ -58,6 +61,7 @@ class SimCluster:
             initialize_head=True,
             head_node_args={
                 "num_cpus": 1, "num_gpus": 0, "env_vars": self._env("head"),
+                "node_ip_address": LOOPBACK,  # no node listens on the network
                 # notice a killed node in about a second, not Ray's 30 s
                 "_system_config": {"health_check_period_ms": 200,
                                    "health_check_failure_threshold": 5},
@@ -77,7 +81,7 @@ class SimCluster:
         self.count += 1
         node = self.cluster.add_node(
             num_cpus=2, num_gpus=1, env_vars=self._env(f"worker-{self.count}"),
-            object_store_memory=200 * 1024 * 1024,
+            object_store_memory=200 * 1024 * 1024, node_ip_address=LOOPBACK,
         )  # fmt: skip
         node.cache = self.root / f"cache-worker-{self.count}"
         return node
@@ -118,16 +122,24 @@ def sim(tmp_path, small_cifar):  # the driver reads the small made-up CIFAR
     cluster.shutdown()
 
 
-def start_sweep(sim, storage, *args, grid=SMOKE) -> subprocess.Popen:
+def driver_env(sim) -> dict:
+    """The environment of a driver that joins the simulated cluster: one that takes
+    its loopback address as given (LOOPBACK_ENV; Ray would take it for this
+    machine's outward address, where the cluster does not listen)."""
     env = {**os.environ, "VAE_SWEEP_DATA": str(cifar_path()), "PYTHONPATH": str(ROOT),
-           "VAE_SWEEP_CACHE": str(sim.root / "cache-driver")}  # fmt: skip
+           "VAE_SWEEP_CACHE": str(sim.root / "cache-driver"),
+           **LOOPBACK_ENV}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def start_sweep(sim, storage, *args, grid=SMOKE) -> subprocess.Popen:
     command = [sys.executable, "-m", "sweep.run", grid, "--address",
                sim.cluster.address, "--set", f"storage={storage}", *TINY,
                *args]  # fmt: skip
     return subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        command, cwd=ROOT, env=driver_env(sim), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
 
 
@@ -376,5 +388,34 @@ def test_a_gpu_that_is_not_there_is_one_clear_line(tmp_path, small_cifar):
             assert "asked for a GPU but torch sees none" in lines[0]
             assert "Traceback" not in err
             assert not storage.exists()  # nothing written
+    finally:
+        sim.shutdown()
+
+
+# a driver that joins the cluster at argv[1], as the sweep's does, and runs a task
+JOIN = """import sys, ray
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False)
+task = ray.remote(ray.util.get_node_ip_address)
+print(ray.get_runtime_context().gcs_address, ray.get(task.remote()))
+"""
+
+
+def test_the_simulated_cluster_listens_on_loopback_only(tmp_path):
+    sim = SimCluster(tmp_path, workers=1)
+    try:
+        nodes = [sim.cluster.head_node, *sim.workers]
+        assert {node.node_ip_address for node in nodes} == {LOOPBACK}
+        joined = subprocess.run([sys.executable, "-c", JOIN, sim.cluster.address],
+                                cwd=ROOT, env=driver_env(sim), capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+        assert joined.returncode == 0, joined.stderr[-3000:]
+        gcs, worker = joined.stdout.split()
+        assert gcs == sim.cluster.address and gcs.startswith(f"{LOOPBACK}:")
+        assert worker == LOOPBACK
+        # every node's GCS, raylet (node and object manager) and workers
+        pids = [info.process.pid for node in nodes
+                for infos in node.all_processes.values() for info in infos]  # fmt: skip
+        addresses = listening(with_descendants(pids))
+        assert addresses and all(address.is_loopback for address in addresses)
     finally:
         sim.shutdown()

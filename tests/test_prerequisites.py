@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from selection.criteria import ScoreBook
+from sweep.cluster import start_local
 from sweep.prerequisites import GATES, GatedTrials, Prerequisites
 
 ray = pytest.importorskip("ray")
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)  # on loopback
     yield
     ray.shutdown()
 

@@ -141,11 +141,12 @@ class _Probe:
 def test_trials_read_the_datasets_as_shared_read_only_views(full_cifar):
     import ray
 
+    from sweep.cluster import start_local
     from sweep.trainable import share
 
     train, _ = full_cifar
     assert isinstance(train.images, np.memmap)  # how the decoded cache opens it
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local(num_cpus=2, include_dashboard=False, log_to_driver=False)  # on loopback
     try:
         probes = [ray.remote(num_cpus=0.5)(_Probe).remote() for _ in range(2)]
         shared = share(train)

@@ -16,11 +16,11 @@ ray = pytest.importorskip("ray")
 @pytest.fixture(scope="module")
 def local_ray(tmp_path_factory):
     import tests.helpers.standin
+    from sweep.cluster import start_local
 
     # Workers cannot import the tests package by name: ship the stand-in by value.
     ray.cloudpickle.register_pickle_by_value(tests.helpers.standin)
-    ray.init(
-        address="local",  # never a cluster started outside the suite
+    start_local(  # never a cluster started outside the suite; on loopback
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

@@ -21,6 +21,7 @@ import torch
 from pyarrow import fs
 
 from tests.helpers.data import ROOT
+from tests.helpers.processes import started
 from tests.helpers.sweeps import sweep_env
 from tests.helpers.tune_logs import assert_resumed_log
 
@@ -111,16 +112,21 @@ def _checkpointed_trials(filesystem) -> set[str]:
 
 def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     endpoint, filesystem = s3
-    driver = subprocess.Popen(_sweep(endpoint), cwd=ROOT, env=sweep_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline and _recorded_done(filesystem) < 1:
-        time.sleep(0.5)
-    assert _recorded_done(filesystem) >= 1, "no trial finished in time"
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its whole process group
-    killed_at = time.time()
-    driver.wait()
+    # killed with its group when the test leaves, even before the kill below
+    with started(
+        _sweep(endpoint),
+        cwd=ROOT,
+        env=sweep_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as driver:
+        deadline = time.time() + 300
+        while time.time() < deadline and _recorded_done(filesystem) < 1:
+            time.sleep(0.5)
+        assert _recorded_done(filesystem) >= 1, "no trial finished in time"
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its whole process group
+        killed_at = time.time()
+        driver.wait()
     checkpointed = _checkpointed_trials(filesystem)
     left = 3 - _finished(filesystem)
     assert left > 0, "the sweep ended before it was killed"

@@ -16,6 +16,7 @@ import pytest
 from sweep.reader import load_sweep
 from tests.helpers.commands import run_command
 from tests.helpers.data import ROOT, session_cache
+from tests.helpers.processes import started
 from tests.helpers.standin import DIE_MARKER_ENV
 from tests.helpers.sweeps import sweep, sweep_command, sweep_env, tables
 from tests.helpers.tune_logs import assert_resumed_log
@@ -105,23 +106,23 @@ def test_killed_fid_actor_restarts_and_callers_retry(
 def test_resume_after_driver_sigkill_runs_only_what_is_left(
     tmp_path, small_cifar, uninterrupted
 ):
-    driver = subprocess.Popen(
+    folder = tmp_path / "smoke"
+    # killed with its group when the test leaves, even before the kill below
+    with started(
         sweep_command(tmp_path, *INTERRUPTIBLE),
         cwd=ROOT,
         env=sweep_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    folder = tmp_path / "smoke"
-    deadline = time.time() + 300
-    # kill the driver once the first trial has finished and a later one has started
-    while time.time() < deadline and not _finished_trials(folder):
-        time.sleep(0.5)
-    assert _finished_trials(folder), "no trial finished in time"
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
-    killed_at = time.time()
-    driver.wait()
+    ) as driver:
+        deadline = time.time() + 300
+        # kill the driver once the first trial has finished and a later one started
+        while time.time() < deadline and not _finished_trials(folder):
+            time.sleep(0.5)
+        assert _finished_trials(folder), "no trial finished in time"
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and every process it started
+        killed_at = time.time()
+        driver.wait()
     done_before = _finished_trials(folder)
     checkpointed = {p.parent.parent.name.removeprefix("trial_")
                     for p in folder.glob("trial_*/checkpoint_*/trial.pt")}  # fmt: skip
@@ -164,17 +165,17 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
 def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
     tmp_path, small_cifar, uninterrupted
 ):
-    driver = subprocess.Popen(sweep_command(tmp_path, *INTERRUPTIBLE), cwd=ROOT,
-                              env=sweep_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)  # fmt: skip
     folder = tmp_path / "smoke"
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(folder.glob("trial_*/checkpoint_*")):
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
-    interrupted = time.time()
-    _, error = driver.communicate(timeout=120)
+    # the driver and its Ray are killed when the test leaves, passed or not
+    with started(sweep_command(tmp_path, *INTERRUPTIBLE), cwd=ROOT, env=sweep_env(),
+                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                 text=True) as driver:  # fmt: skip
+        deadline = time.time() + 300
+        while time.time() < deadline and not list(folder.glob("trial_*/checkpoint_*")):
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+        interrupted = time.time()
+        _, error = driver.communicate(timeout=120)
     assert driver.returncode == 130, error[-3000:]
     assert time.time() - interrupted < 20
     ours = [line for line in error.splitlines() if line.startswith("interrupted")]

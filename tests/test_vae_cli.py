@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers.commands import assert_one_line_error, run_command
 from tests.helpers.data import ROOT, image_folder, random_images
+from tests.helpers.processes import started
 from tests.helpers.tiny import TINY_CLI
 
 
@@ -190,17 +191,18 @@ def test_ctrl_c_stops_at_once_with_one_line_and_resume_continues(fake_data, tmp_
     command = [sys.executable, "-m", "vae.train", "--data", str(data), "--out",
                str(out), "--epochs", "100000", "--batch-size", "8", "--fid-samples",
                "0", "--priors", "gaussian", "--quiet", *TINY_CLI]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "stage1.pt").is_file():
-        time.sleep(0.2)
-    if not (out / "stage1.pt").is_file():
-        os.killpg(process.pid, signal.SIGKILL)
-        raise AssertionError(f"no stage-1 checkpoint in 120 s: {process.communicate()}")
-    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
-    interrupted = time.time()
-    _, error = process.communicate(timeout=60)
+    # killed with its group when the test leaves, passed or not
+    with started(command, cwd=ROOT, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "stage1.pt").is_file():
+            time.sleep(0.2)
+        if not (out / "stage1.pt").is_file():
+            os.killpg(process.pid, signal.SIGKILL)  # then its stderr says why
+            _, error = process.communicate()
+            raise AssertionError(f"no stage-1 checkpoint in 120 s: {error}")
+        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+        interrupted = time.time()
+        _, error = process.communicate(timeout=60)
     assert process.returncode == 130 and time.time() - interrupted < 10
     lines = [line for line in error.splitlines() if line.strip()]
     assert len(lines) == 1
