@@ -26,7 +26,8 @@ from selection.datasets import load_cifar10
 from vae.evaluate import latent_summary
 from vae.models import Stage1Config
 from vae.priors import GMMOptions
-from vae.trainer import TrainConfig, new_trainer
+from vae.train_config import TrainConfig
+from vae.trainer import new_trainer
 
 
 def main(argv=None) -> None:

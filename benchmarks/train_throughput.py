@@ -22,7 +22,8 @@ import torch
 from benchmarks.common import write_result
 from selection.datasets import load_cifar10
 from vae.models import Stage1Config
-from vae.trainer import TrainConfig, new_trainer
+from vae.train_config import TrainConfig
+from vae.trainer import new_trainer
 from vae_sweep.devices import resolve_device
 
 CUDA_VARIANTS = {

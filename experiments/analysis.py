@@ -30,6 +30,7 @@ import pandas as pd
 
 from experiments import figures, tables
 from experiments.protocols.summary import summarise
+from fid.sample_metrics import KID_SUBSET_SIZE
 from sweep.folder import SAMPLES_FOLDER
 from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import writable_folder
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("t", "permutation"),
         default="t",
         help="paired test: t, or exact sign-flip permutation",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=list(tables.METRICS),
+        default="fid",
+        help="the primary metric: tabulated first and paired on",
     )
     parser.add_argument(
         "--level",
@@ -143,52 +150,51 @@ def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float) -> list[str]:
+def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
+                metric: str = "fid") -> list[str]:  # fmt: skip
     results = pd.concat([s.results for s in sweeps], ignore_index=True)
+    _check_metric(results, metric)
     histories = [s.history for s in sweeps if len(s.history)]
     history = pd.concat(histories, ignore_index=True) if histories else pd.DataFrame()
     axes = set().union(*(s.grid.grid for s in sweeps))
     keys = tables.row_keys(results, axes)
     priors = list(dict.fromkeys(p for s in sweeps for p in s.grid.priors))
-    long = tables.fid_table(results, keys, level)
-    wide = tables.wide_fid_table(long, keys, priors)
     diagnostics = tables.diagnostics_table(results, keys, level)
-    compared = tables.comparisons(results, keys, test, level)
-    long.to_csv(out / "fid.csv", index=False)
+    compared = _comparisons(results, keys, test, level, metric, priors)
     diagnostics.to_csv(out / "diagnostics.csv", index=False)
     compared.to_csv(out / "comparisons.csv", index=False)
-    figures.fid_against_n_train(long, priors).savefig(
-        out / "fid_vs_n_train.png", dpi=120, bbox_inches="tight"
-    )
+    label = tables.METRICS[metric].label
     lines = [
+        f"Primary metric: **{label}** (`--metric {metric}`): the tables below start "
+        "with it and the paired comparisons are on it; the other metrics the sweep "
+        "measured follow. `recon` is no prior: it decodes the encoder means of x_test "
+        "images, the FID reference's own images, so it is the decoder's ceiling; it "
+        "is kept apart from the generative priors in every table, figure and test.",
+        "",
         "## Setup",
         "",
         *_setup_lines(sweeps[0], results),
         "",
-        f"## FID (mean [{level:.0%} Student-t interval] over n seeds)",
-        "",
-        "Rows: the training-set choice; columns: the prior. Only trials that "
-        "finished enter a mean; the last column counts the others.",
-        "",
-        _markdown(wide),
-        "",
-        "![FID](fid_vs_n_train.png)",
-        "",
     ]
-    if "kid" in results and results["kid"].notna().any():
-        lines += _kid_lines(results, keys, priors, level, out)
-    shown = diagnostics[[c for c in diagnostics.columns if not c.endswith(" ci")]]
+    shown = [metric] + [m for m in tables.METRICS if m != metric
+                        and m in results and results[m].notna().any()]  # fmt: skip
+    for name in shown:
+        lines += _metric_lines(results, keys, priors, level, out, name)
+    table = diagnostics[[c for c in diagnostics.columns if not c.endswith(" ci")]]
     lines += [
         "## Diagnostics (mean over finished trials)",
         "",
         "Variance law: mean over latent dimensions of (variance of the means + "
         "mean of the variances), expected near 1. Inactive dimensions: mean "
-        "variance above 0.8.",
+        "variance above 0.8. Gamma: the decoder scale at the end. Converged: the "
+        "trials whose per-pixel MSE fell by less than 1% from the fourth fifth of "
+        "their budget to the last.",
         "",
-        _markdown(shown),
+        _markdown(table),
         "",
     ]
-    lines += _comparison_lines(compared, test, level)
+    lines += _comparison_lines(compared, test, level, label)
+    lines += _makeup_lines(results, keys, out)
     if len(history):
         figures.learning_curves(history).savefig(
             out / "learning_curves.png", dpi=120, bbox_inches="tight"
@@ -196,34 +202,119 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float) -> list
         lines += [
             "## Learning curves",
             "",
+            "Against optimizer steps (trials of different n_train at equal compute "
+            "line up): the stage-1 per-pixel MSE, its decoder scale gamma, the "
+            "intermediate FID and the stage-2 loss.",
+            "",
             "![learning curves](learning_curves.png)",
             "",
         ]
-    lines += _sample_lines(sweeps, results, out)
+    lines += _sample_lines(sweeps, results, out, metric)
     return lines
 
 
-def _kid_lines(results, keys, priors, level, out: Path) -> list[str]:
-    """KID (x 1000, as usually printed): unbiased at any sample count, so it
-    separates sample size from quality where FID cannot."""
-    scaled = results.assign(kid=results["kid"].astype(float) * 1000)
-    long = tables.fid_table(scaled, keys, level, metric="kid")
-    long.to_csv(out / "kid.csv", index=False)
-    wide = tables.wide_fid_table(long, keys, priors, metric="kid")
+def _makeup_lines(results: pd.DataFrame, keys: list[str], out: Path) -> list[str]:
+    """Which classes each criterion keeps: the subsets' mean class shares."""
+    table = tables.class_makeup(results, keys)
+    if table.empty:
+        return []
+    table.to_csv(out / "class_makeup.csv", index=False)
+    figures.class_makeup(table, keys).savefig(out / "class_makeup.png", dpi=120,
+                                              bbox_inches="tight")  # fmt: skip
     return [
-        f"## KID x 1000 (mean [{level:.0%} interval] over n seeds)", "",
-        "Unbiased MMD^2 with the cubic polynomial kernel (Binkowski et al. 2018) on "
-        "the same features: unlike FID it does not grow as the sample count shrinks.",
-        "", _markdown(wide), "",
-    ]  # fmt: skip
+        "## Class make-up (% of each subset, mean over trials)",
+        "",
+        "A criterion that scores images without their labels can keep some classes "
+        "and drop others; an even split is 100 / classes %.",
+        "",
+        _markdown(table, floats="{:.1f}"),
+        "",
+        "![class make-up](class_makeup.png)",
+        "",
+    ]
 
 
-def _comparison_lines(compared: pd.DataFrame, test: str, level: float) -> list[str]:
+def _check_metric(results: pd.DataFrame, metric: str) -> None:
+    if metric not in results or not results[metric].notna().any():
+        measured = [m for m in tables.METRICS if m in results
+                    and results[m].notna().any()]  # fmt: skip
+        raise InputError(f"--metric {metric}: the sweeps did not measure it "
+                         f"(they have {', '.join(measured)})")  # fmt: skip
+
+
+def _comparisons(results, keys, test, level, metric, priors) -> pd.DataFrame:
+    """The generative priors' comparisons and the ceiling's, each its own family
+    for Holm's adjustment."""
+    frames = []
+    for family, chosen in (("generative", tables.generative(priors)),
+                           ("ceiling", [p for p in priors if p == tables.CEILING])):
+        if chosen:
+            part = results[results["prior"].isin(chosen)]
+            frame = tables.comparisons(part, keys, test, level, metric)
+            frames.append(frame.assign(family=family) if len(frame) else frame)
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _metric_lines(results, keys, priors, level, out: Path, metric: str) -> list[str]:
+    """A metric's tables (generative priors; the recon ceiling apart), its CSV and,
+    for the primary metric, its figure against n_train."""
+    spec = tables.METRICS[metric]
+    scaled = results.assign(**{metric: results[metric].astype(float) * spec.scale})
+    long = tables.fid_table(scaled, keys, level, metric=metric)
+    long.to_csv(out / f"{metric}.csv", index=False)
+    generative = tables.generative(priors)
+    name = f"{metric}_vs_n_train.png"
+    figures.fid_against_n_train(long, priors, metric=metric,
+                                label=spec.label).savefig(
+        out / name, dpi=120, bbox_inches="tight")  # fmt: skip
+    better = "lower" if spec.lower_is_better else "higher"
+    lines = [
+        f"## {spec.label} (mean [{level:.0%} Student-t interval] over n seeds; "
+        f"{better} is better)",
+        "",
+        "Rows: the training-set choice; columns: the generative prior. Only trials "
+        "that finished enter a mean; the last column counts the others.",
+        "",
+        *_notes(metric, results),
+        _markdown(tables.wide_fid_table(long, keys, generative, metric=metric)),
+        "",
+    ]
+    if tables.CEILING in priors:
+        lines += [
+            f"The decoder's ceiling (`recon`: reconstructions of x_test, the FID "
+            f"reference's own images; not a generative prior), {spec.label}:",
+            "",
+            _markdown(tables.wide_fid_table(long, keys, [tables.CEILING],
+                                            metric=metric)),  # fmt: skip
+            "",
+        ]
+    return [*lines, f"![{spec.label}]({name})", ""]
+
+
+def _notes(metric: str, results: pd.DataFrame) -> list[str]:
+    if metric != "kid":
+        return []
+    samples = results["fid_samples"].dropna()
+    small = len(samples) and samples.min() < KID_SUBSET_SIZE
+    if not small:
+        return []
+    return [
+        f"KID's subsets hold {KID_SUBSET_SIZE:,} samples per side: with fewer "
+        f"generated samples ({int(samples.min()):,} here) every subset holds all of "
+        "them, so `kid_std` measures the reference side's spread only.",
+        "",
+    ]
+
+
+def _comparison_lines(compared: pd.DataFrame, test: str, level: float,
+                      label: str = "FID") -> list[str]:  # fmt: skip
     if compared.empty:
         return []
     name = "paired t test" if test == "t" else "exact sign-flip permutation test"
     shown = compared[
         [
+            "family",
             "comparison",
             "prior",
             "label",
@@ -238,25 +329,30 @@ def _comparison_lines(compared: pd.DataFrame, test: str, level: float) -> list[s
     return [
         "## Paired comparisons",
         "",
-        f"FID(a) - FID(b) over seeds run on both sides (negative: a is better), "
-        f"{level:.0%} interval, two-sided {name}. The p-values are Holm-adjusted over "
-        f"all {len(compared)} comparisons of this report together (`p_holm`); with "
-        "few seeds a test has little power, so read the intervals first.",
+        f"{label}(a) - {label}(b) over seeds run on both sides, {level:.0%} "
+        f"interval, two-sided {name}. The p-values are Holm-adjusted within each "
+        "family (`family`: the generative priors; the recon ceiling apart) "
+        "(`p_holm`); with few seeds a test has little power, so read the intervals "
+        "first.",
         "",
         _markdown(shown),
         "",
     ]
 
 
-def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path) -> list[str]:
-    usable = tables._usable(results)
+def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path,
+                  metric: str = "fid") -> list[str]:  # fmt: skip
+    """The best and the worst generative trial by the primary metric."""
+    generated = results[results["prior"] != tables.CEILING]
+    usable = tables._usable(generated, metric)
     if usable.empty:
         return []
+    values = usable[metric].astype(float)
+    best, worst = values.idxmin(), values.idxmax()
+    if not tables.METRICS[metric].lower_is_better:
+        best, worst = worst, best
     lines = []
-    for label, row in (
-        ("best", usable.loc[usable["fid"].astype(float).idxmin()]),
-        ("worst", usable.loc[usable["fid"].astype(float).idxmax()]),
-    ):
+    for label, row in (("best", usable.loc[best]), ("worst", usable.loc[worst])):
         for sweep in sweeps:
             grid = (
                 sweep.folder / SAMPLES_FOLDER / row["trial_id"] / f"{row['prior']}.png"
@@ -266,8 +362,9 @@ def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path) -> list
                 lines += [
                     f"{label.capitalize()} trial: `{row['trial_id']}` "
                     f"(n_train {row['n_train']}, {row['criterion']}, seed "
-                    f"{row['seed']}, {row['prior']} prior, FID "
-                    f"{float(row['fid']):.2f}).",
+                    f"{row['seed']}, {row['prior']} prior, "
+                    f"{tables.METRICS[metric].label} "
+                    f"{float(row[metric]) * tables.METRICS[metric].scale:.3g}).",
                     "",
                     f"![{label} samples](samples_{label}.png)",
                     "",
@@ -322,7 +419,7 @@ def main(argv=None) -> None:
     with replaced_dir(out) as staged:
         lines = ["# Sweep analysis", "", *_status_lines(sweeps), ""]
         if kinds == {"vae"}:
-            lines += analyse_vae(sweeps, staged, args.test, args.level)
+            lines += analyse_vae(sweeps, staged, args.test, args.level, args.metric)
         else:
             lines += analyse_repetitions(sweeps, staged)
         command = (

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
+from sweep.config import budget_end, budget_unit, in_units
 from sweep.folder import TIMINGS_FILE
 from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import at_least, distinct, positive_list, writable_folder
@@ -176,11 +177,13 @@ def live_rows(sweeps, exhaustive: Sweep, prior, axes, top_k) -> list[dict]:
 
 def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, stopped_at: dict) -> float:
     """Seconds of the exhaustive run's trials had they stopped where the replay did:
-    up to the stop epoch's end (wall clock) for a stopped trial, all of it otherwise.
-    Without per-epoch clocks, the share of its stage-1 epochs."""
+    up to the stop's end (wall clock) for a stopped trial, all of it otherwise.
+    Without per-round clocks, the share of its stage-1 budget. Stops are in the
+    budget's unit: epochs, or steps."""
     history = exhaustive.history
     total = 0.0
-    epochs = exhaustive.grid.stage1.epochs
+    time = budget_unit(exhaustive.grid)
+    end = budget_end(exhaustive.grid)
     for trial in trials.itertuples():
         wall = float(trial.wall_seconds)
         if trial.trial_id not in stopped_at:
@@ -190,7 +193,7 @@ def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, stopped_at: dict) -> flo
         at = history[
             (history["trial_id"] == trial.trial_id)
             & (history["phase"] == "stage1")
-            & (history["epoch"] == epoch)
+            & (history[time] == epoch)
         ]
         if (
             "finished_at" in at
@@ -200,14 +203,13 @@ def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, stopped_at: dict) -> flo
         ):
             total += float(at["finished_at"].iloc[0]) - trial.started_at.timestamp()
         else:
-            total += wall * epoch / epochs
+            total += wall * epoch / end
     return total
 
 
 def replay_settings(grid, grace: list[int] | None, reduction: list[float]):
-    graces = grace or sorted(
-        {grid.scheduler.grace_period, 2 * grid.scheduler.grace_period}
-    )
+    base = in_units(grid, grid.scheduler.grace_period)
+    graces = grace or sorted({base, 2 * base})
     for g in graces:
         for eta in reduction:
             yield {"name": "asha", "grace_period": g, "reduction_factor": eta}
@@ -283,6 +285,7 @@ def check_replay(
     which Tune keeps in whole seconds)."""
     options = live.grid.scheduler.model_dump()
     outcome = replay_exhaustive(exhaustive, slots=slots, **options)
+    time = budget_unit(exhaustive.grid)
     replayed = exhaustive.trials.assign(key=axis_key(exhaustive.trials, axes))
     replay_stop = {
         k: outcome.stopped_at.get(t)
@@ -291,7 +294,8 @@ def check_replay(
     rows = []
     trials = live.trials.assign(key=axis_key(live.trials, axes))
     for trial in trials.itertuples():
-        live_stop = int(trial.epochs_run) if trial.status == "stopped" else None
+        reached = trial.steps_run if time == "step" else trial.epochs_run
+        live_stop = int(reached) if trial.status == "stopped" else None
         again = replay_stop.get(trial.key, "missing")
         rows.append(
             {

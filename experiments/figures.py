@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.tables import FULL_SET
+from experiments.tables import CEILING, FULL_SET
 
 CRITERION_COLOURS = {
     "random": "C0",
@@ -23,12 +23,16 @@ def _colour(criterion: str) -> str:
     return CRITERION_COLOURS.get(criterion, "C7")
 
 
-def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
-    """One panel per prior: FID mean against n_train, a line per criterion with its
-    95% band; the full set (every criterion's end point) in black."""
+def fid_against_n_train(long: pd.DataFrame, priors: list[str], *,
+                        metric: str = "fid", label: str = "FID") -> Figure:  # fmt: skip
+    """One panel per prior: the metric's mean against n_train, a line per criterion
+    with its 95% band; the full set (every criterion's end point) in black. The
+    recon ceiling, when present, comes last on a grey ground, titled as what it is."""
+    priors = [p for p in priors if p != CEILING] + [p for p in priors if p == CEILING]
     figure = Figure(figsize=(4.2 * len(priors), 3.8))
     axes = np.atleast_1d(figure.subplots(1, len(priors), sharey=False))
     full = long[long["criterion"] == FULL_SET]
+    mean = f"{metric}_mean"
     for axis, prior in zip(axes, priors, strict=True):
         cells = long[(long["prior"] == prior) & (long["seeds"] > 0)]
         end = full[(full["prior"] == prior) & (full["seeds"] > 0)]
@@ -38,7 +42,7 @@ def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
             line = pd.concat([line, end]).sort_values("n_train")
             colour = _colour(criterion)
             axis.plot(
-                line["n_train"], line["fid_mean"], "o-", color=colour, label=criterion
+                line["n_train"], line[mean], "o-", color=colour, label=criterion
             )
             banded = line[np.isfinite(line["ci_low"])]
             axis.fill_between(
@@ -51,11 +55,8 @@ def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
         if len(end):
             axis.errorbar(
                 end["n_train"],
-                end["fid_mean"],
-                yerr=[
-                    end["fid_mean"] - end["ci_low"],
-                    end["ci_high"] - end["fid_mean"],
-                ],
+                end[mean],
+                yerr=[end[mean] - end["ci_low"], end["ci_high"] - end[mean]],
                 fmt="s",
                 color="black",
                 capsize=3,
@@ -66,8 +67,13 @@ def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
         axis.set_xticks(sizes, [f"{int(n):,}" for n in sizes])
         axis.minorticks_off()
         axis.set_xlabel("training images (n_train)")
-        axis.set_ylabel("FID (mean, 95% CI over seeds)")
-        axis.set_title(f"{prior} prior")
+        axis.set_ylabel(f"{label} (mean, 95% CI over seeds)")
+        if prior == CEILING:
+            axis.set_facecolor("0.94")
+            axis.set_title("recon: the decoder's ceiling\n(x_test reconstructions, "
+                           "not a prior)", fontsize=9)  # fmt: skip
+        else:
+            axis.set_title(f"{prior} prior")
         axis.grid(True, which="both", alpha=0.3)
     if axes[0].get_legend_handles_labels()[0]:  # nothing finished yet: no lines
         axes[0].legend(fontsize=8)
@@ -76,11 +82,15 @@ def fid_against_n_train(long: pd.DataFrame, priors: list[str]) -> Figure:
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:
-    """Loss and intermediate FID per epoch, one line per trial coloured by criterion
-    (dashed: the smaller training sets); the stage-2 loss when present."""
+    """Per trial, coloured by criterion (dashed: the smaller training sets), against
+    optimizer steps (equal compute lines up across training-set sizes; epochs for
+    histories written before steps were recorded): the stage-1 per-pixel MSE, its
+    decoder scale gamma, the intermediate FID and the stage-2 loss when present."""
     stage1 = history[history["phase"] == "stage1"]
     stage2 = history[history["phase"] == "stage2"]
     panels = [("loss_mse", stage1, "stage-1 per-pixel MSE", True)]
+    if "gamma" in stage1 and stage1["gamma"].notna().any():
+        panels.append(("gamma", stage1, "stage-1 decoder scale gamma", True))
     if "fid_intermediate" in stage1 and stage1["fid_intermediate"].notna().any():
         panels.append(
             ("fid_intermediate", stage1, "intermediate FID (Gaussian prior)", False)
@@ -90,13 +100,15 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     figure = Figure(figsize=(4.4 * len(panels), 3.8))
     axes = np.atleast_1d(figure.subplots(1, len(panels)))
     largest = history["n_train"].max()
+    steps = "step" in history and history["step"].notna().all()
+    x = "step" if steps else "epoch"
     for axis, (column, frame, label, log) in zip(axes, panels, strict=True):
         for (criterion, n_train, _), trial in frame.groupby(
             ["criterion", "n_train", "trial_id"], sort=True
         ):
             points = trial.dropna(subset=[column])
             axis.plot(
-                points["epoch"],
+                points[x],
                 points[column],
                 color=_colour(criterion),
                 linestyle="-" if n_train == largest else "--",
@@ -104,7 +116,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
                 marker="." if column == "fid_intermediate" else None,
                 alpha=0.8,
             )
-        axis.set_xlabel("epoch")
+        axis.set_xlabel("optimizer step" if steps else "epoch")
         axis.set_ylabel(label)
         if log:
             axis.set_yscale("log")
@@ -119,6 +131,28 @@ def learning_curves(history: pd.DataFrame) -> Figure:
         title=f"dashed: n_train < {int(largest)}",
         title_fontsize=7,
     )
+    figure.tight_layout()
+    return figure
+
+
+def class_makeup(table: pd.DataFrame, keys: list[str]) -> Figure:
+    """A stacked bar per training-set choice: each class's mean share of its subset."""
+    classes = [c for c in table.columns if c not in (*keys, "trials")]
+    labels = [", ".join(str(row[k]) for k in keys) for _, row in table.iterrows()]
+    figure = Figure(figsize=(max(5.0, 0.6 * len(table) + 2.5), 4.0))
+    axis = figure.subplots()
+    bottom = np.zeros(len(table))
+    colours = [f"C{i % 10}" for i in range(len(classes))]
+    for name, colour in zip(classes, colours, strict=True):
+        share = table[name].to_numpy(float)
+        axis.bar(labels, share, bottom=bottom, color=colour, label=name)
+        bottom += share
+    axis.axhline(100 / max(len(classes), 1), color="0.3", linewidth=0.8,
+                 linestyle=":")  # fmt: skip
+    axis.set_ylabel("share of the subset (%)")
+    axis.set_title("class make-up of each training-set choice")
+    axis.tick_params(axis="x", rotation=60, labelsize=7)
+    axis.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
     figure.tight_layout()
     return figure
 

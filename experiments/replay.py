@@ -1,14 +1,16 @@
 """Replay an early-stopping scheduler's decisions offline, from one exhaustive sweep.
 
 An exhaustive sweep (scheduler `none`) whose history holds the intermediate FID at
-every evaluation epoch already holds every result any scheduler would have seen: a
+every evaluation already holds every result any scheduler would have seen: a
 trial's results do not depend on what the others do. The replay re-runs the sweep as
 Tune would, in simulated time, and asks the same Ray Tune scheduler classes the sweep
 uses (`sweep.schedulers.scheduler`) at every result:
 
 - `slots` trials run at once (default: as many as ran at once in the exhaustive run);
   each result arrives after the time it took in the exhaustive run (its `finished_at`
-  clock; without clocks, one unit per epoch), a trial's priors take what they took;
+  clock; without clocks, one unit per epoch or step), a trial's priors take what
+  they took; trials are compared at equal time, epochs or (under a step budget)
+  optimizer steps, as the live schedulers compare them;
 - a free slot takes the next pending trial in the order the exhaustive run started
   them, else the first paused one (Tune's FIFO choice);
 - STOP ends a trial (its slot frees); PAUSE (the median rule, when it has too few
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sweep.config import GridConfig
+from sweep.config import GridConfig, budget_unit
 from sweep.schedulers import METRIC, scheduler
 
 REPLAYABLE = ("asha", "median")
@@ -56,16 +58,18 @@ class _Controller:
         return [t for t in self.trials if t.status in ("PENDING", "RUNNING", "PAUSED")]
 
 
-def reported_results(history: pd.DataFrame, every: int, epochs: int) -> pd.DataFrame:
+def reported_results(history: pd.DataFrame, every: int,
+                     time: str = "epoch") -> pd.DataFrame:  # fmt: skip
     """The results a trial reported to Tune, per trial: with evaluations every
-    `every` epochs, at those epochs and at the last one, each carrying the latest
-    intermediate FID so far (what `sweep.trainable.Stage1Reporter` sends)."""
+    `every` units of `time` (epochs, or steps under a step budget), at those and at
+    the trial's last round, each carrying the latest intermediate FID so far (what
+    `sweep.trainable.Stage1Reporter` sends)."""
     stage1 = history[history["phase"] == "stage1"].sort_values(["trial_id", "epoch"])
     frames = []
     for _, trial in stage1.groupby("trial_id", sort=False):
         trial = trial.assign(**{METRIC: trial[METRIC].ffill()})
         heard = (
-            (trial["epoch"] % every == 0) | (trial["epoch"] == epochs)
+            (trial[time] % every == 0) | (trial["epoch"] == trial["epoch"].max())
             if every
             else np.ones(len(trial), bool)
         )
@@ -82,7 +86,8 @@ def build_trials(history: pd.DataFrame, grid: GridConfig,
     """The exhaustive run's trials, in the order it started them, with what each
     reported and how long each step took. `times`: the trials' `started_at` and
     `finished_at` (Unix seconds, indexed by trial id), when known."""
-    reported = reported_results(history, grid.eval.every, grid.stage1.epochs)
+    time = budget_unit(grid)
+    reported = reported_results(history, grid.eval.every, time)
     timed = _timed(reported) and times is not None
     trials = []
     for trial_id, rows in reported.groupby("trial_id", sort=False):
@@ -92,12 +97,13 @@ def build_trials(history: pd.DataFrame, grid: GridConfig,
             start, end = times.loc[trial_id, ["started_at", "finished_at"]]
             steps = np.diff(np.concatenate([[start], clock]))
             final, first = max(0.0, end - clock[-1]), start
-        else:  # one unit per epoch, priors instant: a synchronous run
-            epochs = rows["epoch"].to_numpy(float)
-            steps, final, first = np.diff(np.concatenate([[0.0], epochs])), 0.0, 0.0
-        results = [{"epoch": int(e), METRIC: float(f), "seconds": float(max(s, 0.0))}
-                   for e, f, s in zip(rows["epoch"], rows[METRIC], steps,
-                                      strict=True)]  # fmt: skip
+        else:  # one unit per epoch (step), priors instant: a synchronous run
+            units = rows[time].to_numpy(float)
+            steps, final, first = np.diff(np.concatenate([[0.0], units])), 0.0, 0.0
+        results = [{"epoch": int(e), time: int(t), METRIC: float(f),
+                    "seconds": float(max(s, 0.0))}
+                   for e, t, f, s in zip(rows["epoch"], rows[time], rows[METRIC],
+                                         steps, strict=True)]  # fmt: skip
         trials.append((first, len(trials), _Trial(trial_id, results, final)))
     # started first runs first; ties (no clocks) in the history's order
     return [t for _, _, t in sorted(trials, key=lambda x: (x[0], x[1]))]
@@ -112,8 +118,10 @@ def _step(trial: _Trial) -> float:
 
 @dataclass
 class ReplayOutcome:
-    stopped_at: dict[str, int]  # trial id -> the epoch at which it was stopped
-    heard: dict[str, int]  # trial id -> the last epoch the scheduler heard
+    # trial id -> the time (epoch, or step under a step budget) it was stopped at,
+    # and the last time the scheduler heard from it
+    stopped_at: dict[str, int]
+    heard: dict[str, int]
     paused: dict[str, int] = field(default_factory=dict)  # trial id -> pauses
 
 
@@ -127,6 +135,7 @@ def replay(grid: GridConfig, history: pd.DataFrame, *, slots: int = 1,
         raise ValueError(f"scheduler {options.name!r} cannot be replayed: "
                          f"{', '.join(REPLAYABLE)}")  # fmt: skip
     judge = scheduler(grid.model_copy(update={"scheduler": options}))
+    time = budget_unit(grid)
     trials = build_trials(history, grid, times)
     controller = _Controller(trials)
     for trial in trials:
@@ -160,10 +169,10 @@ def replay(grid: GridConfig, history: pd.DataFrame, *, slots: int = 1,
             continue
         result = {k: v for k, v in trial.results[trial.next].items() if k != "seconds"}
         trial.next += 1
-        outcome.heard[trial.trial_id] = result["epoch"]
+        outcome.heard[trial.trial_id] = result[time]
         action = judge.on_trial_result(controller, trial, result)
         if action == "STOP":
-            outcome.stopped_at[trial.trial_id] = result["epoch"]
+            outcome.stopped_at[trial.trial_id] = result[time]
             trial.status, free = "TERMINATED", free + 1
         elif action == "PAUSE":
             outcome.paused[trial.trial_id] = outcome.paused.get(trial.trial_id, 0) + 1

@@ -6,6 +6,9 @@ diverged, errored and unfinished trials are counted in their own columns.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -13,6 +16,28 @@ from experiments.significance import holm, paired_difference, t_interval
 
 OUTCOMES = ("stopped", "diverged", "error", "unfinished")
 FULL_SET = "all"  # the criterion of a trial that trained on the whole pool
+# `recon` decodes the encoder means of x_test images, the FID reference's own images:
+# the decoder's ceiling (RAE's REC column), not a prior a model generates with
+CEILING = "recon"
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str  # as the report writes it
+    lower_is_better: bool
+    scale: float = 1.0  # printed as value x scale
+
+
+# what the report can tabulate and pair on (--metric), each a results column
+METRICS = {
+    "fid": Metric("FID", True),
+    "kid": Metric("KID x 1000", True, 1000.0),
+    "fid_inf": Metric("FID-infinity", True),
+}
+
+
+def generative(priors) -> list[str]:
+    return [p for p in priors if p != CEILING]
 
 
 def row_keys(results: pd.DataFrame, axes: set[str]) -> list[str]:
@@ -91,10 +116,17 @@ DIAGNOSTICS = {
     "stage 1 loss (per-pixel MSE)": ("loss_mse", None),
     "stage 1 variance law": ("variance_law", None),
     "stage 1 inactive dims": ("inactive_dims", None),
+    "stage 1 gamma": ("gamma", None),
+    "stage 1 steps": ("steps_run", None),
     "stage 2 loss (per coordinate)": ("stage2_loss_mse", "two_stage"),
     "stage 2 variance law": ("stage2_variance_law", "two_stage"),
     "stage 2 inactive dims": ("stage2_inactive_dims", "two_stage"),
+    "stage 2 gamma_z": ("stage2_gamma", "two_stage"),
+    "stage 2 steps": ("stage2_steps_run", "two_stage"),
 }
+# shares of trials whose loss was flat at the end (vae.diagnostics.loss_plateau)
+CONVERGED = {"stage 1 converged": ("converged", None),
+             "stage 2 converged": ("stage2_converged", "two_stage")}  # fmt: skip
 
 
 def diagnostics_table(results: pd.DataFrame, keys: list[str], level: float = 0.95):
@@ -112,6 +144,12 @@ def diagnostics_table(results: pd.DataFrame, keys: list[str], level: float = 0.9
             interval = t_interval(source.dropna(), level)
             row[label] = interval.mean
             row[f"{label} ci"] = (interval.low, interval.high)
+        for label, (column, prior) in CONVERGED.items():
+            if column in group:
+                source = group[group["prior"] == prior] if prior else group
+                flags = source.drop_duplicates("trial_id")[column].dropna()
+                if len(flags):
+                    row[label] = f"{int(flags.astype(bool).sum())}/{len(flags)}"
         if "gmm_converged" in group:
             gmm = group[group["prior"] == "gmm"].drop_duplicates("trial_id")
             if len(gmm):
@@ -120,17 +158,23 @@ def diagnostics_table(results: pd.DataFrame, keys: list[str], level: float = 0.9
     return pd.DataFrame(rows)
 
 
-def _pairs(a: pd.DataFrame, b: pd.DataFrame, on: list[str]) -> pd.DataFrame:
-    a, b = _usable(a), _usable(b)
-    return a[on + ["fid"]].merge(b[on + ["fid"]], on=on, suffixes=("_a", "_b"))
+def _pairs(a: pd.DataFrame, b: pd.DataFrame, on: list[str], metric: str):
+    a, b = _usable(a, metric), _usable(b, metric)
+    return a[on + [metric]].merge(b[on + [metric]], on=on, suffixes=("_a", "_b"))
 
 
 def comparisons(
-    results: pd.DataFrame, keys: list[str], test: str = "t", level: float = 0.95
+    results: pd.DataFrame,
+    keys: list[str],
+    test: str = "t",
+    level: float = 0.95,
+    metric: str = "fid",
 ) -> pd.DataFrame:
-    """Paired differences over seeds, with Holm-adjusted p-values over the whole
-    family: (1) each criterion against `random` at the same n_train; (2) each smaller
-    n_train against the full set. FID a - FID b: negative means a is better."""
+    """Paired differences of `metric` over seeds, with Holm-adjusted p-values over
+    the whole family: (1) each criterion against `random` at the same n_train; (2)
+    each smaller n_train against the full set. a - b: for FID, negative means a is
+    better. Callers keep the generative priors and the recon ceiling apart (one
+    family each)."""
     extra = [k for k in keys if k not in ("n_train", "criterion")]
     pair_on = ["seed", "prior", *extra]
     rows = []
@@ -140,17 +184,18 @@ def comparisons(
     for n_train, at_n in ok.groupby("n_train", sort=True):
         random = at_n[at_n["criterion"] == "random"]
         rows += _against(at_n, random, "criterion vs random", "random", n_train,
-                         pair_on, test, level, skip=("random", FULL_SET))  # fmt: skip
+                         pair_on, test, level, metric,
+                         skip=("random", FULL_SET))  # fmt: skip
         if len(full_n) and n_train not in set(full_n):
             rows += _against(at_n, full, "n_train vs full set", "full set", n_train,
-                             pair_on, test, level)  # fmt: skip
+                             pair_on, test, level, metric)  # fmt: skip
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = holm(table["p_value"])
     return table
 
 
-def _against(at_n, baseline, family, name, n_train, pair_on, test, level,
+def _against(at_n, baseline, family, name, n_train, pair_on, test, level, metric,
              skip=()) -> list[dict]:  # fmt: skip
     """One comparison per (criterion, prior) at this n_train against `baseline`."""
     return [
@@ -160,9 +205,10 @@ def _against(at_n, baseline, family, name, n_train, pair_on, test, level,
             criterion,
             prior,
             f"n={n_train} {criterion} vs {name}",
-            _pairs(cell, baseline[baseline["prior"] == prior], pair_on),
+            _pairs(cell, baseline[baseline["prior"] == prior], pair_on, metric),
             test,
             level,
+            metric,
         )  # fmt: skip
         for criterion, group in at_n.groupby("criterion", sort=True)
         if criterion not in skip
@@ -170,8 +216,10 @@ def _against(at_n, baseline, family, name, n_train, pair_on, test, level,
     ]
 
 
-def _comparison(family, n_train, criterion, prior, label, pairs, test, level) -> dict:
-    result = paired_difference(pairs["fid_a"], pairs["fid_b"], test=test, level=level)
+def _comparison(family, n_train, criterion, prior, label, pairs, test, level,
+                metric) -> dict:  # fmt: skip
+    result = paired_difference(pairs[f"{metric}_a"], pairs[f"{metric}_b"], test=test,
+                               level=level)  # fmt: skip
     d = result.difference
     return {
         "comparison": family,
@@ -183,6 +231,23 @@ def _comparison(family, n_train, criterion, prior, label, pairs, test, level) ->
         "difference": d.mean,
         "ci_low": d.low,
         "ci_high": d.high,
+        "metric": metric,
         "test": test,
         "p_value": result.p_value,
     }
+
+
+def class_makeup(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per training-set choice, each class's mean share (%) of the chosen subset over
+    the trials that recorded their `class_counts` (JSON: class -> images)."""
+    if "class_counts" not in results:
+        return pd.DataFrame()
+    trials = results.drop_duplicates("trial_id")
+    trials = trials[trials["class_counts"].notna()]
+    rows = []
+    for values, group in trials.groupby(keys, sort=True, dropna=False):
+        counts = pd.DataFrame([json.loads(c) for c in group["class_counts"]])
+        shares = 100 * counts.div(counts.sum(axis=1), axis=0)
+        rows.append({**dict(zip(keys, values, strict=True)), "trials": len(group),
+                     **shares.mean().to_dict()})
+    return pd.DataFrame(rows)

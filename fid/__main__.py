@@ -23,9 +23,14 @@ from fid.options import (
     build_engine,
     check_network_options,
 )
-from fid.sample_metrics import fid_infinity, kid
+from fid.sample_metrics import (
+    FID_INF_MIN_SAMPLES,
+    FID_INF_SMALLEST,
+    fid_infinity,
+    kid,
+)
 from fid.stats import Statistics, warn_small_sample
-from selection.datasets import load_images
+from selection.datasets import count_images, load_images
 from vae_sweep.checks import writable_folder
 from vae_sweep.cli import Parser, seed, text
 from vae_sweep.devices import resolve_device
@@ -106,6 +111,15 @@ def _check_args(args: argparse.Namespace) -> None:
         if path.endswith(".npz"):
             flag = "--kid" if args.kid and path == args.paths[1] else "--fid-inf"
             raise InputError(f"{path}: {flag} needs images, not statistics")
+    if args.fid_inf:
+        count = count_images(args.paths[0])
+        count = min(count, args.limit) if args.limit else count
+        if count < FID_INF_MIN_SAMPLES:
+            raise InputError(
+                f"--fid-inf: {args.paths[0]} gives {count:,} images; FID-infinity "
+                f"needs at least {FID_INF_MIN_SAMPLES:,} (its 1/n law holds from "
+                f"about {FID_INF_SMALLEST:,})"
+            )
 
 
 class _Session:

@@ -12,19 +12,25 @@ and which one a result used is recorded with it (`mahalanobis_space`):
   (a FID engine or actor, whose feature cache E1 shares).
 * `pixel`: x_train's 3072-d pixel vectors against x_test's pixel mean and covariance.
 
-Distances use the pseudo-inverse (or a ridge) of the covariance
-(`selection.criteria.mahalanobis_distances`); the `ScoreBook` caches them.
+Distances use x_test's covariance as `selection.criteria.CovarianceEstimate` estimates
+it (OAS shrinkage by default; the pseudo-inverse or a ridge as options); the
+`ScoreBook` caches them.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import asdict
 
 import numpy as np
 
 from fid.stats import Statistics, StatsAccumulator
-from selection.criteria import mahalanobis_distances
+from selection.criteria import (
+    DEFAULT_COVARIANCE,
+    CovarianceEstimate,
+    mahalanobis_distances,
+)
 from selection.datasets import ImageSet
 from vae_sweep.files import content_key
 
@@ -40,20 +46,27 @@ PIXEL_CHUNK = 2000  # images per block: 2000 x 3072 float64 = 49 MB
 
 
 def mahalanobis_key(
-    train_sha256: str, reference: Statistics, *, network: str, ridge: float
+    train_sha256: str,
+    reference: Statistics,
+    *,
+    network: str,
+    covariance: CovarianceEstimate,
 ) -> str:
     """The cache key of Inception-space Mahalanobis scores: all they depend on."""
     return content_key(
         train=train_sha256,
         network=network,
         reference=stats_fingerprint(reference),
-        ridge=ridge,
+        covariance=asdict(covariance),
     )
 
 
-def pixel_key(train_sha256: str, test_sha256: str, *, ridge: float) -> str:
+def pixel_key(
+    train_sha256: str, test_sha256: str, *, covariance: CovarianceEstimate
+) -> str:
     """The cache key of pixel-space Mahalanobis scores."""
-    return content_key(train=train_sha256, test=test_sha256, space="pixel", ridge=ridge)
+    return content_key(train=train_sha256, test=test_sha256, space="pixel",
+                       covariance=asdict(covariance))  # fmt: skip
 
 
 def pixel_statistics(images: np.ndarray) -> Statistics:
@@ -67,16 +80,18 @@ def pixel_statistics(images: np.ndarray) -> Statistics:
 
 
 def pixel_mahalanobis_scores(
-    train_images: np.ndarray, test_images: np.ndarray, *, ridge: float = 0.0
+    train_images: np.ndarray,
+    test_images: np.ndarray,
+    *,
+    covariance: CovarianceEstimate = DEFAULT_COVARIANCE,
 ) -> np.ndarray:
     """Distance of each training image's pixel vector to x_test's pixel
     distribution: (N,) float64. Pixels stay in 0..255; the distance does not depend
     on their scale."""
     reference = pixel_statistics(test_images)
     flat = train_images.reshape(len(train_images), -1)
-    return mahalanobis_distances(
-        flat, reference.mu, reference.sigma, ridge=ridge, chunk=PIXEL_CHUNK
-    )
+    return mahalanobis_distances(flat, reference.mu, reference.sigma, n=reference.n,
+                                 covariance=covariance, chunk=PIXEL_CHUNK)  # fmt: skip
 
 
 def mahalanobis_source(
@@ -85,28 +100,39 @@ def mahalanobis_source(
     *,
     network: str,
     extract: Callable[[np.ndarray], np.ndarray],
-    ridge: float = 0.0,
+    covariance: CovarianceEstimate = DEFAULT_COVARIANCE,
 ) -> tuple[str, Callable[[], np.ndarray]]:
     """(cache key, compute) for `ScoreBook(providers={'mahalanobis': ...})`.
 
     `extract` turns the x_train images into features of the network named `network`:
     a local FID engine, or the sweep's FID actor.
     """
-    key = mahalanobis_key(train.sha256, reference, network=network, ridge=ridge)
+    key = mahalanobis_key(train.sha256, reference, network=network,
+                          covariance=covariance)  # fmt: skip
 
     def compute() -> np.ndarray:
         features = extract(np.asarray(train.images))
-        return mahalanobis_distances(
-            features, reference.mu, reference.sigma, ridge=ridge
-        )
+        return reference_distances(features, reference, covariance)
 
     return key, compute
 
 
+def reference_distances(
+    features: np.ndarray, reference: Statistics, covariance: CovarianceEstimate
+) -> np.ndarray:
+    """Each row's Mahalanobis distance to the reference statistics: (N,) float64."""
+    return mahalanobis_distances(features, reference.mu, reference.sigma,
+                                 n=reference.n, covariance=covariance)  # fmt: skip
+
+
 def pixel_source(
-    train: ImageSet, test: ImageSet, *, ridge: float = 0.0
+    train: ImageSet,
+    test: ImageSet,
+    *,
+    covariance: CovarianceEstimate = DEFAULT_COVARIANCE,
 ) -> tuple[str, Callable[[], np.ndarray]]:
     """(cache key, compute) for `ScoreBook(providers={'mahalanobis': ...})` in pixel
     space."""
-    key = pixel_key(train.sha256, test.sha256, ridge=ridge)
-    return key, lambda: pixel_mahalanobis_scores(train.images, test.images, ridge=ridge)
+    key = pixel_key(train.sha256, test.sha256, covariance=covariance)
+    return key, lambda: pixel_mahalanobis_scores(train.images, test.images,
+                                                 covariance=covariance)  # fmt: skip

@@ -23,10 +23,17 @@ import numpy as np
 
 from fid.distance import FrechetReference
 from fid.stats import statistics
+from vae_sweep.errors import InputError
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 FID_INF_POINTS = 15
+# FID's bias is linear in 1/n only for large n: Chong & Forsyth fit from 5,000 samples
+# up (of 50,000). Here the subsets run from max(5,000, a fifth) to all of at least
+# 10,000 samples; below that FID-infinity is refused, not extrapolated from a range
+# where the law does not hold
+FID_INF_SMALLEST = 5_000
+FID_INF_MIN_SAMPLES = 10_000
 
 
 @dataclass(frozen=True)
@@ -96,14 +103,20 @@ def fid_infinity(
     points: int = FID_INF_POINTS,
     smallest: int | None = None,
     seed: int = 0,
+    minimum: int = FID_INF_MIN_SAMPLES,
 ) -> FIDInfinity:
     """FID extrapolated to infinitely many samples from subsets of `features`.
 
-    Subset sizes run evenly from `smallest` (default: a fifth of the set, as 5,000 of
-    50,000 in Chong & Forsyth) to all of them; each FID uses a fresh random subset.
+    Subset sizes run evenly from `smallest` (default: a fifth of the set, and at
+    least FID_INF_SMALLEST or half the set) to all of them; each FID uses a fresh
+    random subset. Fewer than `minimum` samples: InputError (tests of the fit itself
+    lower it).
     """
     n = len(features)
-    smallest = smallest or max(2, n // 5)
+    if n < minimum:
+        raise InputError(f"FID-infinity needs at least {minimum:,} samples (its 1/n "
+                         f"law holds from about {FID_INF_SMALLEST:,}), got {n:,}")
+    smallest = smallest or max(2, n // 5, min(FID_INF_SMALLEST, n // 2))
     if not 2 <= smallest < n or points < 2:
         raise ValueError(
             f"FID-infinity needs 2 <= smallest < n and 2 points, got smallest="

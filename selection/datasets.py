@@ -122,6 +122,11 @@ def _list_members(path: Path) -> list[str]:
     return sorted(found)
 
 
+def count_images(path: str | os.PathLike) -> int:
+    """How many images a folder or zip holds, without decoding one."""
+    return len(_list_members(Path(path)))
+
+
 def _encoding(members: list[str]) -> str:
     kinds = {ENCODINGS[Path(m).suffix.lower()] for m in members}
     return kinds.pop() if len(kinds) == 1 else "mixed"

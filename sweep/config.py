@@ -36,15 +36,20 @@ from experiments.protocols.repeated import DEFAULT_SIZES, DEFAULT_TOTAL
 from experiments.protocols.scrambled import DEFAULT_COUNT, DEFAULT_TILES
 from experiments.protocols.summary import DEFAULT_REPETITIONS
 from fid.mahalanobis_scores import MAHALANOBIS_SPACES
-from selection.criteria import CRITERIA
+from fid.sample_metrics import FID_INF_MIN_SAMPLES, FID_INF_SMALLEST
+from selection.criteria import (
+    CRITERIA,
+    DEFAULT_COVARIANCE,
+    MAHALANOBIS_COVARIANCES,
+    CovarianceEstimate,
+)
 from selection.datasets import SPLIT_SIZES
-from vae import stage2
 from vae.evaluate import FID_SAMPLES
 from vae.losses import DEFAULT_LOSS, LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
 from vae.priors import PRIORS, GMMOptions
 from vae.stage2 import STAGE2_INPUTS, TwoStageOptions
-from vae.trainer import PRECISIONS, TrainConfig
+from vae.train_config import LR_SCHEDULES, PRECISIONS, TrainConfig
 from vae_sweep.errors import InputError
 
 # The defaults are those of the typed configs the grid sections become (vae/): one
@@ -79,24 +84,47 @@ class ModelSection(Section):
 class TrainingSection(Section):
     """What both stages' training shares (DESIGN section 5)."""
 
-    epochs: PositiveInt
+    # the budget: epochs or steps, one of them (a stage given steps drops its default
+    # epochs); trials of different n_train are comparable at equal steps only
+    epochs: PositiveInt | None
+    steps: PositiveInt | None = None
+    # under a step budget, optimizer steps per round: a report, the LR plateau check,
+    # and at most one intermediate FID and checkpoint; every setting counted in time
+    # (eval.every, checkpoint_every, lr_patience, lr_step, the scheduler's
+    # grace_period) is then in steps, a multiple of this
+    round_steps: PositiveInt = TrainConfig.round_steps
     batch_size: PositiveInt = TrainConfig.batch_size
     lr: float = Field(TrainConfig.lr, gt=0)
-    lr_patience: NonNegativeInt = TrainConfig.lr_patience
+    # plateau: halve after more than lr_patience epochs (or steps) without a new best
+    # round loss, null: 5 rounds; step: halve every lr_step epochs (or steps), as Dai
+    # & Wipf's code does (its stage 2: every 300 of 800 epochs)
+    lr_schedule: Literal[LR_SCHEDULES] = TrainConfig.lr_schedule
+    lr_patience: NonNegativeInt | None = None
+    lr_step: PositiveInt | None = None
     loss: Literal[tuple(LOSSES)] = DEFAULT_LOSS
     kl_weight: NonNegativeFloat = 1.0  # 1: the ELBO
 
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_drop_the_default_epochs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("steps") is not None:
+            data = {"epochs": None, **data}
+        return data
+
 
 class Stage1Section(TrainingSection):
-    epochs: PositiveInt = TrainConfig.epochs
+    epochs: PositiveInt | None = TrainConfig.epochs
     precision: Literal[PRECISIONS] = TrainConfig.precision
     channels_last: bool = TrainConfig.channels_last
     compile: bool = TrainConfig.compile
 
 
 class Stage2Section(TrainingSection):
-    epochs: PositiveInt = stage2.EPOCHS
-    latent_dim: PositiveInt = TwoStageOptions.latent_dim
+    # null with no steps either: 1200 epochs, or twice stage 1's steps under a stage-1
+    # step budget
+    epochs: PositiveInt | None = None
+    # null: stage 1's latent size, as Dai & Wipf's code (one latent_dim, both stages)
+    latent_dim: PositiveInt | None = TwoStageOptions.latent_dim
     # dai_wipf: 3 x 1024 ReLU with the skip, as Dai & Wipf's code (DESIGN section 5);
     # table4: the earlier 2048/512 layout
     layout: Literal[tuple(STAGE2_LAYOUTS)] = TwoStageOptions.layout
@@ -114,12 +142,24 @@ class GMMSection(Section):
 
 
 class SelectionSection(Section):
-    reference_epochs: PositiveInt | None = None  # recon criterion; null: stage1.epochs
-    mahalanobis_ridge: NonNegativeFloat = 0.0  # 0: pseudo-inverse covariance
+    # the recon criterion's reference VAE: stage 1's recipe on the whole training set,
+    # for reference_epochs (null: stage 1's budget), with the trial's seed (cached per
+    # seed: the seeds vary the subset it picks) or, false, seed 0 for every trial
+    reference_epochs: PositiveInt | None = None
+    reference_per_seed: bool = True
+    # x_test's covariance for the Mahalanobis criteria: oas (shrinkage), pinv (the
+    # sample covariance's pseudo-inverse), ridge (mahalanobis_ridge * mean variance
+    # added to its diagonal)
+    mahalanobis_covariance: Literal[MAHALANOBIS_COVARIANCES] = DEFAULT_COVARIANCE.method
+    mahalanobis_ridge: NonNegativeFloat = 0.0
     # where "representative of the FID reference" is measured (an interpretation:
     # the thesis does not say): inception, the 2048-d FID features against x_test's;
     # pixel, the 3072-d pixel vectors against x_test's pixel mean and covariance
     mahalanobis_space: Literal[MAHALANOBIS_SPACES] = MAHALANOBIS_SPACES[0]
+
+    @property
+    def covariance(self) -> CovarianceEstimate:
+        return CovarianceEstimate(self.mahalanobis_covariance, self.mahalanobis_ridge)
 
 
 class FIDSection(Section):
@@ -137,13 +177,15 @@ class FIDSection(Section):
 
 
 class EvalSection(Section):
-    every: NonNegativeInt = 0  # intermediate FID every N epochs; 0: never
+    # intermediate FID every N stage-1 epochs (steps under a step budget); 0: never
+    every: NonNegativeInt = 0
     samples: int = Field(1000, ge=2)  # Gaussian-prior samples per intermediate FID
 
 
 class SchedulerSection(Section):
     name: Literal["none", "asha", "median", "hyperband"] = "none"
-    grace_period: PositiveInt = 10  # epochs before a trial may be stopped
+    # stage-1 epochs (steps) before a trial may be stopped; null: 10 rounds
+    grace_period: PositiveInt | None = None
     reduction_factor: float = Field(3.0, gt=1)
     min_samples_required: PositiveInt = 3  # median stopping
 
@@ -241,7 +283,9 @@ class GridConfig(Section):
     # retries of a failed trial (a lost node is a failure too); null: 3 on a cluster
     # (--address), so a spot preemption resumes from the last checkpoint, else 0
     max_failures: NonNegativeInt | None = None
-    checkpoint_every: PositiveInt = 10  # stage-1 epochs between trial checkpoints
+    # stage-1 epochs (steps under a step budget) between trial checkpoints; null: 10
+    # rounds (an intermediate FID is checkpointed too)
+    checkpoint_every: PositiveInt | None = None
     e1: E1Section = E1Section()
     e2: E2Section = E2Section()
     estimate: EstimateSection = EstimateSection()
@@ -276,6 +320,17 @@ class GridConfig(Section):
             if repeated is not None:
                 raise ValueError(f"{axis} = {values!r}: {repeated!r} is given twice")
         return grid
+
+    @model_validator(mode="after")
+    def _axis_steps_drop_the_default_epochs(self):
+        # a steps axis makes the stage's budget steps, as steps in its section do
+        for stage in ("stage1", "stage2"):
+            section = getattr(self, stage)
+            unset = "epochs" not in section.model_fields_set
+            if f"{stage}.steps" in self.grid and unset:
+                update = section.model_copy(update={"epochs": None})
+                object.__setattr__(self, stage, update)  # frozen: set once, here
+        return self
 
     @field_validator("fid")
     @classmethod
@@ -408,17 +463,109 @@ def load_grid(path: str | os.PathLike, overrides: list[str] = ()) -> GridConfig:
 
 def check_consistency(config: GridConfig, source: str) -> None:
     """Rules across sections, which one field's validator cannot see."""
+    _check_covariances(config, source)
+    if "fid_inf" in config.fid.metrics and config.fid.samples < FID_INF_MIN_SAMPLES:
+        raise InputError(
+            f"{source}: fid.metrics has fid_inf, which needs fid.samples >= "
+            f"{FID_INF_MIN_SAMPLES:,} (its 1/n law holds from about "
+            f"{FID_INF_SMALLEST:,}), got fid.samples = {config.fid.samples}"
+        )
+    for stage in ("stage1", "stage2"):
+        _check_budget(config, stage, source)
+    unit = budget_unit(config)
     if config.scheduler.name != "none" and config.eval.every == 0:
         raise InputError(
             f"{source}: scheduler.name = {config.scheduler.name!r} acts on the "
-            f"intermediate FID: set eval.every to a number of epochs > 0"
+            f"intermediate FID: set eval.every to a number of {unit}s > 0"
         )
-    epochs = min(config.grid.get("stage1.epochs", [config.stage1.epochs]))
-    if config.eval.every > epochs:
+    budget = "steps" if unit == "step" else "epochs"
+    smallest = min(config.grid.get(f"stage1.{budget}",
+                                   [getattr(config.stage1, budget)]))  # fmt: skip
+    if config.eval.every > smallest:
         raise InputError(
             f"{source}: eval.every = {config.eval.every} is more than the "
-            f"{epochs} stage-1 epochs: no intermediate FID would ever run"
+            f"{smallest} stage-1 {budget}: no intermediate FID would ever run"
         )
+    if unit == "step":
+        _check_rounds(config, source)
+
+
+def budget_unit(config: GridConfig, stage: str = "stage1") -> str:
+    """`step` when a stage trains by steps (its section or a grid axis), else
+    `epoch`: the unit of its budget and of every setting counted in time."""
+    steps = getattr(config, stage).steps is not None or f"{stage}.steps" in config.grid
+    return "step" if steps else "epoch"
+
+
+DEFAULT_ROUNDS = 10  # checkpoint_every's and grace_period's default, in rounds
+
+
+def in_units(config: GridConfig, value: int | None) -> int:
+    """A stage-1 count in its budget's unit, None being DEFAULT_ROUNDS rounds."""
+    if value is not None:
+        return value
+    step = budget_unit(config) == "step"
+    return DEFAULT_ROUNDS * (config.stage1.round_steps if step else 1)
+
+
+def budget_end(config: GridConfig) -> int:
+    """The largest stage-1 budget of the grid's trials, in its unit."""
+    name = "steps" if budget_unit(config) == "step" else "epochs"
+    return max(config.grid.get(f"stage1.{name}", [getattr(config.stage1, name)]))
+
+
+def _check_budget(config: GridConfig, stage: str, source: str) -> None:
+    """One budget per stage, epochs or steps, in one unit across the grid."""
+    section = getattr(config, stage)
+    given = {name for name in ("epochs", "steps")
+             if (name in section.model_fields_set
+                 and getattr(section, name) is not None)
+             or f"{stage}.{name}" in config.grid}  # fmt: skip
+    if given == {"epochs", "steps"}:
+        raise InputError(
+            f"{source}: {stage}.epochs = {section.epochs} and {stage}.steps = "
+            f"{section.steps}: give one budget (--set {stage}.epochs=null trains "
+            f"by steps)"
+        )
+    if stage == "stage1" and not given and section.epochs is None:
+        raise InputError(f"{source}: stage1.epochs and stage1.steps are both null: "
+                         f"give one budget")  # fmt: skip
+    if f"{stage}.round_steps" in config.grid:
+        raise InputError(
+            f"{source}: grid.{stage}.round_steps: one round length per sweep (the "
+            f"schedulers compare trials at the same steps)"
+        )
+
+
+def _check_rounds(config: GridConfig, source: str) -> None:
+    """Under a step budget, what is counted in steps falls on rounds' ends."""
+    rounds = config.stage1.round_steps
+    for key, value in (("eval.every", config.eval.every),
+                       ("checkpoint_every", config.checkpoint_every),
+                       ("scheduler.grace_period",
+                        config.scheduler.grace_period)):  # fmt: skip
+        if value and value % rounds:
+            raise InputError(
+                f"{source}: {key} = {value} steps is no multiple of "
+                f"stage1.round_steps = {rounds}: reports come at rounds' ends"
+            )
+
+
+def _check_covariances(config: GridConfig, source: str) -> None:
+    """A Mahalanobis ridge goes with the ridge covariance, which needs one, in every
+    combination of the two that the grid's axes make."""
+    methods = config.grid.get("selection.mahalanobis_covariance",
+                              [config.selection.mahalanobis_covariance])  # fmt: skip
+    ridges = config.grid.get("selection.mahalanobis_ridge",
+                             [config.selection.mahalanobis_ridge])  # fmt: skip
+    for method in methods:
+        for ridge in ridges:
+            if (method == "ridge") != (ridge > 0):
+                raise InputError(
+                    f"{source}: selection.mahalanobis_ridge = {ridge} goes with "
+                    f"selection.mahalanobis_covariance: ridge, which needs it above "
+                    f"0 (mahalanobis_covariance is {method})"
+                )
 
 
 def _type_name(annotation) -> str:

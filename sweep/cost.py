@@ -75,10 +75,19 @@ def _trial_work(config: GridConfig, params: dict) -> tuple[float, float, float]:
     if config.kind == "fid_scrambled":
         return 0.0, 0.0, float(config.e2.count * config.e2.repetitions)
     s = settings(config, params, device="cpu")
-    evals = config.eval.every and s.stage1.epochs // config.eval.every
+    budget = s.stage1.epochs or s.stage1.steps  # the unit eval.every counts in
+    evals = config.eval.every and budget // config.eval.every
     fid = evals * config.eval.samples + len(config.priors) * config.fid.samples
-    stage2 = s.n_train * s.two_stage.train.epochs if "two_stage" in config.priors else 0
-    return float(s.n_train * s.stage1.epochs), float(stage2), float(fid)
+    two_stage = "two_stage" in config.priors
+    stage2 = _images(s.two_stage.train, s.n_train) if two_stage else 0
+    return float(_images(s.stage1, s.n_train)), float(stage2), float(fid)
+
+
+def _images(training, n: int) -> int:
+    """Samples a stage trains on: epochs over n, or steps of a batch each."""
+    if training.steps is None:
+        return n * training.epochs
+    return training.steps * min(training.batch_size, n)
 
 
 def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
@@ -101,10 +110,20 @@ def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
     reference_images = 0
     kinds = {SCORE_KIND.get(t.get("criterion")) for t in trials} - {None}
     free = [start] * layout.count  # when each slot is next free
-    if "recon" in kinds:
-        epochs = config.selection.reference_epochs or config.stage1.epochs
-        reference_images = total * epochs
-        free[0] = ready["recon"] = start + reference_images / rates.train_images_per_s
+    # a reference VAE per recon score key (per seed by default), each on a slot of
+    # its own from the start
+    references = {}  # recon score key -> the first trial that reads it
+    for params in trials:
+        need = score_need(config, params)
+        if need and need[1] == "recon":
+            references.setdefault(need[0], params)
+    for slot, (key, params) in enumerate(sorted(references.items())):
+        base = settings(config, {**params, "n_train": total, "criterion": "all"},
+                        device="cpu")  # fmt: skip
+        images = _images(base.reference, total)
+        reference_images += images
+        at = slot % layout.count
+        free[at] = ready[key] = free[at] + images / rates.train_images_per_s
     # the Mahalanobis criteria in inception space push x_train through the network;
     # in pixel space their scores cost next to nothing
     spaces = {need[2]["space"] for need in (score_need(config, t) for t in trials)
@@ -117,7 +136,10 @@ def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
     heapq.heapify(free)
 
     def needs(index: int) -> str:
-        return SCORE_KIND.get(trials[index].get("criterion"), "")
+        kind = SCORE_KIND.get(trials[index].get("criterion"), "")
+        if kind == "recon":
+            return score_need(config, trials[index])[0]
+        return kind
 
     end = start
     for index in sorted(range(len(trials)), key=lambda i: (ready[needs(i)], i)):

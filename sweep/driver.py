@@ -22,7 +22,7 @@ from fid.mahalanobis_scores import mahalanobis_key, pixel_key
 from fid.network import NETWORK_SHA1
 from fid.priority_lock import BULK
 from fid.service import start_fid_service
-from selection.criteria import ScoreBook
+from selection.criteria import CovarianceEstimate, ScoreBook
 from selection.datasets import ImageSet, load_cifar10
 from sweep.accounting import Accounting
 from sweep.cluster import (
@@ -172,28 +172,31 @@ def start_prerequisites(
              if need}  # fmt: skip
     keys, launches, gpus = {}, {}, {}
     for key, kind, spec in needs.values():
+        if kind == "mahalanobis":
+            covariance = CovarianceEstimate(spec["covariance"], spec["ridge"])
         if kind == "mahalanobis" and spec["space"] == "pixel":
-            keys[key] = pixel_key(train.sha256, test.sha256, ridge=spec["ridge"])
+            keys[key] = pixel_key(train.sha256, test.sha256, covariance=covariance)
             launches[key] = partial(
                 pixel_mahalanobis_task.options(num_cpus=1).remote,
-                train_ref, test_ref, spec["ridge"],
+                train_ref, test_ref, covariance,
             )  # fmt: skip
             gpus[key] = 0.0
         elif kind == "mahalanobis":
             reference = client.reference_stats("test")
             keys[key] = mahalanobis_key(train.sha256, reference, network=network,
-                                        ridge=spec["ridge"])  # fmt: skip
+                                        covariance=covariance)  # fmt: skip
             # a coordinator: the features are computed by the FID service
             launches[key] = partial(
                 mahalanobis_task.options(num_cpus=0.25).remote,
                 train_ref, reference, service_names(config), NAMESPACE,
-                client_options(config), spec["ridge"],
+                client_options(config), covariance,
             )  # fmt: skip
             gpus[key] = 0.0
         else:
-            # the reference VAE: the grid's base settings, seed 0, its own epochs
+            # the reference VAE: the grid's base settings, its seed and epochs
             base = settings(config, {"n_train": len(train), "criterion": "all",
-                                     "seed": 0, **_selection(spec)})  # fmt: skip
+                                     "seed": spec["seed"],
+                                     **_selection(spec)})  # fmt: skip
             options = {"model": base.model, "training": base.reference,
                        "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
             keys[key] = reference_key(train.sha256, **options)
@@ -215,9 +218,11 @@ def start_prerequisites(
 
 
 def _selection(spec: dict) -> dict:
-    """The reference VAE's epochs as the axis value `settings` reads."""
+    """The reference VAE's epochs as the axis value `settings` reads, and its seed
+    taken as given (the trial seed the spec names)."""
     epochs = spec.get("reference_epochs")
-    return {"selection.reference_epochs": epochs} if epochs else {}
+    given = {"selection.reference_per_seed": True}
+    return {**given, "selection.reference_epochs": epochs} if epochs else given
 
 
 def resume_plan(folder: str, total: int, retry_errored: bool) -> str:

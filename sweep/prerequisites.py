@@ -30,10 +30,10 @@ import ray
 from ray.tune.search import Searcher
 
 from fid.client import ClientOptions, FIDClient
-from fid.mahalanobis_scores import pixel_mahalanobis_scores
+from fid.mahalanobis_scores import pixel_mahalanobis_scores, reference_distances
 from fid.priority_lock import BULK
 from fid.stats import Statistics
-from selection.criteria import SCORE_KIND, ScoreBook, mahalanobis_distances
+from selection.criteria import SCORE_KIND, CovarianceEstimate, ScoreBook
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.storage import fetch, publish
@@ -92,7 +92,7 @@ def mahalanobis_task(
     services: tuple[str, ...],
     namespace: str,
     client: ClientOptions,
-    ridge: float,
+    covariance: CovarianceEstimate,
 ):
     """Mahalanobis distances of x_train's FID features; (scores, span).
 
@@ -103,15 +103,16 @@ def mahalanobis_task(
     features = FIDClient(services, namespace, client).features_in_chunks(
         train.images, FEATURE_CHUNK, cache=True, priority=BULK
     )
-    scores = mahalanobis_distances(features, reference.mu, reference.sigma, ridge=ridge)
+    scores = reference_distances(features, reference, covariance)
     return scores, _span(started)
 
 
 @ray.remote(num_returns=2)
-def pixel_mahalanobis_task(train, test, ridge: float):
+def pixel_mahalanobis_task(train, test, covariance: CovarianceEstimate):
     """Pixel-space Mahalanobis distances of x_train to x_test; (scores, span)."""
     started = time.time()
-    scores = pixel_mahalanobis_scores(train.images, test.images, ridge=ridge)
+    scores = pixel_mahalanobis_scores(train.images, test.images,
+                                      covariance=covariance)  # fmt: skip
     return scores, _span(started)
 
 
@@ -195,9 +196,11 @@ def score_need(config: GridConfig, params: dict) -> tuple[str, str, dict] | None
     selection = settings_section(config, "selection", params)
     if kind == "mahalanobis":
         spec = {"space": selection.mahalanobis_space,
+                "covariance": selection.mahalanobis_covariance,
                 "ridge": selection.mahalanobis_ridge}  # fmt: skip
     else:
-        spec = {"reference_epochs": selection.reference_epochs}
+        seed = params["seed"] if selection.reference_per_seed else 0
+        spec = {"reference_epochs": selection.reference_epochs, "seed": seed}
     return f"{kind}-{content_key(**spec)[:8]}", kind, spec
 
 

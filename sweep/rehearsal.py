@@ -17,11 +17,15 @@ The results go to `<storage>/<name>-rehearsal`.
 from __future__ import annotations
 
 from fid.standin import STANDIN_SPEC
-from sweep.config import GridConfig, check_consistency
+from sweep.config import GridConfig, budget_unit, check_consistency
 
 TINY_MODEL = {"latent_dim": 4, "encoder_channels": [4, 4, 4, 4],
               "decoder_channels": [4, 4]}  # fmt: skip
-TINY_STAGE2 = {"epochs": 1, "latent_dim": 4, "hidden": [16, 16]}
+TINY_STAGE2 = {"latent_dim": 4, "hidden": [16, 16]}
+# a budget of one epoch, or under a step budget two steps in rounds of one (every
+# setting counted in steps then stays a multiple of a round)
+ONE_EPOCH = {"epochs": 1, "steps": None}
+TWO_STEPS = {"epochs": None, "steps": 2, "round_steps": 1}
 REHEARSAL_FID_SAMPLES = 100
 REHEARSAL_EVAL_SAMPLES = 50
 REHEARSAL_REPETITIONS = 2
@@ -33,6 +37,8 @@ FID_REPLICA_CPU = 0.25
 SHRUNK_AXES = {
     "stage1.epochs": 1,
     "stage2.epochs": 1,
+    "stage1.steps": 2,
+    "stage2.steps": 2,
     "selection.reference_epochs": 1,
 }
 
@@ -42,9 +48,12 @@ def rehearsal(config: GridConfig, source: str) -> GridConfig:
     raw = config.model_dump(mode="json")
     raw["name"] = f"{config.name}-rehearsal"
     raw["model"] = dict(TINY_MODEL)
-    raw["stage1"].update(epochs=1, batch_size=100, precision="fp32",
-                         channels_last=False, compile=False)  # fmt: skip
-    raw["stage2"].update(TINY_STAGE2)
+    steps = budget_unit(config) == "step"
+    raw["stage1"].update(TWO_STEPS if steps else ONE_EPOCH, batch_size=100,
+                         precision="fp32", channels_last=False,
+                         compile=False)  # fmt: skip
+    stage2_steps = steps or budget_unit(config, "stage2") == "step"
+    raw["stage2"].update(TINY_STAGE2, **(TWO_STEPS if stage2_steps else ONE_EPOCH))
     raw["selection"]["reference_epochs"] = 1
     raw["fid"].update(samples=REHEARSAL_FID_SAMPLES, extractor=STANDIN_SPEC,
                       network=None, batch_size=None)  # fmt: skip

@@ -49,10 +49,13 @@ def _trial_id(result) -> str:
     return (result.metrics or {}).get("trial_id") or Path(result.path).name
 
 
-def _mahalanobis_space(grid: GridConfig, params: dict) -> str | None:
-    """Where a Mahalanobis criterion measured (inception or pixel); None otherwise."""
+def _mahalanobis(grid: GridConfig, params: dict) -> dict:
+    """Where a Mahalanobis criterion measured (inception or pixel) and with which
+    covariance estimate; None for other criteria."""
     need = score_need(grid, params)
-    return need[2]["space"] if need and need[1] == "mahalanobis" else None
+    spec = need[2] if need and need[1] == "mahalanobis" else {}
+    return {"mahalanobis_space": spec.get("space"),
+            "mahalanobis_covariance": spec.get("covariance")}  # fmt: skip
 
 
 def _fid_time(metrics: dict, grid: GridConfig) -> dict:
@@ -74,12 +77,19 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
         "experiment": grid.name,
         "trial_id": _trial_id(result),
         **params,
-        "mahalanobis_space": _mahalanobis_space(grid, params),
+        **_mahalanobis(grid, params),
         "loss_mse": metrics.get("loss_mse"),
         "variance_law": metrics.get("variance_law"),
         "inactive_dims": metrics.get("inactive_dims"),
         "fid_intermediate": metrics.get("fid_intermediate"),
-        "epochs_run": metrics.get("epoch"),
+        "epochs_run": metrics.get("epoch"),  # rounds: epochs under an epoch budget
+        "steps_run": metrics.get("step"),
+        "images_seen": metrics.get("images_seen"),
+        "gamma": metrics.get("gamma"),  # stage 1's decoder scale at its end
+        # the loss flat at the end (vae.diagnostics.loss_plateau): the last fifth's
+        # MSE against the fifth before it
+        "converged": metrics.get("converged"),
+        "loss_change": metrics.get("loss_change"),
         "stop_reason": reason,
         "status": status,
         "error": error,
@@ -114,7 +124,8 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
 PRIOR_COLUMNS = {
     "two_stage": ("stage2_loss_mse", "stage2_objective", "stage2_variance_law",
                   "stage2_inactive_dims", "stage2_latent_dim", "stage2_gamma",
-                  "stage2_epochs_run", "stage2_outcome"),
+                  "stage2_epochs_run", "stage2_steps_run", "stage2_converged",
+                  "stage2_loss_change", "stage2_outcome"),
     "gmm": ("gmm_converged", "gmm_iterations"),
 }  # fmt: skip
 
@@ -144,8 +155,9 @@ def history_rows(result, grid: GridConfig) -> pd.DataFrame:
         if frame is None or frame.empty or "phase" not in frame:
             return pd.DataFrame()
         frame = frame[frame["phase"] == "stage1"]
-    columns = ["phase", "epoch", "loss_mse", "objective", "lr", "fid_intermediate",
-               "fid_intermediate_samples", "finished_at"]  # fmt: skip
+    columns = ["phase", "epoch", "step", "images_seen", "loss_mse", "objective", "lr",
+               "gamma", "fid_intermediate", "fid_intermediate_samples",
+               "finished_at"]  # fmt: skip
     frame = frame[[c for c in columns if c in frame]]
     frame = frame.drop_duplicates(["phase", "epoch"], keep="last")
     frame = frame.sort_values(["phase", "epoch"])

@@ -28,7 +28,7 @@ from ray.tune.schedulers import (
 )
 
 from sweep.checkpoints import repair_checkpoint
-from sweep.config import GridConfig
+from sweep.config import GridConfig, budget_end, budget_unit, in_units
 
 METRIC = "fid_intermediate"
 RESUMABLE = ("none", "asha", "median")
@@ -84,21 +84,24 @@ class ReplayingMedianStopping(_Replay, MedianStoppingRule):
 
 
 def scheduler(config: GridConfig):
+    """Trials compared at equal time: epochs, or optimizer steps under a step budget
+    (trials of different n_train then at equal compute)."""
     options = config.scheduler
-    # one past the last stage-1 epoch: a trial that survives every rung must not be
-    # stopped at its last epoch, before its priors are scored
-    epochs = max(config.grid.get("stage1.epochs", [config.stage1.epochs])) + 1
-    common = {"time_attr": "epoch", "metric": METRIC, "mode": "min"}
+    # one past the last stage-1 epoch (step): a trial that survives every rung must
+    # not be stopped at its last one, before its priors are scored
+    epochs = budget_end(config) + 1
+    grace = in_units(config, options.grace_period)
+    common = {"time_attr": budget_unit(config), "metric": METRIC, "mode": "min"}
     if options.name == "asha":
         return ReplayingASHA(
             max_t=epochs,
-            grace_period=options.grace_period,
+            grace_period=grace,
             reduction_factor=options.reduction_factor,
             **common,
         )
     if options.name == "median":
         return ReplayingMedianStopping(
-            grace_period=options.grace_period,
+            grace_period=grace,
             min_samples_required=options.min_samples_required,
             **common,
         )

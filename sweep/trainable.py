@@ -25,7 +25,7 @@ from fid.priority_lock import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
 from sweep.cluster import trial_device
-from sweep.config import GridConfig
+from sweep.config import GridConfig, budget_unit, in_units
 from sweep.folder import NAMESPACE, SAMPLES_FOLDER, STAGE2_FOLDER, STATE_FILE
 from sweep.prerequisites import score_need
 from sweep.storage import fetch, join, publish, write_bytes
@@ -34,13 +34,15 @@ from vae.evaluate import (
     evaluate_priors,
     gmm_summary,
     latent_summary,
+    stage1_convergence,
     stage2_summary,
 )
 from vae.inference import decode, to_uint8
 from vae.plots import sample_grid_png
 from vae.priors import PriorContext, prior_seed, recon_images
 from vae.stage2 import Stage2Checkpoint
-from vae.trainer import EpochReport, Trainer, new_trainer, read_checkpoint
+from vae.train_config import EpochReport
+from vae.trainer import Trainer, new_trainer, read_checkpoint
 
 SAMPLE_GRID = 64  # samples shown per prior
 
@@ -99,7 +101,10 @@ class Stage1Reporter:
         fid_by_epoch: dict[int, float],
     ):
         self.trainer, self.grid, self.service, self.seed = trainer, grid, service, seed
+        # eval.every and checkpoint_every count in the budget's unit: epochs, or steps
+        self.unit = budget_unit(grid)
         self.every = grid.eval.every
+        self.checkpoint_every = in_units(grid, grid.checkpoint_every)
         # every intermediate FID so far, restored with the checkpoint: the trial's
         # own history, which Tune's result log (restored from a lagging experiment
         # state) may lack after a resume
@@ -115,14 +120,15 @@ class Stage1Reporter:
         return self.service.fid(images, priority=INTERACTIVE)
 
     def __call__(self, report: EpochReport) -> None:
-        epoch = report.epoch
-        last = epoch == self.trainer.config.epochs
-        evaluate = bool(self.every) and epoch % self.every == 0
+        epoch = report.epoch  # rounds: epochs under an epoch budget
+        at = report.step if self.unit == "step" else epoch
+        last = self.trainer.budget_spent
+        evaluate = bool(self.every) and at % self.every == 0
         if self.every and not (evaluate or last):
             return  # with evaluations on, Tune hears from a trial only at them
         if evaluate:
             self.fid_by_epoch[epoch] = self.intermediate_fid(epoch)
-        if not (evaluate or last or epoch % self.grid.checkpoint_every == 0):
+        if not (evaluate or last or at % self.checkpoint_every == 0):
             tune.report(self.metrics(report))
             return
         with tempfile.TemporaryDirectory() as folder:
@@ -142,8 +148,9 @@ class Stage1Reporter:
         """One row per stage-1 epoch run, restored epochs included."""
         samples = self.grid.eval.samples
         return [
-            {"epoch": r.epoch, "loss_mse": r.mse, "objective": r.loss, "lr": r.lr,
-             "fid_intermediate": self.fid_by_epoch.get(r.epoch),
+            {"epoch": r.epoch, "step": r.step, "images_seen": r.images_seen,
+             "loss_mse": r.mse, "objective": r.loss, "lr": r.lr,
+             "gamma": r.gamma, "fid_intermediate": self.fid_by_epoch.get(r.epoch),
              "fid_intermediate_samples": samples if r.epoch in self.fid_by_epoch
              else None,
              "finished_at": r.finished_at}
@@ -154,9 +161,12 @@ class Stage1Reporter:
         metrics = {
             "phase": "stage1",
             "epoch": report.epoch,
+            "step": report.step,
+            "images_seen": report.images_seen,
             "loss_mse": report.mse,
             "objective": report.loss,
             "lr": report.lr,
+            "gamma": report.gamma,
             "finished_at": report.finished_at,
         }
         if self.fid_intermediate is not None:
@@ -201,8 +211,11 @@ def stage2_checkpoint(folder: str, trainer: Trainer, grid: GridConfig):
             torch.save(state, local)
             publish(local, path)
 
-    epoch_seconds = [r.seconds for r in trainer.history]
-    seconds = grid.checkpoint_every * float(np.mean(epoch_seconds or [60.0]))
+    round_seconds = [r.seconds for r in trainer.history]
+    rounds = in_units(grid, grid.checkpoint_every)
+    if budget_unit(grid) == "step":
+        rounds //= grid.stage1.round_steps
+    seconds = rounds * float(np.mean(round_seconds or [60.0]))
     return Stage2Checkpoint(save, saved, seconds)
 
 
@@ -238,14 +251,16 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     final = {
         "phase": "final",
         "epoch": trainer.epoch,
+        "step": trainer.step,
+        "images_seen": trainer.images,
+        **stage1_convergence(trainer.history),
         "outcome": trainer.outcome,
         "n_train_actual": len(subset),
         "config_hash": s.config_hash,
     }
     if trainer.history:
-        final.update(
-            loss_mse=trainer.history[-1].mse, objective=trainer.history[-1].loss
-        )
+        last = trainer.history[-1]
+        final.update(loss_mse=last.mse, objective=last.loss, gamma=last.gamma)
     if reporter.fid_intermediate is not None:
         final["fid_intermediate"] = reporter.fid_intermediate
     final["history_json"] = json.dumps(reporter.history())

@@ -8,6 +8,7 @@ to the whole training set is the same trial whatever the criterion (DESIGN secti
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -17,8 +18,9 @@ from experiments.protocols.scrambled import tile_grid
 from sweep.config import CIFAR_TRAIN_SIZE, GridConfig
 from vae.models import Stage1Config
 from vae.priors import GMMOptions
+from vae.stage2 import EPOCHS as STAGE2_EPOCHS
 from vae.stage2 import TwoStageOptions
-from vae.trainer import TrainConfig
+from vae.train_config import TrainConfig
 from vae_sweep.configs import from_fields
 from vae_sweep.errors import InputError
 from vae_sweep.files import content_key
@@ -129,6 +131,26 @@ def settings(
         raise InputError(message) from None
 
 
+def _training(stage: str, values: dict, **overrides) -> TrainConfig:
+    """A stage's TrainConfig; its own checks name the grid keys (stage1.lr_step)."""
+    try:
+        return from_fields(TrainConfig, values, **overrides)
+    except InputError as error:
+        fields = "|".join(f.name for f in dataclasses.fields(TrainConfig))
+        message = re.sub(rf"(?<![\w.])({fields})\b", rf"{stage}.\1", str(error))
+        raise InputError(message) from None
+
+
+def stage2_budget(stage1, stage2) -> dict:
+    """Stage 2's budget: its own, or 1,200 epochs (the study's), or under a stage-1
+    step budget twice stage 1's steps (the same unit in both stages)."""
+    if stage2.epochs is not None or stage2.steps is not None:
+        return {"epochs": stage2.epochs, "steps": stage2.steps}
+    if stage1.steps is not None:
+        return {"epochs": None, "steps": 2 * stage1.steps}
+    return {"epochs": STAGE2_EPOCHS, "steps": None}
+
+
 def _settings(config: GridConfig, params: dict, *, device: str) -> TrialSettings:
     model = section(config, "model", params)
     stage1 = section(config, "stage1", params)
@@ -136,19 +158,20 @@ def _settings(config: GridConfig, params: dict, *, device: str) -> TrialSettings
     gmm = section(config, "gmm", params)
     selection = section(config, "selection", params)
     seed = params["seed"]
-    stage1_training = from_fields(TrainConfig, dict(stage1), seed=seed, device=device)
+    stage1_training = _training("stage1", dict(stage1), seed=seed, device=device)
     # stage 2 is dense and small: no channels_last or compile; stage 1's precision
-    stage2_training = from_fields(TrainConfig, dict(stage2), seed=seed, device=device,
-                                  precision=stage1.precision)  # fmt: skip
-    reference = from_fields(
-        TrainConfig,
-        dict(stage1),
-        seed=0,  # one reference VAE per sweep, whatever the trial's seed
-        device=device,
-        epochs=selection.reference_epochs or stage1.epochs,
-        channels_last=False,
-        compile=False,
-    )
+    stage2_training = _training("stage2", {**dict(stage2),
+                                           **stage2_budget(stage1, stage2)},
+                                seed=seed, device=device,
+                                precision=stage1.precision)  # fmt: skip
+    # the recon criterion's reference VAE: stage 1's recipe on the whole set, its own
+    # epochs if given; the trial's seed (selection.reference_per_seed), else seed 0
+    budget = ({"epochs": selection.reference_epochs, "steps": None}
+              if selection.reference_epochs else {})  # fmt: skip
+    reference = _training("stage1", {**dict(stage1), **budget},
+                          seed=seed if selection.reference_per_seed else 0,
+                          device=device, channels_last=False,
+                          compile=False)  # fmt: skip
     resolved = {
         "params": params,
         **{

@@ -207,12 +207,73 @@ def test_report_of_a_synthetic_sweep(tmp_path):
     mean, sd = 32 / 3, np.std([9.0, 10.0, 13.0], ddof=1)
     half = T_975_DF2 * sd / 3**0.5
     assert f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}] n=3" in report
-    assert "Holm-adjusted over all 6 comparisons" in report
+    assert "Primary metric: **FID** (`--metric fid`)" in report
+    assert "Holm-adjusted within each family" in report
     for name in ("fid.csv", "diagnostics.csv", "comparisons.csv",
                  "fid_vs_n_train.png", "learning_curves.png"):  # fmt: skip
         assert (out / name).stat().st_size > 0, name
     fid = pd.read_csv(out / "fid.csv")
     assert len(fid) == 6 and set(fid["seeds"]) == {3}
+
+
+def _with_recon_and_kid(results: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic sweep with a recon row per trial (FID 1 + seed: far below every
+    prior, as a ceiling is) and a KID column (FID / 1000 + 0.001 * seed on the recon
+    rows too)."""
+    recon = results[results["prior"] == "gmm"].assign(
+        prior="recon", fid=lambda f: 1.0 + f["seed"])
+    both = pd.concat([results, recon], ignore_index=True)
+    return both.assign(kid=both["fid"] / 1000 + 0.001 * both["seed"])
+
+
+def test_recon_is_kept_apart_as_the_decoders_ceiling(tmp_path):
+    results = _with_recon_and_kid(synthetic_results())
+    grid = synthetic_grid(priors=["gaussian", "gmm", "recon"])
+    folder = write_sweep(tmp_path / "syn", grid=grid, results=results)
+    for row in results.itertuples():  # every trial saved a sample grid per prior
+        grid_png = folder / "samples" / row.trial_id / f"{row.prior}.png"
+        grid_png.parent.mkdir(parents=True, exist_ok=True)
+        grid_png.write_bytes(b"png")
+    analysis.main([str(folder), "--out", str(tmp_path / "r")])
+    report = (tmp_path / "r" / "report.md").read_text()
+    tables_ = [t for t in report.split("\n\n") if t.startswith("| n_train")]
+    main_fid = tables_[0]
+    header = main_fid.splitlines()[0]
+    assert "| gaussian | gmm |" in header and "| recon |" not in header
+    assert "The decoder's ceiling (`recon`" in report
+    # the best trial is generative: recon's FIDs (1-3) never count as best
+    assert "gmm prior, FID 5)" in report and "recon prior" not in report
+    compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
+    assert set(compared["family"]) == {"generative", "ceiling"}
+    for _, family in compared.groupby("family"):  # Holm within each family
+        assert family["p_holm"].to_numpy() == pytest.approx(holm(family["p_value"]))
+    assert (compared.loc[compared["family"] == "ceiling", "prior"] == "recon").all()
+
+
+def test_metric_kid_pairs_and_tabulates_on_kid(tmp_path):
+    results = _with_recon_and_kid(synthetic_results())
+    grid = synthetic_grid(priors=["gaussian", "gmm", "recon"])
+    folder = write_sweep(tmp_path / "syn", grid=grid, results=results)
+    analysis.main([str(folder), "--out", str(tmp_path / "r"), "--metric", "kid"])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Primary metric: **KID x 1000** (`--metric kid`)" in report
+    assert report.index("## KID x 1000") < report.index("## FID")
+    compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
+    # lowest_recon - random, gaussian: KID = FID / 1000 + 0.001 seed on both sides,
+    # so the seed terms cancel: (-1, -2, -1) / 1000
+    row = compared[(compared["criterion"] == "lowest_recon")
+                   & (compared["prior"] == "gaussian")].iloc[0]  # fmt: skip
+    assert row["metric"] == "kid" and row["difference"] == pytest.approx(-4 / 3000)
+    kid = pd.read_csv(tmp_path / "r" / "kid.csv").set_index(
+        ["n_train", "criterion", "prior"])
+    assert kid.loc[(100, "lowest_recon", "gaussian"), "kid_mean"] == pytest.approx(
+        (32 / 3 / 1000 + 0.001) * 1000)  # printed x 1000: mean seed term 0.001
+    # a metric the sweep did not measure: one line before anything is written
+    plain = write_sweep(tmp_path / "plain")
+    result = run_command("experiments.analysis", str(plain), "--metric", "fid_inf",
+                         "--out", str(tmp_path / "none"))  # fmt: skip
+    assert_one_line_error(result, "--metric fid_inf: the sweeps did not measure it")
+    assert not (tmp_path / "none").exists()
 
 
 def test_a_sweep_with_missing_trials_is_reported_partial(tmp_path):
@@ -290,6 +351,23 @@ def test_asha_replay_by_hand():
     loose = replay(grid, history, grace_period=4, reduction_factor=2)
     assert loose.stopped_at == {"b": 4, "c": 4}
     assert loose.heard == {"a": 4, "b": 4, "c": 4}
+
+
+def test_asha_replay_at_equal_steps():
+    """Under a step budget the replay compares trials at equal steps: the same trials
+    and values as above, one round of 3 steps per result, and a grace of 3 steps
+    (one round), eta 2: rungs at steps 3, 6 and 12 (max_t 13). The decisions are the
+    epoch replay's, told in steps; the epochs (rounds) are not what ASHA compares."""
+    grid = synthetic_grid(stage1={"steps": 12, "round_steps": 3},
+                          eval={"every": 3, "samples": 10},
+                          scheduler={"name": "asha", "grace_period": 3,
+                                     "reduction_factor": 2})  # fmt: skip
+    history = _history({"a": [0.9, 0.7, 0.6, 0.5], "b": [0.8, 0.8, 0.9, 0.9],
+                        "c": [1.0, 0.95, 0.9, 0.9]})  # fmt: skip
+    history["step"] = 3 * history["epoch"]
+    outcome = replay(grid, history)
+    assert outcome.stopped_at == {"b": 6, "c": 3}
+    assert outcome.heard == {"a": 12, "b": 6, "c": 3}
 
 
 def test_median_replay_by_hand():

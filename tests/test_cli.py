@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fid.distance import FrechetReference
-from fid.sample_metrics import fid_infinity, kid
-from fid.stats import statistics
+from fid.sample_metrics import kid
 from tests.helpers.commands import assert_one_line_error, run_command
 from tests.helpers.data import ROOT, image_folder, random_images
 
@@ -57,17 +55,16 @@ def test_fid_cli_folder_zip_and_saved_stats_agree(tmp_path, rng, monkeypatch):
     assert "samples: 4 vs 4" in limited.stderr
     # KID and FID-infinity: the library functions applied to the same features (the
     # ones the first call cached)
-    extra = run_command("fid", str(a), str(b), "--kid", "--fid-inf", "--seed", "3",
-                        "--quiet", check_rc=0)  # fmt: skip
+    extra = run_command("fid", str(a), str(b), "--kid", "--seed", "3", "--quiet",
+                        check_rc=0)  # fmt: skip
     lines = dict(line.split(": ", 1) for line in extra.stdout.strip().splitlines())
     assert float(lines["FID"]) == pytest.approx(value, rel=1e-9)
     files = (tmp_path / "cache").rglob("*.features.npy")
     cached = {len(f): f for f in map(np.load, files)}
     expected_kid = kid(cached[5], cached[6], seed=3)
     assert lines["KID"].startswith(f"{expected_kid.mean} +- {expected_kid.std}")
-    reference = FrechetReference(statistics(cached[6]))
-    expected_inf = fid_infinity(cached[5], reference, seed=3)
-    assert lines["FID-infinity"].startswith(f"{expected_inf.value} (")
+    # FID-infinity needs 10,000 samples (refused on 5: tests/test_bad_input.py)
+    assert "FID-infinity" not in lines
 
 
 # every option's bad values run in-process in tests/test_bad_input.py; these go

@@ -8,12 +8,16 @@ from scipy.spatial.distance import mahalanobis
 
 from selection.criteria import (
     CRITERIA,
+    CovarianceEstimate,
     ScoreBook,
     mahalanobis_distances,
+    oas_covariance,
     select,
 )
 from selection.datasets import ImageSet, pixels_sha256
 from vae_sweep.errors import InputError
+
+PINV = CovarianceEstimate("pinv")
 
 
 def _set(rng, n=40, classes=4) -> ImageSet:
@@ -104,8 +108,9 @@ def test_mahalanobis_matches_scipy_on_full_rank_data(rng):
     inverse = np.linalg.inv(cov)
     expected = [mahalanobis(f, mean, inverse) for f in features]
     np.testing.assert_allclose(
-        mahalanobis_distances(features, mean, cov), expected, rtol=1e-9
-    )
+        mahalanobis_distances(features, mean, cov, covariance=PINV), expected,
+        rtol=1e-9,
+    )  # fmt: skip
 
 
 def test_mahalanobis_pseudo_inverse_on_rank_deficient_covariance(rng):
@@ -116,8 +121,9 @@ def test_mahalanobis_pseudo_inverse_on_rank_deficient_covariance(rng):
     pinv = np.linalg.pinv(cov, hermitian=True)
     expected = [mahalanobis(f, mean, pinv) for f in features]
     np.testing.assert_allclose(
-        mahalanobis_distances(features, mean, cov), expected, rtol=1e-7
-    )
+        mahalanobis_distances(features, mean, cov, covariance=PINV), expected,
+        rtol=1e-7,
+    )  # fmt: skip
 
 
 def test_mahalanobis_ridge_adds_mean_variance_to_the_diagonal(rng):
@@ -126,9 +132,44 @@ def test_mahalanobis_ridge_adds_mean_variance_to_the_diagonal(rng):
     features = rng.standard_normal((3, 4))
     ridged = cov + 0.1 * np.trace(cov) / 4 * np.eye(4)
     expected = [mahalanobis(f, mean, np.linalg.inv(ridged)) for f in features]
+    ridge = CovarianceEstimate("ridge", 0.1)
     np.testing.assert_allclose(
-        mahalanobis_distances(features, mean, cov, ridge=0.1), expected, rtol=1e-9
-    )
+        mahalanobis_distances(features, mean, cov, covariance=ridge), expected,
+        rtol=1e-9,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("n, d", [(40, 6), (8, 20), (3000, 300)])
+def test_oas_from_the_unbiased_covariance_is_scikit_learns_oas(rng, n, d):
+    """From the statistics alone (the mean, the N-1 covariance and N), the shrunk
+    covariance scikit-learn's OAS computes from the samples: fewer samples than
+    dimensions, and many, alike."""
+    from sklearn.covariance import OAS
+
+    samples = rng.standard_normal((n, d)) @ rng.standard_normal((d, d))
+    expected = OAS().fit(samples).covariance_
+    ours = oas_covariance(np.cov(samples, rowvar=False), n)
+    np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_mahalanobis_oas_is_the_default_and_matches_scipy_on_the_shrunk_inverse(rng):
+    from sklearn.covariance import OAS
+
+    reference = rng.standard_normal((12, 30))  # a rank-11 sample covariance
+    mean, cov = reference.mean(axis=0), np.cov(reference, rowvar=False)
+    features = rng.standard_normal((5, 30))
+    precision = np.linalg.inv(OAS().fit(reference).covariance_)
+    expected = [mahalanobis(f, mean, precision) for f in features]
+    np.testing.assert_allclose(mahalanobis_distances(features, mean, cov, n=12),
+                               expected, rtol=1e-8)  # fmt: skip
+    with pytest.raises(ValueError, match="sample count"):
+        mahalanobis_distances(features, mean, cov)
+
+
+@pytest.mark.parametrize("method, ridge", [("oas", 0.1), ("pinv", 0.5), ("ridge", 0)])
+def test_a_ridge_goes_with_the_ridge_covariance_only(method, ridge):
+    with pytest.raises(InputError, match="ridge"):
+        CovarianceEstimate(method, ridge)
 
 
 def test_score_book_computes_once_and_caches_on_disk(tmp_path):
@@ -163,12 +204,12 @@ def test_pixel_space_mahalanobis_matches_scipy(rng):
     inverse = np.linalg.inv(np.cov(flat, rowvar=False))
     expected = [mahalanobis(x, flat.mean(axis=0), inverse)
                 for x in train.reshape(7, -1).astype(np.float64)]  # fmt: skip
-    np.testing.assert_allclose(pixel_mahalanobis_scores(train, test), expected,
-                               rtol=1e-8)  # fmt: skip
+    np.testing.assert_allclose(pixel_mahalanobis_scores(train, test, covariance=PINV),
+                               expected, rtol=1e-8)  # fmt: skip
     # the scale of the pixels does not matter: scipy on [0, 1] pixels agrees
     scaled = flat / 255
     inverse = np.linalg.inv(np.cov(scaled, rowvar=False))
     expected = [mahalanobis(x / 255, scaled.mean(axis=0), inverse)
                 for x in train.reshape(7, -1).astype(np.float64)]  # fmt: skip
-    np.testing.assert_allclose(pixel_mahalanobis_scores(train, test), expected,
-                               rtol=1e-8)  # fmt: skip
+    np.testing.assert_allclose(pixel_mahalanobis_scores(train, test, covariance=PINV),
+                               expected, rtol=1e-8)  # fmt: skip

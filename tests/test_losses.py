@@ -9,7 +9,13 @@ import torch
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as torch_kl
 
-from vae.losses import GammaLoss, MSELoss, build_loss, kl_divergence
+from vae.losses import (
+    GammaLoss,
+    MSELoss,
+    OptimalGammaLoss,
+    build_loss,
+    kl_divergence,
+)
 from vae_sweep.errors import InputError
 
 
@@ -68,7 +74,79 @@ def test_mse_loss_with_kl_weight_by_hand():
 
 
 def test_unknown_loss_lists_choices():
-    with pytest.raises(InputError, match="choose one of: gamma, mse"):
+    with pytest.raises(InputError, match="choose one of: gamma, mse, optimal_gamma"):
         build_loss("l1")
     with pytest.raises(InputError, match="kl_weight"):
         build_loss("mse", kl_weight=-1)
+
+
+def _batch(seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(5, 3, 4, 4, generator=generator, dtype=torch.float64)
+    recon = torch.rand(5, 3, 4, 4, generator=generator, dtype=torch.float64)
+    mean = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+    log_var = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+    return x, recon, mean, log_var
+
+
+def _sigma_vae_objective(x, recon, mean, log_var):
+    """The sigma-VAE objective transcribed from its reference code
+    (orybkin/sigma-vae-pytorch, model.py), element by element:
+    log_sigma = softclip(log(sqrt(mean((x - x_hat)^2))), -6) over the whole batch;
+    gaussian_nll = 0.5 ((x - x_hat) / sigma)^2 + log_sigma + 0.5 log(2 pi), summed over
+    the pixels; plus the KL, and averaged over the batch as this project does."""
+    mse = ((x - recon) ** 2).mean()
+    log_sigma = -6.0 + torch.log1p(torch.exp(torch.log(mse.sqrt()) + 6.0))
+    elementwise = (0.5 * ((x - recon) / log_sigma.exp()) ** 2 + log_sigma
+                   + 0.5 * math.log(2 * math.pi))  # fmt: skip
+    per_image = elementwise.flatten(1).sum(dim=1)
+    return (per_image + kl_divergence(mean, log_var)).mean(), log_sigma
+
+
+def test_optimal_gamma_is_the_root_of_the_batch_mse_and_the_objective_the_papers():
+    x, recon, mean, log_var = _batch(2)
+    loss = OptimalGammaLoss().double()
+    terms = loss(x, recon, mean, log_var)
+    mse = float(((x - recon) ** 2).mean())
+    # exp(-6 + softplus(log s + 6)) = e^-6 (1 + s e^6) = s + e^-6: the root of the
+    # MSE, raised by the clip's e^-6 (0.0025)
+    assert loss.gamma == pytest.approx(math.sqrt(mse) + math.exp(-6.0), rel=1e-12)
+    expected, _ = _sigma_vae_objective(x, recon, mean, log_var)
+    torch.testing.assert_close(terms.total, expected)
+    # the same as the learned-gamma likelihood at that gamma
+    fixed = GammaLoss().double()
+    with torch.no_grad():
+        fixed.log_gamma.fill_(math.log(math.sqrt(mse) + math.exp(-6.0)))
+    torch.testing.assert_close(fixed(x, recon, mean, log_var).total, terms.total)
+
+
+def test_optimal_gamma_is_not_detached_and_is_soft_clipped():
+    x, recon, mean, log_var = _batch(3)
+    recon.requires_grad_(True)
+    OptimalGammaLoss().double()(x, recon, mean, log_var).total.backward()
+    ours = recon.grad.clone()
+    recon.grad = None
+    _sigma_vae_objective(x, recon, mean, log_var)[0].backward()
+    torch.testing.assert_close(ours, recon.grad)  # gradients flow through gamma too
+    # a near-perfect reconstruction: gamma stops near e^-6, not at the error's root
+    loss = OptimalGammaLoss().double()
+    loss(x, x + 1e-6, mean.detach(), log_var)
+    assert loss.gamma == pytest.approx(math.exp(-6.0) + 1e-6, rel=1e-9)
+
+
+def test_learned_gamma_moves_by_about_the_learning_rate_per_step():
+    """Adam's steps are about lr long whatever the gradient's size, so log gamma,
+    starting at 0, can fall only about lr per step: short runs keep gamma large."""
+    generator = torch.Generator().manual_seed(4)
+    x = torch.rand(8, 3, 4, 4, generator=generator)
+    recon = x + 0.05 * torch.randn(x.shape, generator=generator)  # optimum ~0.05
+    loss = GammaLoss()
+    optimizer = torch.optim.Adam(loss.parameters(), lr=1e-3)
+    zeros = torch.zeros(8, 2)
+    for _ in range(50):
+        optimizer.zero_grad()
+        loss(x, recon, zeros, zeros).total.backward()
+        optimizer.step()
+    moved = -loss.log_gamma.item()
+    assert 0.9 * 50 * 1e-3 <= moved <= 1.01 * 50 * 1e-3
+    assert loss.gamma > 0.9  # against an optimum of about 0.05

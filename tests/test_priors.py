@@ -11,7 +11,7 @@ from vae.inference import decode, encode, to_uint8
 from vae.models import Stage1VAE
 from vae.priors import PRIORS, GMMOptions, PriorContext, prior_seed, sample_images
 from vae.stage2 import TwoStageOptions
-from vae.trainer import TrainConfig
+from vae.train_config import TrainConfig
 from vae_sweep.errors import InputError
 
 

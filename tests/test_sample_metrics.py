@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fid.distance import FrechetReference, frechet_distance
-from fid.sample_metrics import fid_infinity, kid, mmd2_unbiased
+from fid.sample_metrics import FID_INF_MIN_SAMPLES, fid_infinity, kid, mmd2_unbiased
 from fid.stats import Statistics
+from vae_sweep.errors import InputError
 
 
 def _slow_mmd2(x, y) -> float:
@@ -68,7 +69,8 @@ def test_fid_infinity_recovers_the_fid_of_the_populations():
     generated = Statistics(np.full(d, 0.1), b @ b.T + 0.5 * np.eye(d), -1)
     true = frechet_distance(reference, generated)  # the populations' own FID
     samples = rng.multivariate_normal(generated.mu, generated.sigma, size=5000)
-    result = fid_infinity(samples, FrechetReference(reference), smallest=500, seed=1)
+    result = fid_infinity(samples, FrechetReference(reference), smallest=500, seed=1,
+                          minimum=5000)  # fmt: skip
     assert result.sizes[0] == 500 and result.sizes[-1] == 5000
     assert result.fids[0] - true > 0.5  # 500 samples: visibly biased upwards
     assert abs(result.value - true) < 0.15  # the intercept: about 1% of the FID
@@ -78,4 +80,14 @@ def test_fid_infinity_recovers_the_fid_of_the_populations():
 def test_fid_infinity_refuses_too_few_samples(rng):
     reference = FrechetReference(Statistics(np.zeros(2), np.eye(2), -1))
     with pytest.raises(ValueError, match="smallest < n"):
-        fid_infinity(rng.standard_normal((3, 2)), reference, smallest=3)
+        fid_infinity(rng.standard_normal((3, 2)), reference, smallest=3, minimum=2)
+    # below 10,000 samples the 1/n law is not trusted: refused, not extrapolated
+    with pytest.raises(InputError, match="needs at least 10,000 samples.* got 9,999"):
+        fid_infinity(rng.standard_normal((9999, 2)), reference)
+    assert FID_INF_MIN_SAMPLES == 10_000
+
+
+def test_fid_infinity_subsets_start_at_five_thousand_of_ten_thousand(rng):
+    reference = FrechetReference(Statistics(np.zeros(2), np.eye(2), -1))
+    result = fid_infinity(rng.standard_normal((10_000, 2)), reference)
+    assert result.sizes[0] == 5000 and result.sizes[-1] == 10_000

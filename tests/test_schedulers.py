@@ -186,3 +186,25 @@ def test_a_resume_skips_checkpoint_folders_without_their_state_file(tmp_path):
     only_empty = _checkpointed_trial(tmp_path / "c", "checkpoint_000002", [],
                                      ["checkpoint_000002", CKPT3])  # fmt: skip
     assert repair_checkpoint(only_empty) is None
+
+
+def test_schedulers_count_time_in_the_budgets_unit():
+    from sweep.config import GridConfig
+    from sweep.schedulers import scheduler
+
+    epochs = GridConfig.model_validate({
+        "name": "e", "stage1": {"epochs": 40}, "eval": {"every": 5},
+        "scheduler": {"name": "asha"}})  # fmt: skip
+    asha = scheduler(epochs)
+    assert asha._time_attr == "epoch" and asha._max_t == 41
+    assert asha._brackets[0]._rungs[-1][0] == 10  # grace: 10 rounds, epochs
+    steps = GridConfig.model_validate({
+        "name": "s", "stage1": {"steps": 4000, "round_steps": 200},
+        "eval": {"every": 400}, "scheduler": {"name": "asha"},
+        "grid": {"stage1.steps": [4000, 6000]}})  # fmt: skip
+    asha = scheduler(steps)
+    assert asha._time_attr == "step" and asha._max_t == 6001
+    assert asha._brackets[0]._rungs[-1][0] == 2000  # 10 rounds of 200 steps
+    options = steps.scheduler.model_copy(update={"name": "median", "grace_period": 800})
+    median = scheduler(steps.model_copy(update={"scheduler": options}))
+    assert median._time_attr == "step" and median._grace_period == 800

@@ -12,7 +12,8 @@ from fid.sample_metrics import mmd2_unbiased
 from fid.stats import statistics
 from vae.models import Stage2Config, Stage2VAE
 from vae.stage2 import TwoStageOptions, stage2_data, stage2_latents, train_stage2_model
-from vae.trainer import TrainConfig, new_trainer
+from vae.train_config import TrainConfig
+from vae.trainer import new_trainer
 
 
 def _count(module) -> int:

@@ -229,7 +229,9 @@ def test_a_trial_finds_its_stage2_state_in_the_bucket(s3, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
     context = SimpleNamespace(get_trial_id=lambda: "t1")
     monkeypatch.setattr(trainable.tune, "get_context", lambda: context)
-    grid = SimpleNamespace(checkpoint_every=2)
+    from sweep.config import GridConfig
+
+    grid = GridConfig.model_validate({"name": "smoke", "checkpoint_every": 2})
     epochs = [SimpleNamespace(seconds=3.0), SimpleNamespace(seconds=5.0)]
     trainer = SimpleNamespace(history=epochs)
     folder = f"s3://{BUCKET}/runs/smoke"

@@ -101,11 +101,20 @@ SCHEDULED = {  # eta, learning rates, those stopped, the one that must finish
 }
 
 
-SCHEDULER_GRID = ["--set", "scheduler.grace_period=1",
+# a step budget: the schedulers (live and replayed) compare trials at equal steps;
+# 100 images in batches of 50 are 2 steps a pass, one round
+SCHEDULER_GRID = ["--set", "scheduler.grace_period=2",
                   "--set", "scheduler.min_samples_required=1",
-                  "--set", "eval.every=1", "--set", "eval.samples=20",
-                  "--set", "stage1.epochs=4", "--set", "grid.n_train=[100]",
+                  "--set", "eval.every=2", "--set", "eval.samples=20",
+                  "--set", "stage1.epochs=null", "--set", "stage1.steps=8",
+                  "--set", "stage1.round_steps=2", "--set", "checkpoint_every=2",
+                  "--set", "grid.n_train=[100]",
                   "--set", "grid.criterion=[random]"]  # fmt: skip
+
+
+EPOCH_GRID = ["--set", "stage1.steps=null", "--set", "stage1.epochs=4",
+              "--set", "eval.every=1", "--set", "scheduler.grace_period=1",
+              "--set", "checkpoint_every=1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +131,12 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(
     tmp_path, cifar_root, scheduler, request
 ):
     eta, lrs, poor, best = SCHEDULED[scheduler]
+    # HyperBand's synchronous brackets run in its own units: kept on epochs (4, one
+    # a round), where its bracket sizes fall on the reports
+    units = (EPOCH_GRID if scheduler == "hyperband" else [])
     result = sweep(tmp_path, "--set", f"scheduler.name={scheduler}",
                    "--set", f"scheduler.reduction_factor={eta}", *SCHEDULER_GRID,
-                   "--set", f"grid.stage1.lr={lrs}")  # fmt: skip
+                   "--set", f"grid.stage1.lr={lrs}", *units)  # fmt: skip
     results, history = tables(tmp_path)
     trials = results.drop_duplicates("trial_id").set_index("stage1.lr")
     count = lrs.count(",") + 1
@@ -135,7 +147,9 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(
     # HyperBand may also stop the last survivor of its halving bracket at its end
     assert poor <= set(stopped.index), trials["status"].tolist()
     assert trials.loc[best, "status"] == "ok"
+    assert (stopped["steps_run"] < 8).all() and (stopped["steps_run"] % 2 == 0).all()
     assert (stopped["epochs_run"] < 4).all()
+    assert (trials.loc[trials["status"] == "ok", "steps_run"] == 8).all()
     assert (stopped["stop_reason"] == "scheduler").all()
     assert results.loc[results["status"] == "stopped", "fid"].isna().all()
     assert results.loc[results["status"] == "ok", "fid"].notna().all()
@@ -153,6 +167,29 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(
         check = check_replay(exhaustive, live, sorted(live.grid.grid), slots=1)
         assert len(check) == 3 and check["agree"].all(), check.to_string()
         assert check["live_stopped_at"].notna().sum() >= 2
+
+
+def test_a_step_budget_gives_every_training_set_size_the_same_steps(
+    tmp_path, small_cifar, fresh_cache
+):
+    sweep(tmp_path, "--set", "grid.criterion=[random]", "--set", "priors=[gaussian]",
+          "--set", "stage1.epochs=null", "--set", "stage1.steps=6",
+          "--set", "stage1.round_steps=2", "--set", "eval.every=2",
+          "--set", "checkpoint_every=2", "--set", "eval.samples=20",
+          "--set", "stage1.loss=optimal_gamma")  # fmt: skip
+    results, history = tables(tmp_path)
+    trials = results.drop_duplicates("trial_id").set_index("n_train")
+    assert sorted(trials.index) == [100, 200] and (trials["status"] == "ok").all()
+    # batches of 50: 6 steps are 300 images whatever the set, 3 passes over 100
+    # images and 1.5 over 200
+    assert (trials["steps_run"] == 6).all() and (trials["images_seen"] == 300).all()
+    assert trials.loc[100, "epochs_run"] == trials.loc[200, "epochs_run"] == 3  # rounds
+    assert trials["gamma"].between(0, 1).all() and trials["converged"].notna().all()
+    rounds = history[history["phase"] == "stage1"].sort_values(["n_train", "step"])
+    for n_train, rows in rounds.groupby("n_train"):
+        assert rows["step"].tolist() == [2, 4, 6], n_train
+        assert rows["images_seen"].tolist() == [100, 200, 300]
+        assert rows["gamma"].notna().all() and rows["fid_intermediate"].notna().all()
 
 
 def _command_table(module, args, monkeypatch, tmp_path, name):
@@ -204,7 +241,8 @@ def test_fid_scrambled_kind_matches_the_e2_command(tmp_path, small_cifar, monkey
 @pytest.fixture(scope="module")
 def mahalanobis_run(small_cifar_root, tmp_path_factory):
     """One sweep for the tests below: both Mahalanobis criteria in both feature
-    spaces (4 trials), every prior, KID and FID-infinity, with a cache of its own."""
+    spaces (4 trials), every generative prior, KID and FID-infinity (on 10,000
+    samples, its minimum), with a cache of its own."""
     folder = tmp_path_factory.mktemp("mahalanobis")
     cache = empty_cache(folder / "cache", tmp_path_factory)
     sweep(folder, "--set", "grid.criterion=[lowest_mahalanobis, highest_mahalanobis]",
@@ -212,6 +250,7 @@ def mahalanobis_run(small_cifar_root, tmp_path_factory):
           "--set", "grid.n_train=[100]", "--set", "priors=[gaussian, gmm, two_stage]",
           "--set", "stage2.epochs=3", "--set", "stage2.hidden=[16, 16, 16]",
           "--set", "stage2.latent_dim=2", "--set", "fid.metrics=[fid, kid, fid_inf]",
+          "--set", "fid.samples=10000",  # FID-infinity's minimum
           "--set", "gmm.components=2",
           env=sweep_env(VAE_SWEEP_DATA=str(small_cifar_root),
                         VAE_SWEEP_CACHE=str(cache)))  # fmt: skip
@@ -223,13 +262,16 @@ def mahalanobis_run(small_cifar_root, tmp_path_factory):
 def test_mahalanobis_scores_come_once_per_space_from_the_driver(
     mahalanobis_run, small_cifar_root
 ):
-    from fid.stats import statistics
-    from selection.criteria import mahalanobis_distances
+    from sklearn.covariance import OAS
+
     from selection.datasets import load_cifar10
     from tests.helpers.standin import StandInExtractor
 
     folder, cache, results, _ = mahalanobis_run
     assert set(results["mahalanobis_space"]) == {"inception", "pixel"}
+    mahalanobis_rows = results["mahalanobis_space"].notna()
+    assert set(results.loc[mahalanobis_rows, "mahalanobis_covariance"]) == {"oas"}
+    assert results.loc[~mahalanobis_rows, "mahalanobis_covariance"].isna().all()
     # one score vector per space, for both criteria
     cached = sorted((cache / "scores").glob("mahalanobis-*"))
     assert len(cached) == 2, cached
@@ -238,18 +280,21 @@ def test_mahalanobis_scores_come_once_per_space_from_the_driver(
     runs = json.loads((folder / "smoke" / "timings.json").read_text())["runs"]
     tasks = [k for run in runs for k in run["prerequisites"]]
     assert len(tasks) == 2 and all(t.startswith("mahalanobis-") for t in tasks), tasks
-    # the same distances, worked out here: from the stand-in features, and from the
-    # pixel vectors with numpy's own mean and covariance
+    # the same distances, worked out here with scikit-learn's OAS fitted on the
+    # x_test samples themselves: from the stand-in features, and from the pixels
     train = np.asarray(load_cifar10(small_cifar_root, "train", limit=300,
                                     progress=False).images)  # fmt: skip
     test = np.asarray(load_cifar10(small_cifar_root, "test", limit=40,
                                    progress=False).images)  # fmt: skip
     extractor = StandInExtractor()
-    reference = statistics(extractor(test).astype(np.float64))
-    inception = mahalanobis_distances(extractor(train), reference.mu, reference.sigma)
-    pixels = test.reshape(len(test), -1).astype(np.float64)
-    pixel = mahalanobis_distances(train.reshape(len(train), -1), pixels.mean(0),
-                                  np.cov(pixels, rowvar=False))  # fmt: skip
+
+    def oas_distances(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        fit = OAS().fit(reference.astype(np.float64))
+        diff = points.astype(np.float64) - fit.location_
+        return np.sqrt(np.sum(diff * np.linalg.solve(fit.covariance_, diff.T).T, 1))
+
+    inception = oas_distances(extractor(train), extractor(test))
+    pixel = oas_distances(train.reshape(len(train), -1), test.reshape(len(test), -1))
     vectors = [np.load(file) for file in cached]
     matches = [[np.allclose(v, expected, rtol=1e-7) for expected in (inception, pixel)]
                for v in vectors]  # fmt: skip

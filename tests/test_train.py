@@ -9,13 +9,8 @@ import pytest
 import torch
 
 from tests.helpers.tiny import TINY_STAGE1, TINY_STAGE2
-from vae.trainer import (
-    TrainConfig,
-    batch_bounds,
-    load_model,
-    new_trainer,
-    read_checkpoint,
-)
+from vae.train_config import TrainConfig
+from vae.trainer import batch_bounds, load_model, new_trainer, read_checkpoint
 from vae_sweep.errors import InputError
 
 
@@ -88,37 +83,37 @@ def test_nan_loss_ends_as_diverged(images):
 def test_lr_halves_when_epoch_loss_stops_falling(images):
     trainer = new_trainer(TINY_STAGE1, images, _config(epochs=3, lr_patience=0))
     losses = iter([5.0, 4.0, 4.5])  # the third epoch does not improve
-    trainer._epoch = _fake_epochs(trainer, losses)
+    trainer._round = _fake_epochs(trainer, losses)
     trainer.run()
     assert [r.lr for r in trainer.history] == [1e-4, 1e-4, 1e-4]
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-5)
 
 
 def test_lr_halves_after_patience_epochs_without_a_new_best(images):
-    # the default patience is 5 (the study's plateau rule)
-    from vae.trainer import TrainConfig
+    # the default patience is 5 rounds (the study's plateau rule: epochs)
+    from vae.train_config import PLATEAU_ROUNDS, TrainConfig
 
-    assert TrainConfig().lr_patience == 5
+    assert TrainConfig().lr_patience is None and PLATEAU_ROUNDS == 5
     # every epoch from the third on is better than the one before it, but none beats
     # the best (9.0): a "worse than the last epoch" rule would never halve. Patience 5
     # tolerates 5 epochs without a new best (3 to 7) and halves after the 6th (8):
     # epoch 9 runs at half the rate
     losses = [10.0, 9.0, 9.5, 9.4, 9.3, 9.2, 9.1, 9.05, 9.02]
     trainer = new_trainer(TINY_STAGE1, images, _config(epochs=len(losses)))
-    trainer._epoch = _fake_epochs(trainer, iter(losses))
+    trainer._round = _fake_epochs(trainer, iter(losses))
     trainer.run()
     assert [r.lr for r in trainer.history] == [1e-4] * 8 + [5e-5]
     # the other way round: each epoch worse than the last but a new best every other
     # epoch never goes 5 epochs without one, so the LR stays
     losses = [10.0, 10.5, 9.0, 9.5, 8.0, 8.5, 7.0, 7.5, 6.0]
     trainer = new_trainer(TINY_STAGE1, images, _config(epochs=len(losses)))
-    trainer._epoch = _fake_epochs(trainer, iter(losses))
+    trainer._round = _fake_epochs(trainer, iter(losses))
     trainer.run()
     assert [r.lr for r in trainer.history] == [1e-4] * len(losses)
 
 
 def _fake_epochs(trainer, losses):
-    from vae.trainer import EpochReport
+    from vae.train_config import EpochReport
 
     def epoch():
         lr = trainer.optimizer.param_groups[0]["lr"]
@@ -225,3 +220,93 @@ def test_a_checkpoint_with_width_lists_resumes_under_a_config_of_tuples(
         new_trainer(wider, images, _config()).load_state_dict(
             read_checkpoint(tmp_path / "a.pt")
         )
+
+
+def _steps(**options) -> TrainConfig:
+    return _config(**{"epochs": None, "steps": 10, "round_steps": 4, **options})
+
+
+def test_a_step_budget_runs_exactly_its_steps_in_rounds(images):
+    # 40 images in batches of 16: passes of 3 batches (16, 16, 8 images). 10 steps
+    # in rounds of 4: rounds of 4, 4 and 2 steps; 3 whole passes and one batch
+    trainer = new_trainer(TINY_STAGE1, images, _steps())
+    result = trainer.run()
+    assert (result.outcome, result.steps, result.epochs) == ("completed", 10, 3)
+    assert [r.step for r in trainer.history] == [4, 8, 10]
+    seen = [r.images_seen for r in trainer.history]
+    per_step = [16, 16, 8] * 4
+    assert seen == [sum(per_step[:4]), sum(per_step[:8]), sum(per_step[:10])]
+    # an epoch budget: whole passes, the steps they take
+    epochs = new_trainer(TINY_STAGE1, images, _config(epochs=2))
+    epochs.run()
+    assert epochs.step == 2 * 3 and epochs.images == 2 * 40
+    assert [r.step for r in epochs.history] == [3, 6]
+
+
+def test_equal_steps_whatever_the_training_set_size(rng):
+    small = torch.as_tensor(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8))
+    large = torch.as_tensor(rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8))
+    runs = [new_trainer(TINY_STAGE1, data, _steps(steps=12)) for data in (small, large)]
+    for trainer in runs:
+        trainer.run()
+    assert [t.step for t in runs] == [12, 12]
+    assert runs[1].images == 12 * 16  # 200 images: every batch full within the budget
+    assert runs[0].images == 6 * (16 + 4)  # 20 images: a batch of 16 and one of 4
+
+
+def test_a_step_budget_resumes_mid_pass_bit_exactly(images, tmp_path):
+    straight = new_trainer(TINY_STAGE1, images, _steps())
+    straight.run()
+    # stopped after the first round: 4 steps, in the middle of the second pass
+    first = new_trainer(TINY_STAGE1, images, _steps())
+    first.run([lambda report: True], checkpoint=tmp_path / "stage1.pt")
+    assert (first.outcome, first.step) == ("stopped", 4)
+    resumed = new_trainer(TINY_STAGE1, images, _steps())
+    resumed.load_state_dict(read_checkpoint(tmp_path / "stage1.pt"))
+    resumed.run()
+    assert resumed.step == 10 and resumed.images == straight.images
+    for name, tensor in _weights(straight).items():
+        assert torch.equal(tensor, _weights(resumed)[name]), name
+    assert [r.loss for r in resumed.history] == [r.loss for r in straight.history]
+
+
+def test_step_schedule_cuts_the_lr_every_lr_step(images):
+    # Dai & Wipf's schedule: lr * factor ** floor(t / lr_step), t in the budget's unit
+    trainer = new_trainer(TINY_STAGE1, images, _config(
+        epochs=5, lr_schedule="step", lr_step=2, lr=1e-3))  # fmt: skip
+    trainer.run()
+    assert [r.lr for r in trainer.history] == pytest.approx(
+        [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+    by_steps = new_trainer(TINY_STAGE1, images, _steps(
+        steps=12, round_steps=2, lr_schedule="step", lr_step=4, lr=1e-3))  # fmt: skip
+    by_steps.run()
+    assert [r.lr for r in by_steps.history] == pytest.approx(
+        [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"steps": 10}, "give epochs or steps, one of them"),
+    ({"epochs": None}, "give epochs or steps"),
+    ({"epochs": None, "steps": 10, "lr_patience": 5}, "lr_patience = 5 is no multiple"),
+    ({"lr_schedule": "step"}, "lr_step goes with lr_schedule step"),
+    ({"lr_step": 3}, "lr_step goes with lr_schedule step"),
+    ({"epochs": None, "steps": 0}, "steps must be at least 1"),
+])  # fmt: skip
+def test_bad_budgets_and_schedules(options, needle):
+    with pytest.raises(InputError, match=needle):
+        _config(**options)
+
+
+def test_every_round_reports_the_decoder_scale(images):
+    trainer = new_trainer(TINY_STAGE1, images, _config(epochs=2), loss="gamma")
+    trainer.run()
+    assert trainer.history[-1].gamma == pytest.approx(
+        float(trainer.loss.log_gamma.detach().exp()))
+    calibrated = new_trainer(TINY_STAGE1, images, _config(epochs=1),
+                             loss="optimal_gamma")  # fmt: skip
+    calibrated.run()
+    assert calibrated.history[-1].gamma == pytest.approx(calibrated.loss.gamma)
+    assert 0 < calibrated.history[-1].gamma < 1
+    plain = new_trainer(TINY_STAGE1, images, _config(epochs=1), loss="mse")
+    plain.run()
+    assert plain.history[-1].gamma is None  # no decoder scale

@@ -11,6 +11,10 @@ dimension j:
 
 Variances over the dataset are population variances (ddof=0): the data set is the whole
 population being described, not a sample of one.
+
+And whether training had converged by its end (`loss_plateau`): the mean per-pixel
+(stage 2: per-coordinate) MSE of the last fifth of the rounds against that of the fifth
+before it; converged when it fell by less than 1%.
 """
 
 from __future__ import annotations
@@ -48,3 +52,20 @@ def diagnostics(means: np.ndarray, log_vars: np.ndarray) -> dict:
         "inactive_dims": inactive_dimensions(log_vars),
         "latent_dim": int(means.shape[1]),
     }
+
+
+PLATEAU_TOLERANCE = 0.01  # a relative fall of the loss over the budget's last fifth
+
+
+def loss_plateau(mses) -> tuple[bool | None, float | None]:
+    """(converged, relative change) of a run's per-round MSEs: the mean of the last
+    fifth of the rounds against the mean of the fifth before it (a fifth is at least
+    one round). Converged when the loss fell by less than PLATEAU_TOLERANCE of its
+    earlier level (a rise counts as flat). (None, None) below 2 rounds."""
+    mses = np.asarray(list(mses), dtype=np.float64)
+    if len(mses) < 2:
+        return None, None
+    fifth = max(1, len(mses) // 5)
+    last, before = mses[-fifth:].mean(), mses[-2 * fifth : -fifth].mean()
+    change = float((last - before) / before)
+    return bool(change > -PLATEAU_TOLERANCE), change

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vae.diagnostics import diagnostics
+from vae.diagnostics import diagnostics, loss_plateau
 from vae.inference import encode
 from vae.models import Stage1VAE
 from vae.priors import PriorContext, check_priors, sample_images
@@ -55,9 +55,11 @@ def stage2_summary(fit: Stage2Fit) -> dict:
     dimensions of its latent, the learned gamma_z, and its loss history."""
     final = fit.result.final
     history = [
-        {"epoch": r.epoch, "loss_mse": r.mse, "objective": r.loss, "lr": r.lr}
+        {"epoch": r.epoch, "step": r.step, "images_seen": r.images_seen,
+         "loss_mse": r.mse, "objective": r.loss, "lr": r.lr, "gamma": r.gamma}
         for r in fit.result.history
-    ]
+    ]  # fmt: skip
+    converged, change = loss_plateau(r.mse for r in fit.result.history)
     return {
         "stage2_loss_mse": final.mse if final else None,  # per latent coordinate
         "stage2_objective": final.loss if final else None,
@@ -66,9 +68,18 @@ def stage2_summary(fit: Stage2Fit) -> dict:
         "stage2_latent_dim": fit.diagnostics["latent_dim"],
         "stage2_gamma": fit.gamma,
         "stage2_outcome": fit.result.outcome,
-        "stage2_epochs_run": fit.result.epochs,
+        "stage2_epochs_run": fit.result.epochs,  # rounds
+        "stage2_steps_run": fit.result.steps,
+        "stage2_converged": converged,
+        "stage2_loss_change": change,  # the last fifth's MSE against the one before
         "stage2_history": history,
     }
+
+
+def stage1_convergence(history) -> dict:
+    """Whether stage 1's loss was flat at its end (vae.diagnostics.loss_plateau)."""
+    converged, change = loss_plateau(r.mse for r in history)
+    return {"converged": converged, "loss_change": change}
 
 
 def gmm_summary(ctx: PriorContext) -> dict:

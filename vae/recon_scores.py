@@ -19,7 +19,8 @@ from selection.datasets import ImageSet
 from vae.inference import reconstruction_errors
 from vae.losses import DEFAULT_LOSS
 from vae.models import Stage1Config
-from vae.trainer import TrainConfig, new_trainer, read_checkpoint
+from vae.train_config import TrainConfig
+from vae.trainer import new_trainer, read_checkpoint
 from vae_sweep.files import content_key, default_cache_dir
 
 

@@ -23,7 +23,8 @@ from vae.diagnostics import diagnostics
 from vae.inference import decode, encode
 from vae.losses import DEFAULT_LOSS
 from vae.models import Stage2Config, Stage2VAE
-from vae.trainer import EpochReport, TrainConfig, Trainer, TrainResult, new_trainer
+from vae.train_config import EpochReport, TrainConfig, TrainResult
+from vae.trainer import Trainer, new_trainer
 from vae_sweep.errors import InputError
 from vae_sweep.files import content_key
 
@@ -37,8 +38,9 @@ RESUME_KEY = "resume_key"
 
 @dataclass(frozen=True)
 class TwoStageOptions:
-    # the stage-1 latent size is filled in from the stage-1 model
-    latent_dim: int = Stage2Config.latent_dim
+    # None: stage 1's latent size, as Dai & Wipf's code has it (one latent_dim for
+    # both stages); the stage-1 latent size (stage 2's input) comes from stage 1
+    latent_dim: int | None = None
     layout: str = Stage2Config.layout  # vae.models.STAGE2_LAYOUTS
     hidden: tuple[int, ...] | None = None  # None: the layout's widths
     # what stage 2 learns from: Dai & Wipf's fresh posterior draws, or the means
@@ -113,7 +115,7 @@ def train_stage2_model(
     state is saved as training goes and as it ends."""
     config = Stage2Config(
         input_dim=means.shape[1],
-        latent_dim=options.latent_dim,
+        latent_dim=options.latent_dim or means.shape[1],
         layout=options.layout,
         hidden=tuple(options.hidden) if options.hidden else None,
     )
@@ -129,7 +131,7 @@ def train_stage2_model(
     saver = None
     if checkpoint is not None:
         key = resume_key(stage1_key, config, options)
-        if _resumable(checkpoint.saved, key, options.train.epochs):
+        if _resumable(checkpoint.saved, key, options.train):
             trainer.load_state_dict(checkpoint.saved)
         saver = _Saver(trainer, checkpoint, key)
     if trainer.outcome == "diverged":  # as saved: there is nothing to go on with
@@ -144,23 +146,27 @@ def train_stage2_model(
 
 def resume_key(stage1_key: str, config: Stage2Config, options: TwoStageOptions) -> str:
     """What a saved stage-2 state must match to be continued: the stage 1 it learned
-    from and every stage-2 setting but the number of epochs (a resume may ask for
+    from and every stage-2 setting but its budget, epochs or steps (a resume may ask for
     more, as stage 1's may) and the device (the state moves)."""
     train = {k: v for k, v in asdict(options.train).items()
-             if k not in ("epochs", "device")}  # fmt: skip
+             if k not in ("epochs", "steps", "device")}  # fmt: skip
     return content_key(stage1=stage1_key, model=asdict(config), train=train,
                        inputs=options.inputs, loss=options.loss,
                        kl_weight=options.kl_weight)  # fmt: skip
 
 
-def _resumable(saved: dict | None, key: str, epochs: int) -> bool:
+def _resumable(saved: dict | None, key: str, train: TrainConfig) -> bool:
     if saved is None:
         return False
-    if saved.get(RESUME_KEY) == key and saved.get("epoch", epochs + 1) <= epochs:
+    if train.steps is None:  # no further than the budget asks
+        within = saved.get("epoch", train.epochs + 1) <= train.epochs
+    else:
+        within = saved.get("step", train.steps + 1) <= train.steps
+    if saved.get(RESUME_KEY) == key and within:
         return True
     logger.warning(
         "stage 2: the saved state was trained for another stage 1 (one that trained "
-        "on since), with other stage-2 settings, or for more epochs than asked; "
+        "on since), with other stage-2 settings, or for longer than asked; "
         "stage 2 starts over"
     )
     return False
@@ -174,7 +180,7 @@ class _Saver:
         self.last = time.monotonic()
 
     def __call__(self, report: EpochReport) -> None:
-        last = report.epoch == self.trainer.config.epochs
+        last = self.trainer.budget_spent
         if last or time.monotonic() - self.last >= self.checkpoint.seconds:
             self.save()
 

@@ -28,24 +28,27 @@ from fid.options import FIDOptions, build_engine, cache_scope
 from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
-from vae.evaluate import evaluate_priors, gmm_summary, latent_summary, stage2_summary
+from vae.evaluate import (
+    evaluate_priors,
+    gmm_summary,
+    latent_summary,
+    stage1_convergence,
+    stage2_summary,
+)
 from vae.plots import save_loss_curve, save_sample_grid
 from vae.priors import PriorContext, recon_images
 from vae.recon_scores import recon_source
 from vae.stage2 import Stage2Checkpoint
 from vae.train_options import (
     check,
+    covariance_estimate,
     gmm_options,
     parser,
     stage1_configs,
     stage2_options,
+    stage2_training,
 )
-from vae.trainer import (
-    Trainer,
-    new_trainer,
-    read_checkpoint,
-    write_checkpoint,
-)
+from vae.trainer import Trainer, new_trainer, read_checkpoint, write_checkpoint
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import atomic_path
 
@@ -99,7 +102,7 @@ class Run:
         a = self.args
         reference = self.training
         if a.reference_epochs is not None:
-            reference = replace(reference, epochs=a.reference_epochs)
+            reference = replace(reference, epochs=a.reference_epochs, steps=None)
         providers = {}
         kind = SCORE_KIND.get(a.criterion)
         if kind == "recon":
@@ -114,7 +117,7 @@ class Run:
             )
         elif kind == "mahalanobis" and a.mahalanobis_space == "pixel":
             providers["mahalanobis"] = pixel_source(
-                train, self.test, ridge=a.mahalanobis_ridge
+                train, self.test, covariance=covariance_estimate(a)
             )
         elif kind == "mahalanobis":
             providers["mahalanobis"] = mahalanobis_source(
@@ -124,7 +127,7 @@ class Run:
                 extract=lambda images: self.engine.features(
                     images, sha256=train.sha256, desc="x_train features"
                 ),
-                ridge=a.mahalanobis_ridge,
+                covariance=covariance_estimate(a),
             )
         return ScoreBook(providers, cache_dir=a.cache_dir)
 
@@ -142,7 +145,7 @@ class Run:
         checkpoint = self.out / "stage1.pt"
         if a.resume and checkpoint.exists():
             trainer.load_state_dict(read_checkpoint(checkpoint))
-        if trainer.epoch < self.training.epochs and trainer.outcome != "diverged":
+        if not trainer.budget_spent and trainer.outcome != "diverged":
             trainer.run(checkpoint=checkpoint)
         return trainer
 
@@ -150,12 +153,6 @@ class Run:
         self, trainer: Trainer, means: np.ndarray, log_vars: np.ndarray
     ) -> PriorContext:
         a = self.args
-        stage2_training = replace(
-            self.training,
-            epochs=a.stage2_epochs or 2 * a.epochs,
-            channels_last=False,
-            compile=False,
-        )
         return PriorContext(
             trainer.model.eval(),
             means,
@@ -164,7 +161,7 @@ class Run:
             if "recon" in a.priors
             else None,
             gmm=gmm_options(a),
-            two_stage=stage2_options(a, stage2_training),
+            two_stage=stage2_options(a, stage2_training(a, self.training)),
             train_log_vars=log_vars,
             progress=not a.quiet,
             stage2_checkpoint=self.stage2_checkpoint(),
@@ -232,9 +229,15 @@ class Run:
             "mahalanobis_space": a.mahalanobis_space
             if SCORE_KIND.get(a.criterion) == "mahalanobis"
             else None,
+            "mahalanobis_covariance": a.mahalanobis_covariance
+            if SCORE_KIND.get(a.criterion) == "mahalanobis"
+            else None,
             "seed": a.seed,
             "outcome": trainer.outcome,
-            "epochs_run": trainer.epoch,
+            "epochs_run": trainer.epoch,  # rounds: epochs under an epoch budget
+            "steps_run": trainer.step,
+            "images_seen": trainer.images,
+            **stage1_convergence(trainer.history),
             "loss_mse_per_pixel": last.get("mse"),
             "objective": last.get("loss"),
             "train_sha256": train.sha256,
@@ -323,8 +326,9 @@ def _write_metrics(out: Path, metrics: dict) -> None:
 
 def _print_summary(metrics: dict) -> None:
     print(
-        f"{metrics['criterion']} n={metrics['n_train']}: {metrics['epochs_run']} "
-        f"epochs, per-pixel MSE {metrics['loss_mse_per_pixel']:.5f}, variance law "
+        f"{metrics['criterion']} n={metrics['n_train']}: {metrics['steps_run']} steps "
+        f"({metrics['epochs_run']} rounds), per-pixel MSE "
+        f"{metrics['loss_mse_per_pixel']:.5f}, variance law "
         f"{metrics['variance_law']:.3f}, inactive dims {metrics['inactive_dims']}/"
         f"{metrics['latent_dim']}"
     )

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 import re
+from dataclasses import replace
 
 from fid.mahalanobis_scores import MAHALANOBIS_SPACES
 from fid.options import add_network_options, check_cache_dir, check_network_options
-from selection.criteria import CRITERIA, check_criterion
+from selection.criteria import (
+    CRITERIA,
+    DEFAULT_COVARIANCE,
+    MAHALANOBIS_COVARIANCES,
+    CovarianceEstimate,
+    check_criterion,
+)
 from selection.datasets import SPLIT_SIZES
 from vae.evaluate import FID_SAMPLES
 from vae.losses import DEFAULT_LOSS, LOSSES
@@ -15,7 +22,7 @@ from vae.models import STAGE2_LAYOUTS, Stage1Config
 from vae.priors import PRIORS, GMMOptions, check_priors
 from vae.stage2 import EPOCHS as STAGE2_EPOCHS
 from vae.stage2 import STAGE2_INPUTS, TwoStageOptions
-from vae.trainer import PRECISIONS, TrainConfig
+from vae.train_config import LR_SCHEDULES, PLATEAU_ROUNDS, PRECISIONS, TrainConfig
 from vae_sweep.checks import (
     at_least,
     at_most,
@@ -64,8 +71,15 @@ def parser(description: str) -> argparse.ArgumentParser:
         help="training images, chosen by --criterion (default: all)",
     )
     p.add_argument("--criterion", default="all", help=f"one of: {', '.join(CRITERIA)}")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs,
-                   help="stage-1 epochs")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"stage-1 budget in epochs (default: {TrainConfig.epochs}, "
+                   f"unless --steps)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=None,
+                   help="stage-1 budget in optimizer steps instead of epochs: equal "
+                   "compute whatever --n")  # fmt: skip
+    p.add_argument("--round-steps", type=int, default=TrainConfig.round_steps,
+                   help="under a step budget: optimizer steps per round (a report, "
+                   "the LR plateau check, a checkpoint)")  # fmt: skip
     p.add_argument("--out", type=text, required=True, help="output folder (required)")
     p.add_argument(
         "--priors",
@@ -92,9 +106,19 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--lr-patience",
         type=int,
-        default=TrainConfig.lr_patience,
-        help="halve the LR after more than this many epochs without a lower loss",
+        default=None,
+        help=f"halve the LR after more than this many epochs (or steps) without a "
+        f"lower round loss (default: {PLATEAU_ROUNDS} rounds)",
     )
+    p.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=TrainConfig.lr_schedule,
+        help="plateau: halve on a plateau (--lr-patience); step: halve every "
+        "--lr-step epochs or steps (Dai & Wipf's code)",
+    )
+    p.add_argument("--lr-step", type=int, default=None,
+                   help="with --lr-schedule step: epochs (or steps) between cuts")
     p.add_argument("--latent-dim", type=int, default=Stage1Config.latent_dim,
                    help="stage-1 latent size")  # fmt: skip
     p.add_argument(
@@ -122,13 +146,22 @@ def parser(description: str) -> argparse.ArgumentParser:
         "--stage2-epochs",
         type=int,
         default=None,
-        help="stage-2 epochs (default: twice --epochs, the study's 1200 for 600)",
+        help="stage-2 budget in epochs (default: twice stage 1's budget, the study's "
+        "1200 for 600; with --steps, twice its steps)",
     )
+    p.add_argument("--stage2-steps", type=int, default=None,
+                   help="stage-2 budget in optimizer steps instead of epochs")
+    p.add_argument("--stage2-lr-schedule", choices=LR_SCHEDULES,
+                   default=TrainConfig.lr_schedule,
+                   help="stage 2's LR schedule, as --lr-schedule")  # fmt: skip
+    p.add_argument("--stage2-lr-step", type=int, default=None,
+                   help="with --stage2-lr-schedule step: epochs (or steps) between "
+                   "cuts (Dai & Wipf: 300 of 800 epochs)")  # fmt: skip
     p.add_argument(
         "--stage2-latent-dim",
         type=int,
-        default=TwoStageOptions.latent_dim,
-        help="stage-2 latent size",
+        default=None,
+        help="stage-2 latent size (default: stage 1's, as Dai & Wipf's code)",
     )
     p.add_argument(
         "--stage2-layout",
@@ -173,10 +206,17 @@ def parser(description: str) -> argparse.ArgumentParser:
         "does not say): inception features or pixels, against x_test's",
     )
     p.add_argument(
+        "--mahalanobis-covariance",
+        choices=list(MAHALANOBIS_COVARIANCES),
+        default=DEFAULT_COVARIANCE.method,
+        help="x_test's covariance for the Mahalanobis criteria: oas (shrinkage), pinv "
+        "(the sample covariance's pseudo-inverse), ridge (see --mahalanobis-ridge)",
+    )
+    p.add_argument(
         "--mahalanobis-ridge",
         type=finite_float,
         default=0.0,
-        help="0: pseudo-inverse covariance; >0: ridge * mean variance added",
+        help="with --mahalanobis-covariance ridge: ridge * mean variance added",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
@@ -212,11 +252,37 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _budget(epochs: int | None, steps: int | None, names: str) -> dict:
+    if epochs is not None and steps is not None:
+        raise InputError(f"{names} {epochs} and {steps}: give one budget, epochs or "
+                         f"steps")  # fmt: skip
+    return {"epochs": epochs, "steps": steps}
+
+
 def stage1_configs(args: argparse.Namespace) -> tuple[Stage1Config, TrainConfig]:
     """The stage-1 model and training these options describe: each flag is the field
-    of the same name (--latent-dim, latent_dim)."""
-    values = vars(args)
+    of the same name (--latent-dim, latent_dim); the budget is --epochs (600 by
+    default) or --steps."""
+    budget = _budget(args.epochs, args.steps, "--epochs and --steps:")
+    if args.steps is None:
+        budget["epochs"] = args.epochs or TrainConfig.epochs
+    values = {**vars(args), **budget}
     return from_fields(Stage1Config, values), from_fields(TrainConfig, values)
+
+
+def stage2_training(args: argparse.Namespace, stage1: TrainConfig) -> TrainConfig:
+    """Stage 2's training: stage 1's settings, its own budget and LR schedule
+    (--stage2-*; the budget twice stage 1's, in stage 1's unit, unless given), and
+    no channels_last or compile (a small dense model)."""
+    budget = _budget(args.stage2_epochs, args.stage2_steps,
+                     "--stage2-epochs and --stage2-steps:")  # fmt: skip
+    if budget == {"epochs": None, "steps": None}:
+        budget = {"epochs": stage1.epochs and 2 * stage1.epochs,
+                  "steps": stage1.steps and 2 * stage1.steps}  # fmt: skip
+    same_unit = (budget["steps"] is None) == (stage1.steps is None)
+    return replace(stage1, **budget, lr_schedule=args.stage2_lr_schedule,
+                   lr_step=args.stage2_lr_step, channels_last=False, compile=False,
+                   lr_patience=stage1.lr_patience if same_unit else None)  # fmt: skip
 
 
 def stage2_options(args: argparse.Namespace, train: TrainConfig) -> TwoStageOptions:
@@ -234,12 +300,39 @@ def _check_configs(args: argparse.Namespace) -> None:
     their own checks run before any work; their errors name fields, which are the
     flags' names with underscores."""
     try:
-        stage1_configs(args)
+        _, stage1 = stage1_configs(args)
     except InputError as error:
-        message = str(error)
-        for name in vars(args):
-            message = re.sub(rf"(?<![\w.-]){name}\b", flag(name), message)
-        raise InputError(message) from None
+        raise InputError(_flags(str(error), args)) from None
+    try:
+        stage2_training(args, stage1)
+    except InputError as error:
+        raise InputError(_flags(str(error), args, "stage2_")) from None
+
+
+def _flags(message: str, args: argparse.Namespace, prefix: str = "") -> str:
+    """A config's error with its field names as the flags that set them."""
+    if message.startswith("--"):
+        return message  # names its flags already
+    for name in sorted(vars(args), key=len, reverse=True):
+        field = name.removeprefix(prefix)
+        if prefix and field == name:
+            continue
+        message = re.sub(rf"(?<![\w.-]){field}\b", flag(name), message)
+    return message
+
+
+def covariance_estimate(args: argparse.Namespace) -> CovarianceEstimate:
+    """The Mahalanobis criteria's covariance, as --mahalanobis-covariance and
+    --mahalanobis-ridge ask."""
+    try:
+        return from_fields(CovarianceEstimate, vars(args), prefix="mahalanobis_",
+                           method=args.mahalanobis_covariance)  # fmt: skip
+    except InputError:
+        raise InputError(
+            f"--mahalanobis-ridge {args.mahalanobis_ridge}: a ridge above 0 goes with "
+            f"--mahalanobis-covariance ridge, and only there "
+            f"(--mahalanobis-covariance {args.mahalanobis_covariance})"
+        ) from None
 
 
 def check(args: argparse.Namespace) -> None:
@@ -255,9 +348,10 @@ def check(args: argparse.Namespace) -> None:
         check_priors(args.priors)
     except InputError as error:
         raise InputError(f"--priors: {error}") from None
-    at_least(args, 1, "epochs", "batch_size", "latent_dim", "preview", "gmm_max_iter",
-             "gmm_n_init", "n", "stage2_epochs", "stage2_latent_dim",
-             "reference_epochs", "fid_batch_size")  # fmt: skip
+    at_least(args, 1, "epochs", "steps", "round_steps", "batch_size", "latent_dim",
+             "preview", "gmm_max_iter", "gmm_n_init", "n", "stage2_epochs",
+             "stage2_steps", "stage2_latent_dim", "reference_epochs", "lr_step",
+             "stage2_lr_step", "fid_batch_size")  # fmt: skip
     at_least(args, 2, "test_limit")  # a covariance needs two images
     at_most(args, SPLIT_SIZES["train"], "the CIFAR-10 training set", "n")
     at_most(args, SPLIT_SIZES["test"], "the CIFAR-10 test set", "test_limit")
@@ -266,6 +360,7 @@ def check(args: argparse.Namespace) -> None:
     positive(args, "lr")
     positive_list(args, "encoder_channels", "decoder_channels", "stage2_hidden")
     _check_configs(args)
+    covariance_estimate(args)
     data_folder(args)
     resolve_device(args.device)
     out = writable_folder(args.out, f"--out {args.out}")

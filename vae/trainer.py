@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -24,76 +24,18 @@ from tqdm.auto import tqdm
 
 from vae.losses import DEFAULT_LOSS, build_loss, describe_loss
 from vae.models import MODELS, VAE, Stage1Config, Stage2Config, build_model
+from vae.train_config import (
+    PLATEAU_ROUNDS,
+    EpochCallback,
+    EpochReport,
+    TrainConfig,
+    TrainResult,
+)
 from vae_sweep.devices import resolve_device
 from vae_sweep.errors import InputError
 from vae_sweep.files import atomic_path
 
-CHECKPOINT_FORMAT = 1
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 600
-    batch_size: int = 100
-    lr: float = 1e-4
-    lr_factor: float = 0.5  # "halved"
-    # epochs without a new best loss before the LR is cut; 0 cuts on the first epoch
-    # that does not improve, which on noisy epoch losses halves far too eagerly
-    lr_patience: int = 5
-    min_lr: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"  # bf16: autocast on the device (CUDA, or CPU)
-    channels_last: bool = False
-    compile: bool = False
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(
-                    f"{name} must be at least 1, got {getattr(self, name)}"
-                )
-        if not self.lr > 0 or not 0 < self.lr_factor < 1:
-            raise InputError(
-                f"lr must be > 0 and lr_factor in (0, 1), got {self.lr}, "
-                f"{self.lr_factor}"
-            )
-        if self.precision not in PRECISIONS:
-            raise InputError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got "
-                f"{self.precision!r}"
-            )
-
-
-@dataclass(frozen=True)
-class EpochReport:
-    epoch: int  # epochs completed, from 1
-    loss: float  # the objective, mean per sample
-    mse: float  # per-pixel (per-coordinate for stage 2) squared error
-    kl: float  # mean per sample
-    lr: float  # the LR this epoch ran at
-    seconds: float
-    samples_per_second: float
-    # wall clock (Unix seconds) at the epoch's end: the order results arrived in, for
-    # replaying a scheduler's decisions offline (experiments.replay)
-    finished_at: float = 0.0
-
-
-@dataclass
-class TrainResult:
-    outcome: str  # completed | stopped (a callback asked) | diverged (non-finite loss)
-    epochs: int
-    history: list[EpochReport] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def final(self) -> EpochReport | None:
-        return self.history[-1] if self.history else None
-
-
-# Returns True to stop training after this epoch.
-EpochCallback = Callable[[EpochReport], bool | None]
+CHECKPOINT_FORMAT = 2  # 1: before step budgets (read too: whole epochs only)
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -129,27 +71,44 @@ class Trainer:
         self.loss = loss.to(self.device)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.data = data.to(self.device)
+        self.bounds = batch_bounds(len(data), config.batch_size)
         self.optimizer = torch.optim.Adam(
             [*self.model.parameters(), *self.loss.parameters()], lr=config.lr
         )
+        patience = config.lr_patience
         self.schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer,
             factor=config.lr_factor,
-            patience=config.lr_patience,
+            patience=PLATEAU_ROUNDS if patience is None else config.rounds(patience),
             threshold=0.0,
             min_lr=config.min_lr,
         )
-        # private random streams, so callbacks drawing random numbers between epochs
+        # private random streams, so callbacks drawing random numbers between rounds
         # (intermediate FID samples) cannot change the training run
         shuffle_seed, noise_seed = derived_seeds(config.seed, 2)
         self.shuffle = torch.Generator().manual_seed(shuffle_seed)
         with self._own_rng(seed=noise_seed):
             pass  # records the seeded states as the noise stream's start
-        self.epoch = 0
+        self.epoch = 0  # rounds completed
+        self.step = 0  # optimizer steps done
+        self.images = 0  # training samples processed
+        # the current pass over the data: its order and the next batch in it
+        self._order: torch.Tensor | None = None
+        self._cursor = 0
         self.outcome = "running"
         self.history: list[EpochReport] = []
         self.progress = progress
         self.desc = desc
+
+    @property
+    def total_rounds(self) -> int:
+        c = self.config
+        return c.epochs if c.steps is None else -(-c.steps // c.round_steps)
+
+    @property
+    def budget_spent(self) -> bool:
+        c = self.config
+        return self.epoch >= c.epochs if c.steps is None else self.step >= c.steps
 
     @contextlib.contextmanager
     def _own_rng(self, seed: int | None = None):
@@ -179,25 +138,52 @@ class Trainer:
             x = x.contiguous(memory_format=self.memory_format)
         return x
 
-    def _epoch(self) -> EpochReport | None:
-        """One pass over the data; None if the loss became NaN or infinite."""
+    def _next_batch(self) -> torch.Tensor:
+        """The indices of the next batch, a fresh order at each pass's start."""
+        if self._order is None or self._cursor == len(self.bounds):
+            self._order = torch.randperm(len(self.data), generator=self.shuffle)
+            self._cursor = 0
+        start, stop = self.bounds[self._cursor]
+        self._cursor += 1
+        return self._order[start:stop]
+
+    def _round_batches(self) -> int:
+        """Batches in the next round: the rest of this pass (an epoch), or up to
+        round_steps within the step budget."""
+        c = self.config
+        if c.steps is None:
+            whole = self._order is None or self._cursor == len(self.bounds)
+            return len(self.bounds) - (0 if whole else self._cursor)
+        return min(c.round_steps, c.steps - self.step)
+
+    def _set_scheduled_lr(self) -> None:
+        c = self.config
+        if c.lr_schedule == "step":
+            done = self.epoch if c.steps is None else self.step
+            lr = max(c.lr * c.lr_factor ** (done // c.lr_step), c.min_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+
+    def _round(self) -> EpochReport | None:
+        """One round of training; None if the loss became NaN or infinite."""
         started = time.perf_counter()
+        self._set_scheduled_lr()
         lr = self.optimizer.param_groups[0]["lr"]
-        order = torch.randperm(len(self.data), generator=self.shuffle).to(self.device)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)
         coordinates = 0  # per sample, of what the model reconstructs (not the data)
-        bounds = batch_bounds(len(order), self.config.batch_size)
+        n = 0
         self.model.train()
         batches = tqdm(
-            bounds,
-            desc=f"{self.desc} epoch {self.epoch + 1}/{self.config.epochs}",
+            range(self._round_batches()),
+            desc=f"{self.desc} {self.config.unit} round "
+            f"{self.epoch + 1}/{self.total_rounds}",
             leave=False,
-            # None: only on a terminal, so logs get one line per epoch, not per batch
+            # None: only on a terminal, so logs get one line per round, not per batch
             disable=None if self.progress else True,
         )
         with self._own_rng():
-            for start, stop in batches:
-                x = self._prepare(self.data[order[start:stop]])
+            for _ in batches:
+                x = self._prepare(self.data[self._next_batch().to(self.device)])
                 coordinates = x[0].numel()
                 with self._autocast():
                     recon, mean, log_var = self.forward(x)
@@ -208,12 +194,14 @@ class Trainer:
                 terms.total.backward()
                 self.optimizer.step()
                 # summed on the device: one host sync per batch (the check above)
-                size = stop - start
+                size = len(x)
                 sums += torch.stack(
                     [terms.total.detach() * size, terms.squared_error, terms.kl * size]
                 )
+                n += size
+                self.step += 1
+        self.images += n
         seconds = time.perf_counter() - started
-        n = len(order)
         total, squared, kl = sums.tolist()  # objective, squared error, KL
         return EpochReport(
             epoch=self.epoch + 1,
@@ -224,6 +212,9 @@ class Trainer:
             seconds=seconds,
             samples_per_second=n / seconds,
             finished_at=time.time(),
+            gamma=getattr(self.loss, "gamma", None),
+            step=self.step,
+            images_seen=self.images,
         )
 
     def run(
@@ -233,40 +224,41 @@ class Trainer:
         checkpoint: str | os.PathLike | None = None,
         checkpoint_every: int = 1,
     ) -> TrainResult:
-        """Train until `config.epochs` (counting epochs already run before a resume)."""
+        """Train until the budget is spent (counting what ran before a resume);
+        `checkpoint_every` is in rounds."""
         callbacks = list(callbacks)
         started = time.perf_counter()
-        epochs = tqdm(
-            total=self.config.epochs,
+        rounds = tqdm(
+            total=self.total_rounds,
             initial=self.epoch,
             desc=self.desc,
-            unit="epoch",
+            unit="round" if self.config.steps else "epoch",
             disable=not self.progress,
         )
         self.outcome = "completed"
-        while self.epoch < self.config.epochs:
-            report = self._epoch()
+        while not self.budget_spent:
+            report = self._round()
             if report is None:
                 self.outcome = "diverged"
                 break
             self.epoch = report.epoch
             self.history.append(report)
-            self.schedule.step(report.loss)
-            epochs.update(1)
-            epochs.set_postfix(loss=f"{report.loss:.4g}", mse=f"{report.mse:.4g}")
-            last = self.epoch == self.config.epochs
+            if self.config.lr_schedule == "plateau":
+                self.schedule.step(report.loss)
+            rounds.update(1)
+            rounds.set_postfix(loss=f"{report.loss:.4g}", mse=f"{report.mse:.4g}")
+            last = self.budget_spent
             if checkpoint and (last or self.epoch % checkpoint_every == 0):
                 self.save(checkpoint)
-            # every callback sees every epoch, even after one has asked to stop
+            # every callback sees every round, even after one has asked to stop
             if any([bool(callback(report)) for callback in callbacks]) and not last:
                 self.outcome = "stopped"
                 break
-        epochs.close()
+        rounds.close()
         if checkpoint and self.outcome != "completed":
             self.save(checkpoint)
-        return TrainResult(
-            self.outcome, self.epoch, list(self.history), time.perf_counter() - started
-        )
+        return TrainResult(self.outcome, self.epoch, list(self.history),
+                           time.perf_counter() - started, self.step)  # fmt: skip
 
     def state_dict(self) -> dict:
         rng = {"cpu": self._rng_cpu, "shuffle": self.shuffle.get_state()}
@@ -282,13 +274,17 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "train_config": asdict(self.config),
             "epoch": self.epoch,
+            "step": self.step,
+            "images_seen": self.images,
+            "order": self._order,
+            "cursor": self._cursor,
             "outcome": self.outcome,
             "history": [asdict(r) for r in self.history],
             "rng": rng,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if state.get("format") not in (1, CHECKPOINT_FORMAT):
             raise InputError(
                 f"checkpoint format {state.get('format')} is not supported"
             )
@@ -304,6 +300,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.epoch = int(state["epoch"])
+        # format 1 ran whole epochs only: every pass complete, none begun
+        self.step = int(state.get("step", self.epoch * len(self.bounds)))
+        self.images = int(state.get("images_seen", self.epoch * len(self.data)))
+        self._order, self._cursor = state.get("order"), int(state.get("cursor", 0))
         self.outcome = state["outcome"]
         self.history = [EpochReport(**r) for r in state["history"]]
         self.shuffle.set_state(state["rng"]["shuffle"])

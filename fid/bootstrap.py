@@ -1,0 +1,138 @@
+"""The sampling error of one model's FID and KID: percentile bootstrap intervals over
+its generated samples (resampled with replacement, the reference held fixed).
+
+A seed interval says how much training varies; this says how much the same model's
+score moves with the draw of its samples, which at 1,000 samples is often as large.
+
+Each FID resample is computed without building its (d, d) covariance when there are
+fewer samples than feature dimensions: with Y = W^1/2 (X - 1 mu_w^T) / sqrt(n - 1)
+(W the resample's counts), the covariance is Y^T Y, and the eigenvalues of
+S_ref^1/2 Y^T Y S_ref^1/2 that FID's trace term needs are those of the (n, n) matrix
+Y S_ref Y^T, which follows from G = X S_ref X^T, computed once. KID resamples reuse
+the kernel matrices of the generated samples and of fixed reference subsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fid.distance import FrechetReference
+from fid.sample_metrics import KID_SUBSET_SIZE, polynomial_kernel
+from fid.stats import statistics
+
+BOOTSTRAP_LEVEL = 0.95
+KID_BOOTSTRAP_SUBSETS = 10  # reference subsets per KID resample (KID itself: 100)
+KID_BOOTSTRAP_MAX = 5_000  # generated samples: their (n, n) kernel is held in memory
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    resamples: int
+
+
+def resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n) how often each sample appears in each resample."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
+
+
+def percentile_interval(values: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> Interval:
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(float(low), float(high), len(values))
+
+
+def bootstrap_fids(
+    features: np.ndarray, reference: FrechetReference, counts: np.ndarray
+) -> np.ndarray:
+    """The FID of each resample (a row of `counts`) of (n, d) `features`."""
+    x = np.asarray(features, dtype=np.float64)
+    n, d = x.shape
+    if n > d:  # more samples than dimensions: the (d, d) covariance is the smaller
+        return np.array([
+            reference.distance(statistics(np.repeat(x, w, axis=0))) for w in counts
+        ])  # fmt: skip
+    ref = reference.stats
+    gram = x @ ref.sigma @ x.T  # (n, n): G = X S_ref X^T
+    squares = np.einsum("ij,ij->i", x, x)
+    constant = float(np.trace(ref.sigma))
+    fids = np.empty(len(counts))
+    for b, w in enumerate(counts.astype(np.float64)):
+        mu = w @ x / n
+        g_mu = gram @ w / n  # X S_ref mu
+        # (X - 1 mu^T) S_ref (X - 1 mu^T)^T; its last term only moves the eigenvalue
+        # of sqrt(w), which the weighting makes 0, and is kept for the plain formula
+        centred = gram - g_mu[:, None] - g_mu[None, :] + (w @ g_mu) / n
+        root = np.sqrt(w)
+        eigenvalues = np.linalg.eigvalsh(root[:, None] * centred * root[None, :])
+        trace_sqrt = np.sqrt(np.clip(eigenvalues / (n - 1), 0.0, None)).sum()
+        trace_gen = (w @ squares - n * mu @ mu) / (n - 1)
+        diff = mu - ref.mu
+        fids[b] = diff @ diff + constant + trace_gen - 2.0 * trace_sqrt
+    return fids
+
+
+def bootstrap_kids(
+    features: np.ndarray,
+    reference: np.ndarray,
+    counts: np.ndarray,
+    *,
+    seed: int = 0,
+    subsets: int = KID_BOOTSTRAP_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+) -> np.ndarray:
+    """KID of each resample of `features` against `reference` features: the mean over
+    `subsets` fixed reference subsets of the unbiased MMD^2 between a subset of the
+    resample (the whole resample below `subset_size`) and the reference subset."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(reference, dtype=np.float64)
+    n = len(x)
+    if n > KID_BOOTSTRAP_MAX:
+        raise ValueError(f"KID's bootstrap holds an (n, n) kernel: at most "
+                         f"{KID_BOOTSTRAP_MAX:,} samples, got {n:,}")  # fmt: skip
+    size = min(subset_size, n, len(y))
+    rng = np.random.default_rng(seed)
+    pools = [rng.choice(len(y), size, replace=False) for _ in range(subsets)]
+    kxx = polynomial_kernel(x, x)
+    kxy = [polynomial_kernel(x, y[pool]) for pool in pools]
+    yy = []
+    for pool in pools:
+        kyy = polynomial_kernel(y[pool], y[pool])
+        yy.append((kyy.sum() - np.trace(kyy)) / (size * (size - 1)))
+    kids = np.empty(len(counts))
+    for b, w in enumerate(counts):
+        drawn = np.repeat(np.arange(n), w)  # the resample, as indices
+        values = []
+        for r in range(subsets):
+            picked = drawn[rng.permutation(n)[:size]]
+            block = kxx[np.ix_(picked, picked)]
+            xx = (block.sum() - np.trace(block)) / (size * (size - 1))
+            values.append(xx + yy[r] - 2.0 * kxy[r][picked].mean())
+        kids[b] = float(np.mean(values))
+    return kids
+
+
+def bootstrap_intervals(
+    features: np.ndarray,
+    reference: FrechetReference,
+    reference_features: np.ndarray | None,
+    *,
+    resamples: int,
+    seed: int = 0,
+    level: float = BOOTSTRAP_LEVEL,
+) -> dict:
+    """`fid_ci_low`, `fid_ci_high` and, given the reference's features and at most
+    KID_BOOTSTRAP_MAX samples, `kid_ci_low`, `kid_ci_high`: percentile intervals over
+    `resamples` resamples of the generated samples."""
+    counts = resample_counts(len(features), resamples, seed)
+    fid = percentile_interval(bootstrap_fids(features, reference, counts), level)
+    out = {"fid_ci_low": fid.low, "fid_ci_high": fid.high}
+    if reference_features is not None and len(features) <= KID_BOOTSTRAP_MAX:
+        kids = bootstrap_kids(features, reference_features, counts, seed=seed)
+        kid = percentile_interval(kids, level)
+        out.update(kid_ci_low=kid.low, kid_ci_high=kid.high)
+    return out
