@@ -280,6 +280,16 @@ def _metric_lines(results, keys, priors, level, out: Path, metric: str) -> list[
         _markdown(tables.wide_fid_table(long, keys, generative, metric=metric)),
         "",
     ]
+    error = tables.sampling_error(results, long, keys, metric, spec.scale)
+    if len(error):
+        lines += [
+            f"Sampling error of one model ({spec.label}): the width of each trial's "
+            "95% bootstrap interval over its generated samples (median over trials) "
+            "beside the width of the interval over seeds.",
+            "",
+            _markdown(error),
+            "",
+        ]
     if tables.CEILING in priors:
         lines += [
             f"The decoder's ceiling (`recon`: reconstructions of x_test, the FID "

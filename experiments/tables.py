@@ -251,3 +251,24 @@ def class_makeup(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         rows.append({**dict(zip(keys, values, strict=True)), "trials": len(group),
                      **shares.mean().to_dict()})
     return pd.DataFrame(rows)
+
+
+def sampling_error(results: pd.DataFrame, long: pd.DataFrame, keys: list[str],
+                   metric: str, scale: float = 1.0) -> pd.DataFrame:  # fmt: skip
+    """Per training-set choice and prior: the width of the seed interval (training
+    varies) beside the median width of the trials' bootstrap intervals (one model's
+    samples vary), in the metric's printed scale."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low not in results or not results[low].notna().any():
+        return pd.DataFrame()
+    usable = _usable(results, metric)
+    rows = []
+    for values, group in usable.groupby(keys + ["prior"], sort=True, dropna=False):
+        widths = (group[high] - group[low]).astype(float).dropna() * scale
+        seeds = long.set_index(keys + ["prior"]).loc[values]
+        rows.append({**dict(zip(keys + ["prior"], values, strict=True)),
+                     "seed interval width": seeds["ci_high"] - seeds["ci_low"],
+                     "bootstrap width (median)": float(widths.median())
+                     if len(widths) else float("nan"),
+                     "trials": len(widths)})  # fmt: skip
+    return pd.DataFrame(rows)

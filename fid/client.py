@@ -75,11 +75,13 @@ class FIDClient:
 
     def metrics(
         self, images, reference: str = "test", *, names=("fid",), priority=FINAL,
-        seed: int = 0,
+        seed: int = 0, bootstrap: int = 0,
     ) -> dict:  # fmt: skip
-        """FID and, as `names` asks, KID (kid, kid_std) and FID-infinity (fid_inf)."""
+        """FID and, as `names` asks, KID (kid, kid_std) and FID-infinity (fid_inf);
+        with `bootstrap` resamples, their 95% intervals (fid_ci_low, ...)."""
         return self.call("metrics", images, reference, names=tuple(names),
-                         seed=seed, priority=priority)  # fmt: skip
+                         seed=seed, bootstrap=bootstrap,
+                         priority=priority)  # fmt: skip
 
     def fid_of_stats(self, stats: Statistics, reference: str = "test") -> float:
         return float(self.call("fid_of_stats", stats, reference, priority=None))

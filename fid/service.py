@@ -24,6 +24,7 @@ import numpy as np
 import ray
 import torch
 
+from fid.bootstrap import bootstrap_intervals
 from fid.cache import FIDCache, cached_features, cached_stats
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
@@ -217,14 +218,17 @@ class FIDServer:
         priority=FINAL,
         timed=False,
         seed=0,
+        bootstrap=0,
     ):
         """{"fid": ..., "kid": ..., "kid_std": ..., "fid_inf": ...} of one set of
-        images from one pass through the network (fid.sample_metrics)."""
+        images from one pass through the network (fid.sample_metrics); with
+        `bootstrap` resamples, the 95% intervals `fid_ci_low`, `fid_ci_high` (and
+        `kid_ci_*` with KID) of this set's scores (fid.bootstrap)."""
         held: list[float] = []
         images = _check_images(images)
         ref = self._reference(reference, held)
         accumulator = StatsAccumulator(self.engine.extractor.dim)
-        keep = set(names) - {"fid"}
+        keep = set(names) - {"fid"} | ({"bootstrap"} if bootstrap else set())
         parts = []
         for features in self._chunks(images, priority, held):
             accumulator.update(features)
@@ -238,6 +242,11 @@ class FIDServer:
             out.update(kid=result.mean, kid_std=result.std)
         if "fid_inf" in keep:
             out["fid_inf"] = fid_infinity(np.concatenate(parts), ref, seed=seed).value
+        if bootstrap:
+            features = (self._reference_features(reference, held)
+                        if "kid" in keep else None)  # fmt: skip
+            out.update(bootstrap_intervals(np.concatenate(parts), ref, features,
+                                           resamples=bootstrap, seed=seed))  # fmt: skip
         return _answer(out, held, timed)
 
     def _reference_features(self, name: str, held: list[float]) -> np.ndarray:

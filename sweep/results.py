@@ -90,6 +90,8 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
         # MSE against the fifth before it
         "converged": metrics.get("converged"),
         "loss_change": metrics.get("loss_change"),
+        # the subset's images per class (JSON: class -> count)
+        "class_counts": metrics.get("class_counts"),
         "stop_reason": reason,
         "status": status,
         "error": error,
@@ -114,6 +116,9 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
             "kid": metrics.get(f"kid_{prior}"),
             "kid_std": metrics.get(f"kid_std_{prior}"),
             "fid_inf": metrics.get(f"fid_inf_{prior}"),
+            # a fixed model's sampling error, when fid.bootstrap asks (95%)
+            **{f"{m}_ci_{end}": metrics.get(f"{m}_ci_{end}_{prior}")
+               for m in ("fid", "kid") for end in ("low", "high")},
             **_prior_columns(metrics, prior),
         }
         for prior in grid.priors

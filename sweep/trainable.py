@@ -31,6 +31,7 @@ from sweep.prerequisites import score_need
 from sweep.storage import fetch, join, publish, write_bytes
 from sweep.trials import settings
 from vae.evaluate import (
+    class_counts,
     evaluate_priors,
     gmm_summary,
     latent_summary,
@@ -250,6 +251,7 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
         trainer.run([reporter])
     final = {
         "phase": "final",
+        "class_counts": class_counts(train, chosen.indices),
         "epoch": trainer.epoch,
         "step": trainer.step,
         "images_seen": trainer.images,
@@ -288,17 +290,17 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
 
     def fid(images: np.ndarray) -> float | dict:
         shown.append(images[:SAMPLE_GRID])
-        if grid.fid.metrics == ("fid",):
+        if grid.fid.metrics == ("fid",) and not grid.fid.bootstrap:
             return service.fid(images, priority=FINAL)
         return service.metrics(images, names=grid.fid.metrics, priority=FINAL,
-                               seed=s.seed)  # fmt: skip
+                               seed=s.seed, bootstrap=grid.fid.bootstrap)  # fmt: skip
 
     for result in evaluate_priors(ctx, grid.priors, samples=grid.fid.samples, fid=fid):
         if data.folder is not None and shown:
             save_samples(data.folder, shown[-1], result.prior, result.fid)
         final[f"fid_{result.prior}"] = result.fid
         final[f"fid_samples_{result.prior}"] = result.fid_samples
-        for metric, value in result.extra.items():  # kid, kid_std, fid_inf
+        for metric, value in result.extra.items():  # kid, kid_std, fid_inf, *_ci_*
             final[f"{metric}_{result.prior}"] = value
     final.update(latent)
     if ctx.stage2 is not None:

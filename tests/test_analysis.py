@@ -4,6 +4,7 @@ answers are worked out by hand (experiments.significance, .tables, .analysis,
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -248,6 +249,25 @@ def test_recon_is_kept_apart_as_the_decoders_ceiling(tmp_path):
     for _, family in compared.groupby("family"):  # Holm within each family
         assert family["p_holm"].to_numpy() == pytest.approx(holm(family["p_value"]))
     assert (compared.loc[compared["family"] == "ceiling", "prior"] == "recon").all()
+
+
+def test_sampling_error_sits_beside_the_seed_interval(tmp_path):
+    results = synthetic_results()
+    # each trial's bootstrap interval: FID +- (1 + seed) / 2, so widths 1, 2, 3
+    results = results.assign(fid_ci_low=results["fid"] - (1 + results["seed"]) / 2,
+                             fid_ci_high=results["fid"] + (1 + results["seed"]) / 2)
+    counts = {"airplane": 30, "cat": 70}
+    results["class_counts"] = json.dumps(counts)
+    folder = write_sweep(tmp_path / "syn", results=results)
+    analysis.main([str(folder), "--out", str(tmp_path / "r")])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "Sampling error of one model (FID)" in report
+    half = T_975_DF2 * np.std([9.0, 10.0, 13.0], ddof=1) / 3**0.5
+    # lowest_recon at 100, gaussian: seed interval 2 x half, bootstrap median 2
+    assert f"| 100 | lowest_recon | gaussian | {2 * half:.3g} | 2 | 3 |" in report
+    makeup = pd.read_csv(tmp_path / "r" / "class_makeup.csv")
+    assert makeup["airplane"].tolist() == [30.0] * 3 and (makeup["cat"] == 70).all()
+    assert (tmp_path / "r" / "class_makeup.png").stat().st_size > 0
 
 
 def test_metric_kid_pairs_and_tabulates_on_kid(tmp_path):

@@ -236,3 +236,32 @@ def test_unknown_layouts_and_sizes_are_refused(layout):
     with pytest.raises(InputError, match="layout"):
         Stage2Config(layout="flow")
     Stage2Config(layout=layout)  # both names are known
+
+
+def test_stage2_diagnostics_read_what_it_trained_on(monkeypatch):
+    """Its variance law and inactive dimensions come from one seeded draw of the
+    posterior draws it trained on (z = mu + sigma eps), not from the means; from the
+    means when it trained on them."""
+    import dataclasses
+
+    import vae.stage2
+    from vae.stage2 import diagnostic_inputs, fit_stage2
+
+    rng = np.random.default_rng(6)
+    means, _ = _ring_mixture(rng, 3000)
+    log_vars = np.full(means.shape, np.log(0.25), np.float32)  # posterior sd 0.5
+    options = _tiny_options(epochs=1)
+    draws = diagnostic_inputs(means, log_vars, options)
+    # the law of total variance: the draws' spread is the means' plus 0.25
+    np.testing.assert_allclose(draws.var(axis=0), means.var(axis=0) + 0.25,
+                               rtol=0.08)  # fmt: skip
+    assert np.array_equal(draws, diagnostic_inputs(means, log_vars, options))
+    seen = []
+    real = vae.stage2.encode
+    monkeypatch.setattr(vae.stage2, "encode",
+                        lambda model, x: seen.append(x) or real(model, x))
+    fit_stage2(means, log_vars, options, stage1=torch.nn.Linear(1, 1))
+    assert np.array_equal(seen[-1], draws)
+    on_means = dataclasses.replace(options, inputs="means")
+    fit_stage2(means, log_vars, on_means, stage1=torch.nn.Linear(1, 1))
+    assert np.array_equal(seen[-1], means)

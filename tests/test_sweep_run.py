@@ -251,6 +251,7 @@ def mahalanobis_run(small_cifar_root, tmp_path_factory):
           "--set", "stage2.epochs=3", "--set", "stage2.hidden=[16, 16, 16]",
           "--set", "stage2.latent_dim=2", "--set", "fid.metrics=[fid, kid, fid_inf]",
           "--set", "fid.samples=10000",  # FID-infinity's minimum
+          "--set", "fid.bootstrap=20",
           "--set", "gmm.components=2",
           env=sweep_env(VAE_SWEEP_DATA=str(small_cifar_root),
                         VAE_SWEEP_CACHE=str(cache)))  # fmt: skip
@@ -316,6 +317,13 @@ def test_stage2_gmm_kid_and_provenance_reach_thetables(mahalanobis_run):
     assert results.loc[results["prior"] != "gmm", "gmm_converged"].isna().all()
     # KID and FID-infinity from the same features as the FID
     assert results[["kid", "kid_std", "fid_inf"]].notna().all().all()
+    # bootstrap intervals of each model's FID; KID's needs an (n, n) kernel, which
+    # 10,000 samples exceed (fid.bootstrap.KID_BOOTSTRAP_MAX)
+    assert (results["fid_ci_low"] < results["fid_ci_high"]).all()
+    assert results[["kid_ci_low", "kid_ci_high"]].isna().all().all()
+    # each trial's subset by class: 100 images, the criterion's own make-up
+    for counts in results.drop_duplicates("trial_id")["class_counts"]:
+        assert sum(json.loads(counts).values()) == 100
     # the made-up CIFAR is PNG files, and the results say so (a JPEG copy's rows say
     # jpeg and not lossless: tests/test_datasets.py)
     assert (results["data_encoding"] == "png").all() and results["data_lossless"].all()

@@ -7,6 +7,7 @@ network.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -74,6 +75,13 @@ def stage2_summary(fit: Stage2Fit) -> dict:
         "stage2_loss_change": change,  # the last fifth's MSE against the one before
         "stage2_history": history,
     }
+
+
+def class_counts(train, indices: np.ndarray) -> str:
+    """The chosen subset's images per class, as JSON (class name -> count)."""
+    counts = np.bincount(np.asarray(train.labels)[indices],
+                         minlength=len(train.classes))  # fmt: skip
+    return json.dumps(dict(zip(train.classes, map(int, counts), strict=True)))
 
 
 def stage1_convergence(history) -> dict:

@@ -228,6 +228,18 @@ def fit_stage2(
         checkpoint=checkpoint,
         stage1_key=model_key(stage1) if checkpoint else "",
     )
-    # its own latent, on the stage-1 means: variance law, inactive dimensions
-    mean_u, log_var_u = encode(model, np.asarray(means, np.float32))
+    # its own latent on what it trained on: variance law, inactive dimensions
+    mean_u, log_var_u = encode(model, diagnostic_inputs(means, log_vars, options))
     return Stage2Fit(model, gamma, result, diagnostics(mean_u, log_var_u))
+
+
+def diagnostic_inputs(
+    means: np.ndarray, log_vars: np.ndarray | None, options: TwoStageOptions
+) -> np.ndarray:
+    """One draw of what stage 2 trains on, (N, latent) float32: the posterior draws
+    z = mu + sigma * eps (eps from the training seed's own stream), or the means."""
+    means = np.asarray(means, dtype=np.float64)
+    if options.inputs != "posterior_draws" or log_vars is None:
+        return means.astype(np.float32)
+    eps = np.random.default_rng([options.train.seed, 2]).standard_normal(means.shape)
+    return (means + np.exp(0.5 * np.asarray(log_vars)) * eps).astype(np.float32)

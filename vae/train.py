@@ -29,6 +29,7 @@ from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
 from vae.evaluate import (
+    class_counts,
     evaluate_priors,
     gmm_summary,
     latent_summary,
@@ -62,6 +63,7 @@ class Run:
         self._engine: FIDEngine | None = None
         self._test: ImageSet | None = None
         self._reference: FrechetReference | None = None
+        self.class_counts: str | None = None  # JSON, once the subset is chosen
         self.model_config, self.training = stage1_configs(args)
 
     def load(self, split: str, limit=None) -> ImageSet:
@@ -211,6 +213,7 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(saved, suffix=".npy") as tmp:
             np.save(tmp, chosen.indices)
+        self.class_counts = class_counts(train, chosen.indices)
         return train, np.asarray(train.images)[chosen.indices]
 
     def stage1_metrics(self, train: ImageSet, subset, trainer: Trainer) -> dict:
@@ -234,6 +237,7 @@ class Run:
             else None,
             "seed": a.seed,
             "outcome": trainer.outcome,
+            "class_counts": json.loads(self.class_counts),
             "epochs_run": trainer.epoch,  # rounds: epochs under an epoch budget
             "steps_run": trainer.step,
             "images_seen": trainer.images,
