@@ -107,6 +107,12 @@ def test_early_stop_rehearses_with_its_scheduler(tmp_path, full_cifar, fresh_cac
     assert len(trials) == 7 and len(results) == 7 * 2
     assert sorted(trials["n_train"].unique()) == [12_500, 25_000, 50_000]
     assert set(trials["status"]) == {"ok", "stopped"}  # ASHA stopped some, not all
+    # the grid's step budget, rehearsed as 2 steps in rounds of 1: every size that ran
+    # to the end took the same steps on the full data; ASHA stopped the others at a
+    # step, not an epoch
+    finished = trials[trials["status"] == "ok"]
+    assert (finished["steps_run"] == 2).all() and (finished["images_seen"] == 200).all()
+    assert (trials.loc[trials["status"] == "stopped", "steps_run"] == 1).all()
     stopped = trials[trials["status"] == "stopped"]
     assert (stopped["stop_reason"] == "scheduler").all()
     assert stopped["fid_intermediate"].notna().all()

@@ -88,6 +88,27 @@ def test_cost_estimate_counts_images_and_schedules_waves(tmp_path):
     assert single["waves"] == 2 and single["wall_hours"] * 3600 == pytest.approx(10)
 
 
+def test_cost_estimate_of_a_step_budget_counts_steps_of_a_batch(tmp_path):
+    # 6 steps of batches of 4 whatever n_train: 24 images each; stage 2 twice the
+    # steps (12 of 4 vectors); one reference VAE per seed (2 seeds), each a slot
+    path = _grid(tmp_path, "name: t\ndata: {train_limit: 100, test_limit: 10}\n"
+                 "grid: {n_train: [10, 50], criterion: [lowest_recon],"
+                 " seed: [0, 1]}\n"
+                 "stage1: {steps: 6, round_steps: 2, batch_size: 4}\n"
+                 "stage2: {batch_size: 4}\n"
+                 "fid: {samples: 5}\npriors: [gaussian, two_stage]\n"
+                 "estimate: {train_images_per_s: 10, fid_images_per_s: 5,"
+                 " stage2_vectors_per_s: 12}\n")  # fmt: skip
+    config = load_grid(path)
+    trials = expand(config)
+    assert len(trials) == 4
+    cost = estimate(config, trials, slots(config, len(trials), cpus=4))
+    # 4 trials x 24 images, and 2 reference VAEs x 24 (the pool, 6 steps of 4)
+    assert cost["stage1_images"] == 4 * 24 + 2 * 24
+    assert cost["stage2_vectors"] == 4 * 12 * 4
+    assert cost["reference_hours"] * 3600 == pytest.approx(2 * 24 / 10)
+
+
 def test_cost_estimate_waits_for_the_reference_vae(tmp_path):
     path = _grid(tmp_path, "name: t\ndata: {train_limit: 100, test_limit: 10}\n"
                  "grid: {n_train: [10], criterion: [lowest_recon, random]}\n"
