@@ -180,6 +180,7 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
                         and m in results and results[m].notna().any()]  # fmt: skip
     for name in shown:
         lines += _metric_lines(results, keys, priors, level, out, name)
+    lines += _precision_recall_lines(results, keys, priors, level, out)
     table = diagnostics[[c for c in diagnostics.columns if not c.endswith(" ci")]]
     lines += [
         "## Diagnostics (mean over finished trials)",
@@ -211,6 +212,29 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
         ]
     lines += _sample_lines(sweeps, results, out, metric)
     return lines
+
+
+def _precision_recall_lines(results, keys, priors, level, out: Path) -> list[str]:
+    """Fidelity against diversity: precision against recall per training-set choice
+    and generative prior (the recon ceiling left out)."""
+    if not {"precision", "recall"} <= set(results) or results["recall"].isna().all():
+        return []
+    generative = tables.generative(priors)
+    long = {m: tables.fid_table(results[results["prior"].isin(generative)], keys,
+                                level, metric=m)
+            for m in ("precision", "recall")}  # fmt: skip
+    figures.precision_recall(long["precision"], long["recall"], generative).savefig(
+        out / "precision_recall.png", dpi=120, bbox_inches="tight")  # fmt: skip
+    return [
+        "## Fidelity against diversity",
+        "",
+        "Precision (the share of generated samples inside the real samples' k = 3 "
+        "neighbourhoods) against recall (the share of real samples inside the "
+        "generated ones'), Kynkäänniemi et al. 2019, on the FID's own features.",
+        "",
+        "![precision and recall](precision_recall.png)",
+        "",
+    ]
 
 
 def _makeup_lines(results: pd.DataFrame, keys: list[str], out: Path) -> list[str]:

@@ -135,6 +135,37 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     return figure
 
 
+def precision_recall(precision: pd.DataFrame, recall: pd.DataFrame,
+                     priors: list[str]) -> Figure:  # fmt: skip
+    """A panel per prior: each training-set choice at (recall, precision), the mean
+    over seeds with its 95% interval on both axes; marker size grows with n_train."""
+    figure = Figure(figsize=(4.2 * len(priors), 3.9))
+    axes = np.atleast_1d(figure.subplots(1, len(priors), sharex=True, sharey=True))
+    keys = ["n_train", "criterion", "prior"]
+    both = precision.merge(recall, on=keys, suffixes=("_p", "_r"))
+    sizes = sorted(set(both["n_train"]))
+    for axis, prior in zip(axes, priors, strict=True):
+        cells = both[(both["prior"] == prior) & (both["seeds_p"] > 0)]
+        for row in cells.itertuples():
+            x, y = row.recall_mean, row.precision_mean
+            axis.errorbar(
+                x, y,
+                xerr=[[x - row.ci_low_r], [row.ci_high_r - x]],
+                yerr=[[y - row.ci_low_p], [row.ci_high_p - y]],
+                fmt="o", color=_colour(row.criterion), capsize=2,
+                markersize=4 + 3 * sizes.index(row.n_train),
+                label=f"{row.criterion}, n={int(row.n_train):,}",
+            )  # fmt: skip
+        axis.set_xlabel("recall (diversity)")
+        axis.set_ylabel("precision (fidelity)")
+        axis.set_title(f"{prior} prior")
+        axis.grid(True, alpha=0.3)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
 def class_makeup(table: pd.DataFrame, keys: list[str]) -> Figure:
     """A stacked bar per training-set choice: each class's mean share of its subset."""
     classes = [c for c in table.columns if c not in (*keys, "trials")]

@@ -33,6 +33,11 @@ METRICS = {
     "fid": Metric("FID", True),
     "kid": Metric("KID x 1000", True, 1000.0),
     "fid_inf": Metric("FID-infinity", True),
+    "precision": Metric("precision", False),
+    "recall": Metric("recall", False),
+    "density": Metric("density", False),
+    "coverage": Metric("coverage", False),
+    "memorization": Metric("memorization (share of copies)", True),
 }
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 from fid.distance import FrechetReference, frechet_distance
 from fid.engine import FIDEngine
+from fid.fidelity import DC_K, fidelity
+from fid.memorization import memorization
 from fid.options import (
     FIDOptions,
     add_network_options,
@@ -78,6 +80,20 @@ def _parser() -> argparse.ArgumentParser:
         help="also FID-infinity of PATH1: FID against 1/n, extrapolated to n = "
         "infinity (Chong & Forsyth 2020)",
     )
+    parser.add_argument(
+        "--prdc",
+        action="store_true",
+        help="also precision and recall (k = 3, Kynkaanniemi et al. 2019) and density "
+        "and coverage (k = 5, Naeem et al. 2020), PATH1 being the real set",
+    )
+    parser.add_argument(
+        "--memorization",
+        type=text,
+        default=None,
+        metavar="TRAIN",
+        help="also the share of PATH2's images that copy an image of TRAIN (a folder "
+        "or zip): nearest / second-nearest distance below 1/3 in Inception features",
+    )
     parser.add_argument("--seed", type=seed, default=0,
                         help="seed of the subsets of KID and FID-inf")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -103,14 +119,31 @@ def _check_args(args: argparse.Namespace) -> None:
     inputs = args.paths[: 1 if args.save_stats else 2]
     if not all(path.endswith(".npz") for path in inputs):  # some images: the network
         check_network_options(args)
-    if args.save_stats and (args.kid or args.fid_inf):
-        raise InputError("--kid and --fid-inf compare two sets: drop --save-stats")
-    needs_images = [args.paths[0]] if args.fid_inf else []
-    needs_images += list(args.paths) if args.kid else []
-    for path in needs_images:
-        if path.endswith(".npz"):
-            flag = "--kid" if args.kid and path == args.paths[1] else "--fid-inf"
-            raise InputError(f"{path}: {flag} needs images, not statistics")
+    extras = {"--kid": args.kid, "--fid-inf": args.fid_inf, "--prdc": args.prdc,
+              "--memorization": args.memorization is not None}  # fmt: skip
+    if args.save_stats and any(extras.values()):
+        raise InputError(f"{', '.join(f for f, on in extras.items() if on)} compare "
+                         f"two sets: drop --save-stats")  # fmt: skip
+    needs = {"--fid-inf": args.paths[:1], "--kid": args.paths, "--prdc": args.paths,
+             "--memorization": args.paths[1:]}  # fmt: skip
+    for flag, paths in needs.items():
+        for path in paths if extras[flag] else ():
+            if path.endswith(".npz"):
+                raise InputError(f"{path}: {flag} needs images, not statistics")
+    if args.prdc:
+        for path in args.paths:
+            count = min(count_images(path), args.limit or count_images(path))
+            if count < DC_K + 1:
+                raise InputError(f"--prdc: {path} gives {count} images; density and "
+                                 f"coverage (k = {DC_K}) need at least "
+                                 f"{DC_K + 1}")  # fmt: skip
+    if args.memorization is not None:
+        if not Path(args.memorization).exists():
+            raise InputError(f"--memorization {args.memorization}: no such file or "
+                             f"directory")  # fmt: skip
+        if count_images(args.memorization) < 2:
+            raise InputError(f"--memorization {args.memorization}: needs at least 2 "
+                             f"training images")  # fmt: skip
     if args.fid_inf:
         count = count_images(args.paths[0])
         count = min(count, args.limit) if args.limit else count
@@ -201,6 +234,17 @@ def main(argv=None) -> None:
                               FrechetReference(second), seed=args.seed)  # fmt: skip
         print(f"FID-infinity: {result.value} (FID at n = {result.sizes[0]} .. "
               f"{result.sizes[-1]}, slope {result.slope:.4g} per 1/n)")  # fmt: skip
+    if args.prdc:
+        scores = fidelity(session.features(args.paths[0]),
+                          session.features(args.paths[1])).as_dict()  # fmt: skip
+        for name, value in scores.items():
+            print(f"{name}: {value}")
+    if args.memorization is not None:
+        copied = memorization(session.features(args.paths[1]),
+                              session.features(args.memorization))  # fmt: skip
+        print(f"memorization: {copied.rate} ({copied.copies} of {len(copied.ratios)} "
+              f"samples of {args.paths[1]} within 1/3 of one image of "
+              f"{args.memorization})")  # fmt: skip
 
 
 if __name__ == "__main__":

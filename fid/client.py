@@ -75,12 +75,13 @@ class FIDClient:
 
     def metrics(
         self, images, reference: str = "test", *, names=("fid",), priority=FINAL,
-        seed: int = 0, bootstrap: int = 0,
+        seed: int = 0, bootstrap: int = 0, features: bool = False,
     ) -> dict:  # fmt: skip
-        """FID and, as `names` asks, KID (kid, kid_std) and FID-infinity (fid_inf);
-        with `bootstrap` resamples, their 95% intervals (fid_ci_low, ...)."""
+        """FID and, as `names` asks, KID (kid, kid_std), FID-infinity (fid_inf) and
+        precision, recall, density, coverage (prdc); with `bootstrap` resamples,
+        their 95% intervals (fid_ci_low, ...); with `features`, the images' own."""
         return self.call("metrics", images, reference, names=tuple(names),
-                         seed=seed, bootstrap=bootstrap,
+                         seed=seed, bootstrap=bootstrap, features=features,
                          priority=priority)  # fmt: skip
 
     def fid_of_stats(self, stats: Statistics, reference: str = "test") -> float:

@@ -34,6 +34,7 @@ from fid.features import (
     extract_features,
     iter_batches,
 )
+from fid.fidelity import DC_K, PR_K, fidelity, knn_radii
 from fid.network import NETWORK_SHA1
 from fid.priority_lock import FINAL, INTERACTIVE, PriorityLock
 from fid.sample_metrics import fid_infinity, kid
@@ -124,6 +125,8 @@ class FIDServer:
         self._sources = dict(references or {})
         self._references: dict[str, FrechetReference] = {}
         self._reference_feature_sets: dict[str, np.ndarray] = {}
+        # (reference, k) -> the reference features' k-nearest-neighbour radii
+        self._radii: dict[tuple[str, int], np.ndarray] = {}
         self._references_lock = threading.RLock()
         self._turns = PriorityLock()
         self._pending = 0  # images accepted and not yet through the network
@@ -219,21 +222,25 @@ class FIDServer:
         timed=False,
         seed=0,
         bootstrap=0,
+        features=False,
     ):
-        """{"fid": ..., "kid": ..., "kid_std": ..., "fid_inf": ...} of one set of
-        images from one pass through the network (fid.sample_metrics); with
+        """{"fid": ..., "kid": ..., "kid_std": ..., "fid_inf": ..., "precision",
+        "recall", "density", "coverage"} of one set of images from one pass through
+        the network (fid.sample_metrics, fid.fidelity), as `names` asks; with
         `bootstrap` resamples, the 95% intervals `fid_ci_low`, `fid_ci_high` (and
-        `kid_ci_*` with KID) of this set's scores (fid.bootstrap)."""
+        `kid_ci_*` with KID) of this set's scores (fid.bootstrap); with `features`,
+        the set's own features under "features" (for a caller's memorization)."""
         held: list[float] = []
         images = _check_images(images)
         ref = self._reference(reference, held)
         accumulator = StatsAccumulator(self.engine.extractor.dim)
         keep = set(names) - {"fid"} | ({"bootstrap"} if bootstrap else set())
+        keep |= {"features"} if features else set()
         parts = []
-        for features in self._chunks(images, priority, held):
-            accumulator.update(features)
+        for block in self._chunks(images, priority, held):  # (chunk, d) features
+            accumulator.update(block)
             if keep:
-                parts.append(features)
+                parts.append(block)
         # the same streamed statistics as fid(): the same FID to the last bit
         out = {"fid": ref.distance(accumulator.result())}
         if "kid" in keep:
@@ -242,12 +249,29 @@ class FIDServer:
             out.update(kid=result.mean, kid_std=result.std)
         if "fid_inf" in keep:
             out["fid_inf"] = fid_infinity(np.concatenate(parts), ref, seed=seed).value
+        if "prdc" in keep:
+            out.update(self._fidelity(reference, np.concatenate(parts), held))
         if bootstrap:
-            features = (self._reference_features(reference, held)
-                        if "kid" in keep else None)  # fmt: skip
-            out.update(bootstrap_intervals(np.concatenate(parts), ref, features,
+            real = self._reference_features(reference, held) if "kid" in keep else None
+            out.update(bootstrap_intervals(np.concatenate(parts), ref, real,
                                            resamples=bootstrap, seed=seed))  # fmt: skip
+        if features:
+            out["features"] = np.concatenate(parts)
         return _answer(out, held, timed)
+
+    def _fidelity(self, reference: str, generated: np.ndarray, held) -> dict:
+        """Precision, recall, density and coverage against a named reference, its
+        k-nearest-neighbour radii computed once (in blocks, on the network's
+        device) and kept."""
+        real = self._reference_features(reference, held)
+        device = getattr(self.engine.extractor, "device", "cpu")
+        with self._references_lock:
+            for k in (PR_K, DC_K):
+                if (reference, k) not in self._radii:
+                    self._radii[(reference, k)] = knn_radii(real, k, device=device)
+        return fidelity(real, generated, real_radii_pr=self._radii[(reference, PR_K)],
+                        real_radii_dc=self._radii[(reference, DC_K)],
+                        device=device).as_dict()  # fmt: skip
 
     def _reference_features(self, name: str, held: list[float]) -> np.ndarray:
         """A reference's own features (KID needs them), from the feature cache."""

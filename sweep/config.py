@@ -165,9 +165,12 @@ class SelectionSection(Section):
 class FIDSection(Section):
     # generated images per prior (2 at least: a covariance)
     samples: int = Field(FID_SAMPLES, ge=2)
-    # fid always; kid (with kid_std) and fid_inf from the same features, as extra
-    # columns (fid/sample_metrics.py)
-    metrics: tuple[Literal["fid", "kid", "fid_inf"], ...] = ("fid",)
+    # fid always; kid (with kid_std), fid_inf, prdc (precision, recall, density,
+    # coverage) and memorization from the same features, as extra columns
+    # (fid/sample_metrics.py, fid/fidelity.py, fid/memorization.py)
+    metrics: tuple[Literal["fid", "kid", "fid_inf", "prdc", "memorization"], ...] = (
+        "fid",
+    )
     # resamples of each prior's generated samples for 95% percentile intervals of
     # its FID (and KID) as a fixed model's sampling error, beside the seeds'; 0: none
     bootstrap: NonNegativeInt = 0

@@ -116,6 +116,9 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
             "kid": metrics.get(f"kid_{prior}"),
             "kid_std": metrics.get(f"kid_std_{prior}"),
             "fid_inf": metrics.get(f"fid_inf_{prior}"),
+            **{m: metrics.get(f"{m}_{prior}")
+               for m in ("precision", "recall", "density", "coverage",
+                         "memorization")},  # fmt: skip
             # a fixed model's sampling error, when fid.bootstrap asks (95%)
             **{f"{m}_ci_{end}": metrics.get(f"{m}_ci_{end}_{prior}")
                for m in ("fid", "kid") for end in ("low", "high")},

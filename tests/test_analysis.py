@@ -251,6 +251,23 @@ def test_recon_is_kept_apart_as_the_decoders_ceiling(tmp_path):
     assert (compared.loc[compared["family"] == "ceiling", "prior"] == "recon").all()
 
 
+def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
+    results = synthetic_results()
+    # precision falls as FID rises: the best FID trial is the best precision trial
+    results = results.assign(precision=1 - results["fid"] / 100,
+                             recall=0.2 + 0.01 * results["seed"])
+    folder = write_sweep(tmp_path / "syn", results=results)
+    analysis.main([str(folder), "--out", str(tmp_path / "r"), "--metric", "precision"])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## precision (mean [95% Student-t interval] over n seeds; higher is " in report
+    assert (tmp_path / "r" / "precision_recall.png").stat().st_size > 0
+    compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
+    row = compared[(compared["criterion"] == "lowest_recon")
+                   & (compared["prior"] == "gaussian")].iloc[0]  # fmt: skip
+    # precision = 1 - FID / 100: differences of FID (-1, -2, -1) become +0.01 ...
+    assert row["difference"] == pytest.approx(4 / 300)
+
+
 def test_sampling_error_sits_beside_the_seed_interval(tmp_path):
     results = synthetic_results()
     # each trial's bootstrap interval: FID +- (1 + seed) / 2, so widths 1, 2, 3

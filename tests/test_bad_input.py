@@ -110,6 +110,10 @@ FID = [
     (["{npz}", "{a}"], "junk.npz: not a statistics file"),
     (["--fid-inf", "{npz}", "{a}"], "--fid-inf needs images"),
     (["--fid-inf", "{a}", "{a}"], "needs at least 10,000 (its 1/n law"),
+    (["--prdc", "{a}", "{a}"], "--prdc: {a} gives 3 images; density and coverage"),
+    (["--prdc", "{npz}", "{a}"], "--prdc needs images"),
+    (["{a}", "{a}", "--memorization", "/no/train"], "--memorization /no/train: no"),
+    (["{a}", "{npz}", "--memorization", "{a}"], "--memorization needs images"),
     (["{a}", "{a}", "--bogus"], "unrecognized arguments: --bogus"),
 ]
 

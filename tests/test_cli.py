@@ -187,3 +187,31 @@ def test_no_cache_leaves_the_cache_folder_alone(fake_cifar, tmp_path, monkeypatc
         assert written == [] and list(scratch.iterdir()) == []
     else:  # decoded images and FID statistics
         assert any(n.endswith(".npy") for n in written), written
+
+
+def test_fid_cli_prdc_and_memorization_from_the_same_features(tmp_path, rng,
+                                                              monkeypatch):
+    """--prdc and --memorization print what fid.fidelity and fid.memorization give on
+    the features the command extracted (the stand-in network's, cached)."""
+    import fid.options
+    from fid.fidelity import fidelity
+    from fid.memorization import memorization
+    from tests.helpers.standin import StandInExtractor
+
+    monkeypatch.setattr(fid.options, "InceptionExtractor",
+                        lambda *a, **k: StandInExtractor())  # fmt: skip
+    train_images = random_images(rng, 40)
+    train = image_folder(tmp_path / "train", train_images)
+    real = image_folder(tmp_path / "real", random_images(rng, 30))
+    copies = image_folder(tmp_path / "copies", train_images[:12])  # copied exactly
+    monkeypatch.setenv("VAE_SWEEP_CACHE", str(tmp_path / "cache"))
+    out = run_command("fid", str(real), str(copies), "--prdc", "--memorization",
+                      str(train), "--quiet", check_rc=0)  # fmt: skip
+    lines = dict(line.split(": ", 1) for line in out.stdout.strip().splitlines())
+    features = {len(f): f for f in map(np.load, (tmp_path / "cache").rglob(
+        "*.features.npy"))}  # fmt: skip
+    expected = fidelity(features[30], features[12]).as_dict()
+    for name, value in expected.items():
+        assert float(lines[name]) == pytest.approx(value, rel=1e-12), name
+    assert lines["memorization"].startswith("1.0 (12 of 12 samples")
+    assert memorization(features[12], features[40]).rate == 1.0

@@ -213,3 +213,29 @@ def test_references_given_as_a_cifar_split_a_folder_and_an_npz(tmp_path, rng):
     np.testing.assert_array_equal(got.mu, saved.mu)
     np.testing.assert_array_equal(got.sigma, saved.sigma)
     assert got.n == 99
+
+
+def test_prdc_from_the_calls_own_features_and_radii_kept_once(tmp_path, rng,
+                                                              monkeypatch):
+    """metrics(names=[..., "prdc"]) gives fid.fidelity on the reference's features
+    and the call's, from the same pass through the network; the reference's k-NN
+    radii are computed on the first call and kept."""
+    import fid.service as service_module
+    from fid.fidelity import fidelity
+    from fid.service import FIDServer
+
+    reference = random_images(rng, 60)
+    server = FIDServer({"test": reference}, cache_dir=tmp_path,
+                       extractor_factory=StandInExtractor)  # fmt: skip
+    calls = []
+    real_radii = service_module.knn_radii
+    monkeypatch.setattr(service_module, "knn_radii",
+                        lambda *a, **k: calls.append(k) or real_radii(*a, **k))
+    standin = StandInExtractor()
+    for _ in range(2):
+        generated = random_images(rng, 25)
+        out = server.metrics(generated, names=("fid", "prdc"), features=True)
+        expected = fidelity(standin(reference), standin(generated)).as_dict()
+        assert {k: out[k] for k in expected} == pytest.approx(expected, rel=1e-12)
+        np.testing.assert_allclose(out["features"], standin(generated), rtol=1e-6)
+    assert len(calls) == 2  # k = 3 and k = 5, once each over both calls
