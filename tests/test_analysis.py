@@ -257,9 +257,10 @@ def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
     results = results.assign(precision=1 - results["fid"] / 100,
                              recall=0.2 + 0.01 * results["seed"])
     folder = write_sweep(tmp_path / "syn", results=results)
-    analysis.main([str(folder), "--out", str(tmp_path / "r"), "--metric", "precision"])
-    report = (tmp_path / "r" / "report.md").read_text()
-    assert "## precision (mean [95% Student-t interval] over n seeds; higher is " in report
+    out = tmp_path / "r"
+    analysis.main([str(folder), "--out", str(out), "--metric", "precision"])
+    report = (out / "report.md").read_text()
+    assert "## precision (mean [95% Student-t interval] over n seeds; higher" in report
     assert (tmp_path / "r" / "precision_recall.png").stat().st_size > 0
     compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
     row = compared[(compared["criterion"] == "lowest_recon")
