@@ -30,6 +30,7 @@ import pandas as pd
 
 from experiments import figures, tables
 from experiments.protocols.summary import summarise
+from experiments.published_tables import table5
 from fid.sample_metrics import KID_SUBSET_SIZE
 from sweep.folder import SAMPLES_FOLDER
 from sweep.reader import Sweep, load_sweeps
@@ -181,6 +182,7 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
     for name in shown:
         lines += _metric_lines(results, keys, priors, level, out, name)
     lines += _precision_recall_lines(results, keys, priors, level, out)
+    lines += _table5_lines(sweeps[0], results, level)
     table = diagnostics[[c for c in diagnostics.columns if not c.endswith(" ci")]]
     lines += [
         "## Diagnostics (mean over finished trials)",
@@ -212,6 +214,55 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
         ]
     lines += _sample_lines(sweeps, results, out, metric)
     return lines
+
+
+THESIS_CRITERIA = ("all", "random", "lowest_recon", "lowest_mahalanobis")
+
+
+def _table5_lines(sweep: Sweep, results: pd.DataFrame, level: float) -> list[str]:
+    """A sweep shaped like the study's Table 5 (the whole pool, and half of it chosen
+    by the thesis's criteria) beside that table, row for row."""
+    pool = sweep.grid.data.train_limit or 50_000
+    done = results[results["status"] == "ok"]
+    retention = done["n_train"] / pool
+    shaped = (done["criterion"].isin(THESIS_CRITERIA) & retention.isin([0.5, 1.0]))
+    if not shaped.any() or not done.loc[shaped, "criterion"].nunique() > 1:
+        return []
+    done = done[shaped].assign(half=retention[shaped] == 0.5)
+    thesis = table5()
+    rows = []
+    for study in thesis.itertuples():
+        cell = done[(done["criterion"] == study.criterion)
+                    & (done["half"] == (study.n_train == 25_000))]  # fmt: skip
+        priors = (("two_stage", study.fid_gaussian),) if study.stage2 == "yes" else (
+            ("gaussian", study.fid_gaussian), ("gmm", study.fid_gmm),
+            ("recon", study.fid_recon))  # fmt: skip
+        for prior, published in priors:
+            ours = tables.t_interval(cell.loc[cell["prior"] == prior, "fid"], level)
+            rows.append({"thesis model": study.model, "criterion": study.criterion,
+                         "retention": "half" if study.n_train == 25_000 else "all",
+                         "prior": prior, "thesis FID": published,
+                         "this sweep": ours.mean, "seeds": ours.n})  # fmt: skip
+    shown = pd.DataFrame(rows).dropna(subset=["this sweep"])
+    if shown.empty:
+        return []
+    samples = sorted({int(s) for s in done["fid_samples"].dropna()})
+    encoding = done["data_encoding"].iloc[0] if "data_encoding" in done else "unknown"
+    return [
+        "## The study's Table 5 beside this sweep",
+        "",
+        "The thesis's FIDs (Ravaglia 2019, Table 5; experiments/published) next to "
+        "the mean of this sweep's seeds for the same training-set choice and prior. "
+        "Absolute values differ for reasons that have nothing to do with the "
+        f"question: this sweep read a {encoding} copy of CIFAR-10 (the thesis the "
+        f"lossless one), scored {', '.join(map(str, samples))} samples per prior (the "
+        f"thesis 10,000; FID grows as samples shrink), trained a pool of {pool:,} "
+        "images with its own model width and budget (the thesis 50,000, the full "
+        "width, 600 + 1,200 epochs). Compare the orderings, not the numbers.",
+        "",
+        _markdown(shown),
+        "",
+    ]
 
 
 def _precision_recall_lines(results, keys, priors, level, out: Path) -> list[str]:

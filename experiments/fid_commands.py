@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.protocols.summary import DEFAULT_REPETITIONS
+from experiments.published_tables import study_table
 from fid.distance import FrechetReference
 from fid.engine import FIDEngine
 from fid.options import FIDOptions, add_network_options, check_network_options
@@ -64,15 +65,19 @@ def add_common_options(parser: argparse.ArgumentParser, out_default: str) -> Non
         default=None,
         metavar="CSV",
         help="a table of published values to draw beside this project's (columns: "
-        "the size or tile count, fid_mean; see README)",
+        "the size or tile count, fid_mean; default: the study's own table, "
+        "experiments/published; none: no overlay)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def read_published(path: str | None, x: str) -> pd.DataFrame | None:
-    """The published values to overlay, checked: one line naming the file if bad."""
+def read_published(path: str | None, x: str) -> tuple[pd.DataFrame | None, str]:
+    """The published values to overlay and their label, checked (one line naming the
+    file if bad): the study's own table by default, `path`'s, or none ("none")."""
+    if path is not None and path.lower() == "none":
+        return None, ""
     if path is None:
-        return None
+        return study_table(x)
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as error:
@@ -83,7 +88,7 @@ def read_published(path: str | None, x: str) -> pd.DataFrame | None:
             f"--published {path}: needs the columns {x} and fid_mean, missing "
             f"{', '.join(sorted(missing))}"
         )
-    return table
+    return table, f"published ({Path(path).name})"
 
 
 def check_options(args: argparse.Namespace, *positive: str) -> None:

@@ -40,7 +40,8 @@ from vae_sweep.cli import Parser, int_list
 from vae_sweep.errors import InputError, run_cli
 
 
-def plot(table: pd.DataFrame, total: int, published: pd.DataFrame | None = None):
+def plot(table: pd.DataFrame, total: int, published: pd.DataFrame | None = None,
+         label: str = "the study, Table 1"):  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +55,7 @@ def plot(table: pd.DataFrame, total: int, published: pd.DataFrame | None = None)
         title="E1: FID vs diversity",
         xlabel=f"distinct training images n (set of {total})",
         published=published,
-        published_label="published (study, Table 1)",
+        published_label=label,
     )
     return figure
 
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace, published) -> None:
         args,
         "fid_repeated",
         table,
-        plot(table, args.count, published),
+        plot(table, args.count, *published),
         train=train,
         engine=engine,
         started=started,

@@ -48,6 +48,7 @@ def plot(
     example: np.ndarray,
     seed: int,
     published: pd.DataFrame | None = None,
+    label: str = "the study, Table 2",
 ):
     """FID against k, and one image at every scramble level (k = 1 is the original)."""
     import matplotlib
@@ -67,7 +68,7 @@ def plot(
         title="E2: FID vs scrambling",
         log_base=2,
         published=published,
-        published_label="published (study, Table 2)",
+        published_label=label,
     )
     for column, tiles in enumerate(levels):
         ax = figure.add_subplot(grid[1, column])
@@ -129,7 +130,7 @@ def _run(args: argparse.Namespace, published) -> None:
         args,
         "fid_scrambled",
         table,
-        plot(table, images[0], args.seed, published),
+        plot(table, images[0], args.seed, *published),
         train=train,
         engine=engine,
         started=started,

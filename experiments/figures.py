@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from experiments.published_tables import study_table
 from experiments.tables import CEILING, FULL_SET
 
 CRITERION_COLOURS = {
@@ -189,13 +190,15 @@ def class_makeup(table: pd.DataFrame, keys: list[str]) -> Figure:
 
 
 def repetition_curve(table: pd.DataFrame, x: str, title: str, xlabel: str) -> Figure:
-    """E1 (x = size) or E2 (x = tiles): FID mean with one sd against x."""
+    """E1 (x = size) or E2 (x = tiles): FID mean with one sd against x, beside the
+    study's own published values."""
     from experiments.fid_commands import plot_fid_curve  # noqa: PLC0415 (loads torch)
 
+    published, label = study_table(x)
     figure = Figure(figsize=(6, 4))
     axis = figure.subplots()
-    plot_fid_curve(
-        axis, table, x, xlabel=xlabel, title=title, log_base=2 if x == "tiles" else 10
-    )
+    plot_fid_curve(axis, table, x, xlabel=xlabel, title=title,
+                   log_base=2 if x == "tiles" else 10, published=published,
+                   published_label=label)  # fmt: skip
     figure.tight_layout()
     return figure

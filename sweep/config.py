@@ -372,8 +372,11 @@ def check_axis_value(axis: str, value: Any) -> Any:
         if value not in CRITERIA:
             raise ValueError(f"{axis} = {value!r}: choose from {', '.join(CRITERIA)}")
     elif axis == "n_train":
-        if value is not None and (type(value) is not int or value < 1):
-            raise ValueError(f"{axis} = {value!r}: a positive integer, or null for all")
+        count = type(value) is int and value >= 1
+        fraction = type(value) is float and 0 < value <= 1
+        if value is not None and not (count or fraction):
+            raise ValueError(f"{axis} = {value!r}: a positive integer (images), a "
+                             f"fraction of the pool in (0, 1], or null for all")
     elif axis == "seed":
         if type(value) is not int or value < 0:
             raise ValueError(f"{axis} = {value!r}: an integer >= 0")

@@ -21,6 +21,7 @@ from sweep.config import GridConfig
 from sweep.folder import HISTORY_FILE, RESULTS_FILE
 from sweep.prerequisites import score_need
 from sweep.storage import write_bytes
+from sweep.trials import train_size
 from vae_sweep import PROJECT
 
 STATUS_BY_OUTCOME = {"completed": "ok", "diverged": "diverged"}
@@ -77,6 +78,8 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
         "experiment": grid.name,
         "trial_id": _trial_id(result),
         **params,
+        # the share of the pool it trained on (grid.n_train may give either)
+        "retention": params["n_train"] / train_size(grid),
         **_mahalanobis(grid, params),
         "loss_mse": metrics.get("loss_mse"),
         "variance_law": metrics.get("variance_law"),

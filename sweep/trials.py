@@ -50,7 +50,7 @@ def expand(config: GridConfig, total: int | None = None) -> list[dict]:
     trials, seen = [], set()
     for values in itertools.product(*config.grid.values()):
         params = dict(zip(axes, values, strict=True))
-        n = params["n_train"] or total
+        n = retained(params["n_train"], total)
         if n > total:
             raise InputError(
                 f"grid.n_train = {n} is larger than the training set ({total} images)"
@@ -63,6 +63,16 @@ def expand(config: GridConfig, total: int | None = None) -> list[dict]:
             seen.add(key)
             trials.append(params)
     return trials
+
+
+def retained(n_train: int | float | None, total: int) -> int:
+    """Images a trial trains on: a count, a fraction of the pool (0.5: half, rounded
+    to the nearest image), or the whole pool (None)."""
+    if n_train is None:
+        return total
+    if isinstance(n_train, float):
+        return max(1, round(n_train * total))
+    return n_train
 
 
 def check_experiment(config: GridConfig, total: int) -> None:

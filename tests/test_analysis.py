@@ -269,6 +269,26 @@ def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
     assert row["difference"] == pytest.approx(4 / 300)
 
 
+def test_a_table5_shaped_sweep_is_set_beside_the_studys_table5(tmp_path):
+    """Half of the pool by random and lowest_recon, and the whole pool: the shape of
+    the thesis's Table 5, whose rows come beside this sweep's means."""
+    results = synthetic_results()
+    results.loc[results["n_train"] == 100, "n_train"] = 200  # half of the 400 pool
+    results["data_encoding"] = "jpeg"
+    grid = synthetic_grid(grid={"n_train": [200, None],
+                                "criterion": ["random", "lowest_recon"],
+                                "seed": [0, 1, 2]})  # fmt: skip
+    folder = write_sweep(tmp_path / "syn", grid=grid, results=results)
+    analysis.main([str(folder), "--out", str(tmp_path / "r")])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "## The study's Table 5 beside this sweep" in report
+    assert "read a jpeg copy of CIFAR-10" in report and "scored 50 samples" in report
+    # VAE-H: random, half, gaussian: the thesis's 117.867 beside our mean of 10, 12, 14
+    assert "| VAE-H | random | half | gaussian | 118 | 12 | 3 |" in report
+    assert "| VAE | all | all | gmm | 83 | 6 | 3 |" in report
+    assert "VAE-MD" not in report  # no lowest_mahalanobis trials: no row
+
+
 def test_sampling_error_sits_beside_the_seed_interval(tmp_path):
     results = synthetic_results()
     # each trial's bootstrap interval: FID +- (1 + seed) / 2, so widths 1, 2, 3

@@ -176,7 +176,8 @@ def test_published_values_are_drawn_beside_ours_and_checked(tmp_path):
     ours = pd.DataFrame({"size": [10, 20], "fid_mean": [50.0, 30.0],
                          "fid_variance_ddof1": [4.0, 1.0]})  # fmt: skip
     (tmp_path / "table1.csv").write_text("size,fid_mean\n10,55.5\n20,33.0\n")
-    published = read_published(str(tmp_path / "table1.csv"), "size")
+    published, label = read_published(str(tmp_path / "table1.csv"), "size")
+    assert label == "published (table1.csv)"
     figure, axis = plt.subplots()
     plot_fid_curve(axis, ours, "size", xlabel="n", title="E1", published=published,
                    published_label="published (Table 1)")  # fmt: skip
@@ -188,3 +189,17 @@ def test_published_values_are_drawn_beside_ours_and_checked(tmp_path):
     (tmp_path / "bad.csv").write_text("tiles,fid\n2,1\n")
     with pytest.raises(InputError, match="needs the columns size and fid_mean"):
         read_published(str(tmp_path / "bad.csv"), "size")
+    assert read_published("none", "size") == (None, "")
+
+
+def test_the_studys_own_tables_are_the_default_overlay():
+    """Without --published, E1 and E2 draw the thesis' Tables 1 and 2 (shipped in
+    experiments/published, as the shared copy has them)."""
+    from experiments.fid_commands import read_published
+
+    table1, label1 = read_published(None, "size")
+    assert label1 == "the study, Table 1" and len(table1) == 11
+    assert table1.set_index("size").loc[10_000, "fid_mean"] == pytest.approx(5.212)
+    table2, label2 = read_published(None, "tiles")
+    assert list(table2["tiles"]) == [2, 4, 16, 64, 256, 1024]
+    assert table2.set_index("tiles").loc[1024, "fid_mean"] == pytest.approx(341.631)

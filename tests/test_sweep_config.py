@@ -283,3 +283,17 @@ def _leaves(schema: dict) -> list[str]:
         return keys
 
     return walk(schema, "")
+
+
+def test_n_train_takes_fractions_of_the_pool(tmp_path):
+    """Retention ratios as an axis: 0.5 of a 10,000-image pool is 5,000 images; a
+    fraction and a count that name the same subset size are one trial; 1.0 is the
+    whole pool (criterion all)."""
+    config = load_grid(_grid(tmp_path, "name: t\ndata: {train_limit: 10000}\n"
+                             "grid: {n_train: [0.5, 0.25, 2500, 1.0],"
+                             " criterion: [random]}\n"))  # fmt: skip
+    assert [t["n_train"] for t in expand(config)] == [5000, 2500, 10000]
+    assert expand(config)[-1]["criterion"] == "all"
+    for bad in ("1.5", "0.0", "-0.5"):
+        with pytest.raises(InputError, match="a fraction of the pool in"):
+            load_grid(_grid(tmp_path, f"name: t\ngrid: {{n_train: [{bad}]}}\n"))

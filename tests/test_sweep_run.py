@@ -321,6 +321,7 @@ def test_stage2_gmm_kid_and_provenance_reach_thetables(mahalanobis_run):
     # 10,000 samples exceed (fid.bootstrap.KID_BOOTSTRAP_MAX)
     assert (results["fid_ci_low"] < results["fid_ci_high"]).all()
     assert results[["kid_ci_low", "kid_ci_high"]].isna().all().all()
+    assert (results["retention"] == 100 / 300).all()  # of the 300-image pool
     # each trial's subset by class: 100 images, the criterion's own make-up
     for counts in results.drop_duplicates("trial_id")["class_counts"]:
         assert sum(json.loads(counts).values()) == 100
