@@ -517,6 +517,14 @@ def in_units(config: GridConfig, value: int | None) -> int:
     return DEFAULT_ROUNDS * (config.stage1.round_steps if step else 1)
 
 
+def checkpoint_rounds(config: GridConfig) -> int:
+    """Rounds between checkpoints (checkpoint_every is in the budget's unit)."""
+    every = in_units(config, config.checkpoint_every)
+    if budget_unit(config) == "step":
+        return every // config.stage1.round_steps
+    return every
+
+
 def budget_end(config: GridConfig) -> int:
     """The largest stage-1 budget of the grid's trials, in its unit."""
     name = "steps" if budget_unit(config) == "step" else "epochs"

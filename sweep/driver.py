@@ -32,7 +32,7 @@ from sweep.cluster import (
     remote_error,
     service_placement,
 )
-from sweep.config import GridConfig
+from sweep.config import GridConfig, checkpoint_rounds
 from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.folder import (
     GRID_FILE,
@@ -206,7 +206,7 @@ def start_prerequisites(
             launches[key] = partial(
                 recon_task.options(num_cpus=resources.cpu,
                                    num_gpus=resources.gpu).remote,
-                train_ref, options, checkpoint, config.checkpoint_every,
+                train_ref, options, checkpoint, checkpoint_rounds(config),
             )  # fmt: skip
             gpus[key] = resources.gpu
     prerequisites = Prerequisites(

@@ -58,7 +58,8 @@ def _span(started: float) -> dict:
 
 @ray.remote(num_returns=2)
 def recon_task(train, options: dict, checkpoint: str, checkpoint_every: int):
-    """Reference-VAE reconstruction errors of x_train; (scores, span).
+    """Reference-VAE reconstruction errors of x_train; (scores, span), a checkpoint
+    every `checkpoint_every` rounds.
 
     `checkpoint` is in the sweep's storage, which every node sees: Ray retries a task
     whose node was lost, and the retry continues from the last epoch saved there.

@@ -25,7 +25,7 @@ from fid.priority_lock import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
 from sweep.cluster import trial_device
-from sweep.config import GridConfig, budget_unit, in_units
+from sweep.config import GridConfig, budget_unit, checkpoint_rounds, in_units
 from sweep.folder import NAMESPACE, SAMPLES_FOLDER, STAGE2_FOLDER, STATE_FILE
 from sweep.prerequisites import score_need
 from sweep.storage import fetch, join, publish, write_bytes
@@ -213,9 +213,7 @@ def stage2_checkpoint(folder: str, trainer: Trainer, grid: GridConfig):
             publish(local, path)
 
     round_seconds = [r.seconds for r in trainer.history]
-    rounds = in_units(grid, grid.checkpoint_every)
-    if budget_unit(grid) == "step":
-        rounds //= grid.stage1.round_steps
+    rounds = checkpoint_rounds(grid)
     seconds = rounds * float(np.mean(round_seconds or [60.0]))
     return Stage2Checkpoint(save, saved, seconds)
 

@@ -297,3 +297,18 @@ def test_n_train_takes_fractions_of_the_pool(tmp_path):
     for bad in ("1.5", "0.0", "-0.5"):
         with pytest.raises(InputError, match="a fraction of the pool in"):
             load_grid(_grid(tmp_path, f"name: t\ngrid: {{n_train: [{bad}]}}\n"))
+
+
+def test_checkpoints_and_graces_count_rounds_of_the_budgets_unit():
+    from sweep.config import checkpoint_rounds, in_units
+
+    def grid(**sections):
+        return GridConfig.model_validate({"name": "t", **sections})
+
+    assert checkpoint_rounds(grid()) == 10  # null: 10 rounds, epochs here
+    assert checkpoint_rounds(grid(checkpoint_every=3)) == 3
+    steps = {"stage1": {"steps": 1000, "round_steps": 50}}
+    assert checkpoint_rounds(grid(**steps)) == 10
+    assert in_units(grid(**steps), None) == 500  # 10 rounds of 50 steps
+    assert checkpoint_rounds(grid(**steps, checkpoint_every=200)) == 4
+
