@@ -11,6 +11,19 @@ chosen `n` images and the per-image scores the choice was made on:
   trained on the whole set.
 * `lowest_mahalanobis` / `highest_mahalanobis`: Mahalanobis distance of each image's FID
   features to the x_test feature distribution (the most / least "FID-typical" images).
+* `class_density`: n / classes per class (the remainder as `class_balanced`), each
+  class's densest by the log-likelihood under a Gaussian fitted to that class (DeVries,
+  Drozdzal & Taylor 2020, "Instance Selection for GANs").
+* `knn_density`: the n densest, by the lowest distance to the k-th nearest other image
+  of the pool (the k-NN density of DeVries et al.'s `nn_dist`).
+* `k_center`: the greedy k-center coreset, the n first picked (Sener & Savarese 2018,
+  "A Core-Set Approach"): the subset that covers the pool, outliers early.
+* `lowest_prototype` / `highest_prototype`: the n nearest to / farthest from their
+  k-means centroid, the "easy" / "hard" images (Sorscher et al. 2022, "Beyond neural
+  scaling laws").
+
+These last criteria read scores of `selection.feature_scores` (kinds `class_density`,
+`knn_density`, `k_center`, `prototype`); whoever provides them chooses the features.
 
 Any criterion asked for the whole set returns the whole set, without computing scores:
 such trials are the same trial (DESIGN section 6). Ties in a score break by index, so a
@@ -51,7 +64,7 @@ class Selection:
 
 
 class ScoreBook:
-    """Per-image scores by kind ('recon', 'mahalanobis'), computed once, cached on disk.
+    """Per-image scores by kind ('recon', 'mahalanobis', ...), computed once, cached.
 
     `providers` maps a kind to (key, compute): the key must change whenever the
     scores would (dataset hash, model and training options, feature network).
@@ -203,42 +216,66 @@ def _random(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
     return _lowest(keys, n), keys
 
 
-def _class_balanced(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+def _class_quota(name: str, train: ImageSet, n: int, rng: np.random.Generator):
+    """(labels (N,), classes (C,), quota (C,)): n // C images of each class present,
+    the remainder one each to `rng`'s choice of classes."""
     labels = np.asarray(train.labels)
     if (labels < 0).any():
         raise InputError(
-            f"criterion 'class_balanced' needs class labels; {train.source} has none"
+            f"criterion {name!r} needs class labels; {train.source} has none"
         )
     classes, counts = np.unique(labels, return_counts=True)
-    rng = np.random.default_rng(seed)
     quota = np.full(len(classes), n // len(classes))
     quota[rng.choice(len(classes), n % len(classes), replace=False)] += 1
     short = classes[quota > counts]
     if len(short):
         raise InputError(
-            f"criterion 'class_balanced': n={n} needs {quota.max()} images of class "
+            f"criterion {name!r}: n={n} needs {quota.max()} images of class "
             f"{int(short[0])}, which has {int(counts[classes == short[0]][0])}"
         )
-    keys = rng.random(len(labels))
-    chosen = [
+    return labels, classes, quota
+
+
+def _lowest_per_class(labels, classes, quota, keys: np.ndarray) -> np.ndarray:
+    """The `quota` images of each class with the lowest (N,) keys."""
+    return np.concatenate([
         np.flatnonzero(labels == cls)[_lowest(keys[labels == cls], int(q))]
         for cls, q in zip(classes, quota, strict=True)
-    ]
-    return np.concatenate(chosen), keys
+    ])  # fmt: skip
+
+
+def _class_balanced(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+    rng = np.random.default_rng(seed)
+    labels, classes, quota = _class_quota("class_balanced", train, n, rng)
+    keys = rng.random(len(labels))
+    return _lowest_per_class(labels, classes, quota, keys), keys
+
+
+def _book_scores(kind: str, train: ImageSet, scores: ScoreBook | None) -> np.ndarray:
+    if scores is None:
+        raise InputError(f"{kind} scores are needed but no score source was given")
+    values = scores.get(kind)
+    if len(values) != len(train):
+        raise InputError(
+            f"{kind} scores cover {len(values)} images, the set has {len(train)}"
+        )
+    return values
 
 
 def _by_score(kind: str, highest: bool):
     def choose(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
-        if scores is None:
-            raise InputError(f"{kind} scores are needed but no score source was given")
-        values = scores.get(kind)
-        if len(values) != len(train):
-            raise InputError(
-                f"{kind} scores cover {len(values)} images, the set has {len(train)}"
-            )
+        values = _book_scores(kind, train, scores)
         return _lowest(-values if highest else values, n), values
 
     return choose
+
+
+def _class_density(train: ImageSet, n: int, seed: int, scores: ScoreBook | None):
+    # the labels first: their error is the cheaper one to reach
+    rng = np.random.default_rng(seed)
+    labels, classes, quota = _class_quota("class_density", train, n, rng)
+    values = _book_scores("class_density", train, scores)
+    return _lowest_per_class(labels, classes, quota, -values), values
 
 
 CRITERIA = {
@@ -249,13 +286,23 @@ CRITERIA = {
     "highest_recon": _by_score("recon", highest=True),
     "lowest_mahalanobis": _by_score("mahalanobis", highest=False),
     "highest_mahalanobis": _by_score("mahalanobis", highest=True),
+    "class_density": _class_density,
+    "knn_density": _by_score("knn_density", highest=False),
+    "k_center": _by_score("k_center", highest=False),
+    "lowest_prototype": _by_score("prototype", highest=False),
+    "highest_prototype": _by_score("prototype", highest=True),
 }
 
 # which ScoreBook kind a criterion reads, for callers deciding what to precompute
 SCORE_KIND = {
-    name: kind
-    for kind in ("recon", "mahalanobis")
-    for name in (f"lowest_{kind}", f"highest_{kind}")
+    **{
+        name: kind
+        for kind in ("recon", "mahalanobis", "prototype")
+        for name in (f"lowest_{kind}", f"highest_{kind}")
+    },
+    "class_density": "class_density",
+    "knn_density": "knn_density",
+    "k_center": "k_center",
 }
 
 
