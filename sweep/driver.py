@@ -43,14 +43,17 @@ from sweep.folder import (
 )
 from sweep.prerequisites import (
     FEATURE_CHUNK,
+    FEATURES,
     GATES,
     GatedTrials,
     Prerequisites,
+    features_task,
     mahalanobis_task,
+    needs_features,
     pixel_mahalanobis_task,
     recon_task,
-    score_key,
     score_need,
+    trial_needs,
 )
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
@@ -214,6 +217,10 @@ def start_prerequisites(
     )
     for key in sorted(keys):
         prerequisites.start(key, launches[key], gpu=gpus[key])
+    if needs_features(config):  # a coordinator: the FID service extracts, and caches
+        launch = partial(features_task.options(num_cpus=0.25).remote, train_ref,
+                         service_names(config), NAMESPACE, client_options(config))
+        prerequisites.start(FEATURES, launch, persist=False)
     return prerequisites
 
 
@@ -285,7 +292,7 @@ def build_tuner(
             # the grid in order; trials waiting for criterion scores are handed to
             # Tune only when those exist, so they hold no resources meanwhile
             search_alg=GatedTrials(
-                trials, [score_key(config, t) for t in trials], gate=folder
+                trials, [trial_needs(config, t) for t in trials], gate=folder
             ),
             num_samples=len(trials),
             # as many trials may wait for resources as the grid has (a custom
@@ -353,13 +360,15 @@ def run_sweep(
             client.features_in_chunks(train.images, FEATURE_CHUNK, priority=BULK)
         )
     accounting.lap("prerequisites")
+    scores = prerequisites.refs()
     data = SweepData(
         train=train_ref,
         test=test_ref,
-        scores=prerequisites.refs(),
+        scores={k: v for k, v in scores.items() if k != FEATURES},
         services=service_names(config),
         client=client_options(config),
-        train_features=features,
+        # E1's, or (memorization) the features prerequisite's, whose trials wait
+        train_features=scores.get(FEATURES, features),
         folder=folder,
     )
     tuner = build_tuner(config, trials, folder, data, resume=resume,

@@ -117,6 +117,27 @@ def pixel_mahalanobis_task(train, test, covariance: CovarianceEstimate):
     return scores, _span(started)
 
 
+FEATURES = "features"  # the prerequisite of x_train's FID features (memorization)
+
+
+def needs_features(config: GridConfig) -> bool:
+    """Whether the trials read x_train's FID features: memorization measures each
+    prior's samples against the trial's own training images."""
+    return config.kind == "vae" and "memorization" in config.fid.metrics
+
+
+@ray.remote(num_returns=2)
+def features_task(train, services: tuple[str, ...], namespace: str,
+                  client: ClientOptions):  # fmt: skip
+    """x_train's FID features, (N, d) float32, from the FID service in chunks at bulk
+    priority (each chunk cached by the service); (features, span)."""
+    started = time.time()
+    features = FIDClient(services, namespace, client).features_in_chunks(
+        train.images, FEATURE_CHUNK, cache=True, priority=BULK
+    )
+    return features, _span(started)
+
+
 @dataclass
 class _Job:
     scores: ray.ObjectRef  # (N,) float64
@@ -125,6 +146,7 @@ class _Job:
     done: bool = False
     ran: dict | None = None  # the span, once done: started_at, finished_at, seconds
     error: str | None = None
+    persist: bool = True  # cached in the score cache (features: the FID service's)
 
 
 class Prerequisites:
@@ -140,13 +162,14 @@ class Prerequisites:
         launch: Callable[[], tuple[ray.ObjectRef, ray.ObjectRef]],
         *,
         gpu: float = 0.0,
+        persist: bool = True,
     ) -> None:
-        cached = self.book.cached(kind)
+        cached = self.book.cached(kind) if persist else None
         if cached is not None:
             self.jobs[kind] = _Job(ray.put(cached), None, gpu, done=True)
             return
         scores, span = launch()
-        self.jobs[kind] = _Job(scores, span, gpu)
+        self.jobs[kind] = _Job(scores, span, gpu, persist=persist)
 
     def ready(self, kind: str) -> bool:
         """Whether `kind`'s task has ended (well or not); caches scores that arrived."""
@@ -162,7 +185,8 @@ class Prerequisites:
         except Exception as error:  # the trials that need them fail with it
             job.error = str(error).strip().splitlines()[-1]
             return
-        self.book.save(kind, scores)
+        if job.persist:
+            self.book.save(kind, scores)
         job.ran = ray.get(job.span)
 
     def wait_all(self) -> None:
@@ -210,13 +234,20 @@ def score_key(config: GridConfig, params: dict) -> str | None:
     return need[0] if need else None
 
 
+def trial_needs(config: GridConfig, params: dict) -> tuple[str, ...]:
+    """The prerequisites a trial waits for: its criterion's scores, and x_train's
+    features when it measures memorization."""
+    key = score_key(config, params)
+    return (*((key,) if key else ()), *((FEATURES,) if needs_features(config) else ()))
+
+
 class GatedTrials(Searcher):
     """The grid's trials in order, each handed to Tune once its scores exist."""
 
-    def __init__(self, trials: list[dict], needs: list[str | None], gate: str):
+    def __init__(self, trials: list[dict], needs: list[tuple[str, ...]], gate: str):
         super().__init__()
         self.trials = trials
-        self.needs = needs  # per trial, the score key it waits for (None: nothing)
+        self.needs = needs  # per trial, the prerequisite keys it waits for
         self.gate = gate
         self.suggested: list[int] = []  # indices into trials, in the order handed out
 
@@ -225,10 +256,12 @@ class GatedTrials(Searcher):
             return Searcher.FINISHED
         prerequisites = GATES.get(self.gate)
         taken = set(self.suggested)
-        for index, need in enumerate(self.needs):
+        for index, needed in enumerate(self.needs):
             if index in taken:
                 continue
-            if need is None or prerequisites is None or prerequisites.ready(need):
+            if not isinstance(needed, tuple):  # a searcher pickled before: one key
+                needed = () if needed is None else (needed,)
+            if prerequisites is None or all(map(prerequisites.ready, needed)):
                 self.suggested.append(index)
                 return {"trial": self.trials[index]}
         return None  # Tune asks again shortly

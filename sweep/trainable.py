@@ -21,6 +21,7 @@ import torch
 from ray import tune
 
 from fid.client import ClientOptions, FIDClient
+from fid.memorization import memorization
 from fid.priority_lock import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
@@ -39,7 +40,7 @@ from vae.evaluate import (
     stage2_summary,
 )
 from vae.inference import decode, to_uint8
-from vae.plots import sample_grid_png
+from vae.plots import pairs_png, sample_grid_png
 from vae.priors import PriorContext, prior_seed, recon_images
 from vae.stage2 import Stage2Checkpoint
 from vae.train_config import EpochReport
@@ -225,6 +226,21 @@ def save_samples(folder: str, images: np.ndarray, prior: str, fid: float) -> Non
                 sample_grid_png(images, title))  # fmt: skip
 
 
+COPY_PAIRS = 8  # generated samples shown beside their nearest training images
+
+
+def save_copies(folder: str, images: np.ndarray, copied, subset: np.ndarray,
+                prior: str) -> None:  # fmt: skip
+    """samples/<trial>/memorization_<prior>.png: the generated samples most like one
+    training image (lowest nearest / second-nearest ratio) above those images."""
+    closest = np.argsort(copied.ratios, kind="stable")[:COPY_PAIRS]
+    trial = tune.get_context().get_trial_id()
+    title = (f"{trial}, {prior}: memorization {copied.rate:.3f} (top: samples "
+             f"closest to one training image; below: that image)")  # fmt: skip
+    png = pairs_png(images[closest], subset[copied.nearest[closest]], title)
+    write_bytes(join(folder, SAMPLES_FOLDER, trial, f"memorization_{prior}.png"), png)
+
+
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     s = settings(grid, config["trial"], device=trial_device())
     train = ray.get(data.train)  # read-only, zero-copy
@@ -285,17 +301,31 @@ def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
     )
 
     shown = []  # the first samples of each prior, in grid.priors order
+    copies = []  # each prior's generated samples and their memorization
+    # the trial's own training images' FID features: a view of x_train's
+    memorize = "memorization" in grid.fid.metrics
+    train_features = (ray.get(data.train_features)[chosen.indices]
+                      if memorize else None)  # fmt: skip
 
     def fid(images: np.ndarray) -> float | dict:
         shown.append(images[:SAMPLE_GRID])
         if grid.fid.metrics == ("fid",) and not grid.fid.bootstrap:
             return service.fid(images, priority=FINAL)
-        return service.metrics(images, names=grid.fid.metrics, priority=FINAL,
-                               seed=s.seed, bootstrap=grid.fid.bootstrap)  # fmt: skip
+        names = [m for m in grid.fid.metrics if m != "memorization"]
+        out = service.metrics(images, names=names, priority=FINAL, seed=s.seed,
+                              bootstrap=grid.fid.bootstrap,
+                              features=memorize)  # fmt: skip
+        if memorize:
+            copied = memorization(out.pop("features"), train_features)
+            copies.append((images, copied))
+            out["memorization"] = copied.rate
+        return out
 
     for result in evaluate_priors(ctx, grid.priors, samples=grid.fid.samples, fid=fid):
         if data.folder is not None and shown:
             save_samples(data.folder, shown[-1], result.prior, result.fid)
+        if data.folder is not None and copies:
+            save_copies(data.folder, *copies[-1], subset, result.prior)
         final[f"fid_{result.prior}"] = result.fid
         final[f"fid_samples_{result.prior}"] = result.fid_samples
         for metric, value in result.extra.items():  # kid, kid_std, fid_inf, *_ci_*

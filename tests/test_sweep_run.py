@@ -249,7 +249,8 @@ def mahalanobis_run(small_cifar_root, tmp_path_factory):
           "--set", "grid.selection.mahalanobis_space=[inception, pixel]",
           "--set", "grid.n_train=[100]", "--set", "priors=[gaussian, gmm, two_stage]",
           "--set", "stage2.epochs=3", "--set", "stage2.hidden=[16, 16, 16]",
-          "--set", "stage2.latent_dim=2", "--set", "fid.metrics=[fid, kid, fid_inf]",
+          "--set", "stage2.latent_dim=2",
+          "--set", "fid.metrics=[fid, kid, fid_inf, prdc, memorization]",
           "--set", "fid.samples=10000",  # FID-infinity's minimum
           "--set", "fid.bootstrap=20",
           "--set", "gmm.components=2",
@@ -280,7 +281,9 @@ def test_mahalanobis_scores_come_once_per_space_from_the_driver(
     # recomputation would overwrite the same score file, so files cannot tell)
     runs = json.loads((folder / "smoke" / "timings.json").read_text())["runs"]
     tasks = [k for run in runs for k in run["prerequisites"]]
-    assert len(tasks) == 2 and all(t.startswith("mahalanobis-") for t in tasks), tasks
+    # and x_train's features once, for memorization
+    assert sorted(t.split("-")[0] for t in tasks) == ["features", "mahalanobis",
+                                                       "mahalanobis"], tasks
     # the same distances, worked out here with scikit-learn's OAS fitted on the
     # x_test samples themselves: from the stand-in features, and from the pixels
     train = np.asarray(load_cifar10(small_cifar_root, "train", limit=300,
@@ -322,6 +325,15 @@ def test_stage2_gmm_kid_and_provenance_reach_thetables(mahalanobis_run):
     assert (results["fid_ci_low"] < results["fid_ci_high"]).all()
     assert results[["kid_ci_low", "kid_ci_high"]].isna().all().all()
     assert (results["retention"] == 100 / 300).all()  # of the 300-image pool
+    # precision, recall, density and coverage, and memorization, per prior, with
+    # each prior's samples beside their nearest training images
+    assert results[["precision", "recall", "density", "coverage",
+                    "memorization"]].notna().all().all()  # fmt: skip
+    assert results[["precision", "recall", "memorization"]].stack().between(0, 1).all()
+    for row in results.itertuples():
+        name = f"memorization_{row.prior}.png"
+        png = folder / "smoke" / "samples" / row.trial_id / name
+        assert png.stat().st_size > 0, png
     # each trial's subset by class: 100 images, the criterion's own make-up
     for counts in results.drop_duplicates("trial_id")["class_counts"]:
         assert sum(json.loads(counts).values()) == 100

@@ -52,6 +52,21 @@ def sample_grid_png(images: np.ndarray, title: str) -> bytes:
     return buffer.getvalue()
 
 
+def pairs_png(generated: np.ndarray, nearest: np.ndarray, title: str) -> bytes:
+    """Generated samples above the training images nearest to them, column by column
+    ((k, 32, 32, 3) uint8 each), as PNG bytes."""
+    columns = len(generated)
+    stacked = np.concatenate([generated, nearest])  # row 1 generated, row 2 training
+    figure = Figure(figsize=(max(4.0, 0.75 * columns), 2.4))
+    axis = figure.subplots()
+    axis.imshow(image_grid(stacked, columns=columns), interpolation="nearest")
+    axis.set_title(title, fontsize=8)
+    axis.axis("off")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def save_loss_curve(history: list[dict], path: str | os.PathLike, title: str) -> None:
     epochs = [h["epoch"] for h in history]
     figure = Figure(figsize=(6, 4))
