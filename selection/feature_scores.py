@@ -170,3 +170,28 @@ def prototype_distances(
 
     kmeans = KMeans(n_clusters=clusters, random_state=seed, n_init=KMEANS_N_INIT)
     return kmeans.fit(features).transform(features).min(axis=1)
+
+
+SELECTION_SPACES = ("inception", "pixel")  # the first is the default
+FEATURE_KINDS = ("class_density", "knn_density", "k_center", "prototype")
+SEEDED_KINDS = ("k_center", "prototype")  # their scores depend on the trial's seed
+
+
+def pixel_features(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 images as (N, H * W * 3) float32 vectors in [0, 1]."""
+    return np.asarray(images).reshape(len(images), -1).astype(np.float32) / 255.0
+
+
+def feature_scores(kind: str, features: np.ndarray, labels: np.ndarray, *,
+                   seed: int = 0) -> np.ndarray:  # fmt: skip
+    """The (N,) scores of a ScoreBook `kind` (FEATURE_KINDS) of (N, d) features."""
+    if kind == "class_density":
+        return class_density_scores(features, labels)
+    if kind == "knn_density":
+        return knn_density_scores(features)
+    if kind == "k_center":
+        return k_center_order(features, seed=seed)
+    if kind == "prototype":
+        return prototype_distances(features, seed=seed)
+    raise ValueError(f"no feature scores of kind {kind!r}: {', '.join(FEATURE_KINDS)}")
+

@@ -44,6 +44,7 @@ from selection.criteria import (
     CovarianceEstimate,
 )
 from selection.datasets import SPLIT_SIZES
+from selection.feature_scores import SELECTION_SPACES
 from vae.evaluate import FID_SAMPLES
 from vae.losses import DEFAULT_LOSS, LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
@@ -156,6 +157,9 @@ class SelectionSection(Section):
     # the thesis does not say): inception, the 2048-d FID features against x_test's;
     # pixel, the 3072-d pixel vectors against x_test's pixel mean and covariance
     mahalanobis_space: Literal[MAHALANOBIS_SPACES] = MAHALANOBIS_SPACES[0]
+    # where the literature's criteria (class_density, knn_density, k_center, the
+    # prototypes) measure: the 2048-d FID features, or the 3072-d pixels
+    space: Literal[SELECTION_SPACES] = SELECTION_SPACES[0]
 
     @property
     def covariance(self) -> CovarianceEstimate:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from selection.criteria import SCORE_KIND
 from sweep.config import CIFAR_TEST_SIZE, GridConfig
-from sweep.prerequisites import score_need
+from sweep.prerequisites import measures_memorization, score_need
 from sweep.trials import settings, train_size
 from vae_sweep.errors import InputError
 
@@ -124,15 +124,17 @@ def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
         reference_images += images
         at = slot % layout.count
         free[at] = ready[key] = free[at] + images / rates.train_images_per_s
-    # the Mahalanobis criteria in inception space push x_train through the network;
-    # in pixel space their scores cost next to nothing
-    spaces = {need[2]["space"] for need in (score_need(config, t) for t in trials)
-              if need and need[1] == "mahalanobis"}  # fmt: skip
-    features = "inception" in spaces or config.kind == "fid_repeated"
+    # scores in inception space (and memorization) push x_train through the network
+    # once; the scores themselves are counted as instant (k_center's O(N^2 d) order
+    # is not: minutes at 10,000 images on a CPU)
+    spaces = {need[2].get("space") for need in (score_need(config, t) for t in trials)
+              if need}  # fmt: skip
+    features = ("inception" in spaces or config.kind == "fid_repeated"
+                or measures_memorization(config))  # fmt: skip
     prerequisite_fid = service.replicas * test_images + (total if features else 0)
-    if "mahalanobis" in kinds:
-        extraction = total / (fid_rate * service.replicas) if features else 0.0
-        ready["mahalanobis"] = start + extraction
+    extraction = total / (fid_rate * service.replicas) if features else 0.0
+    for kind in kinds - {"recon"}:
+        ready[kind] = start + extraction
     heapq.heapify(free)
 
     def needs(index: int) -> str:

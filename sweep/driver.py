@@ -24,6 +24,7 @@ from fid.priority_lock import BULK
 from fid.service import start_fid_service
 from selection.criteria import CovarianceEstimate, ScoreBook
 from selection.datasets import ImageSet, load_cifar10
+from selection.feature_scores import FEATURE_KINDS
 from sweep.accounting import Accounting
 from sweep.cluster import (
     connect,
@@ -47,6 +48,7 @@ from sweep.prerequisites import (
     GATES,
     GatedTrials,
     Prerequisites,
+    feature_score_task,
     features_task,
     mahalanobis_task,
     needs_features,
@@ -62,6 +64,7 @@ from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.recon_scores import reference_key
 from vae_sweep.errors import InputError
+from vae_sweep.files import content_key
 
 
 def load_data(config: GridConfig) -> tuple[ImageSet, ImageSet]:
@@ -169,59 +172,61 @@ def start_prerequisites(
     network: str,
 ) -> Prerequisites:
     """Launch every score vector a trial needs (one per score key), beside the
-    trials; cached ones are ready at once."""
-    train, train_ref, test, test_ref = data
+    trials; cached ones are ready at once. x_train's FID features come first, once,
+    when any score in Inception space or memorization reads them."""
     needs = {need[0]: need for need in map(partial(score_need, config), trials)
              if need}  # fmt: skip
-    keys, launches, gpus = {}, {}, {}
-    for key, kind, spec in needs.values():
-        if kind == "mahalanobis":
-            covariance = CovarianceEstimate(spec["covariance"], spec["ridge"])
-        if kind == "mahalanobis" and spec["space"] == "pixel":
-            keys[key] = pixel_key(train.sha256, test.sha256, covariance=covariance)
-            launches[key] = partial(
-                pixel_mahalanobis_task.options(num_cpus=1).remote,
-                train_ref, test_ref, covariance,
-            )  # fmt: skip
-            gpus[key] = 0.0
-        elif kind == "mahalanobis":
-            reference = client.reference_stats("test")
-            keys[key] = mahalanobis_key(train.sha256, reference, network=network,
-                                        covariance=covariance)  # fmt: skip
-            # a coordinator: the features are computed by the FID service
-            launches[key] = partial(
-                mahalanobis_task.options(num_cpus=0.25).remote,
-                train_ref, reference, service_names(config), NAMESPACE,
-                client_options(config), covariance,
-            )  # fmt: skip
-            gpus[key] = 0.0
-        else:
-            # the reference VAE: the grid's base settings, its seed and epochs
-            base = settings(config, {"n_train": len(train), "criterion": "all",
-                                     "seed": spec["seed"],
-                                     **_selection(spec)})  # fmt: skip
-            options = {"model": base.model, "training": base.reference,
-                       "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
-            keys[key] = reference_key(train.sha256, **options)
-            # on shared storage: a task retried on another node continues from it
-            checkpoint = join(folder, PREREQUISITES_FOLDER, f"reference-{keys[key]}.pt")
-            resources = config.resources
-            launches[key] = partial(
-                recon_task.options(num_cpus=resources.cpu,
-                                   num_gpus=resources.gpu).remote,
-                train_ref, options, checkpoint, checkpoint_rounds(config),
-            )  # fmt: skip
-            gpus[key] = resources.gpu
+    plans = {key: _plan(config, kind, spec, folder, data, client, network)
+             for key, kind, spec in needs.values()}  # fmt: skip
     prerequisites = Prerequisites(
-        ScoreBook({key: (cache, None) for key, cache in keys.items()})
+        ScoreBook({key: (plan[0], None) for key, plan in plans.items()})
     )
-    for key in sorted(keys):
-        prerequisites.start(key, launches[key], gpu=gpus[key])
-    if needs_features(config):  # a coordinator: the FID service extracts, and caches
-        launch = partial(features_task.options(num_cpus=0.25).remote, train_ref,
+    features = None
+    if needs_features(config, trials):  # a coordinator: the FID service extracts
+        launch = partial(features_task.options(num_cpus=0.25).remote, data[1],
                          service_names(config), NAMESPACE, client_options(config))
         prerequisites.start(FEATURES, launch, persist=False)
+        features = prerequisites.jobs[FEATURES].scores
+    for key in sorted(plans):
+        _, launch, gpu = plans[key]
+        prerequisites.start(key, partial(launch, features), gpu=gpu)
     return prerequisites
+
+
+def _plan(config: GridConfig, kind: str, spec: dict, folder: str, data, client,
+          network: str):  # fmt: skip
+    """(cache key, launch(features) -> (scores, span) refs, GPUs) of one score key."""
+    train, train_ref, test, test_ref = data
+    if kind == "mahalanobis":
+        covariance = CovarianceEstimate(spec["covariance"], spec["ridge"])
+        if spec["space"] == "pixel":
+            cache = pixel_key(train.sha256, test.sha256, covariance=covariance)
+            return cache, lambda _: pixel_mahalanobis_task.options(num_cpus=1).remote(
+                train_ref, test_ref, covariance), 0.0  # fmt: skip
+        reference = client.reference_stats("test")
+        cache = mahalanobis_key(train.sha256, reference, network=network,
+                                covariance=covariance)  # fmt: skip
+        return cache, lambda features: mahalanobis_task.options(num_cpus=1).remote(
+            features, reference, covariance), 0.0  # fmt: skip
+    if kind in FEATURE_KINDS:
+        inception = spec["space"] == "inception"
+        cache = content_key(train=train.sha256, **spec,
+                            network=network if inception else None)  # fmt: skip
+        return cache, lambda features: feature_score_task.options(num_cpus=1).remote(
+            train_ref, features if inception else None, kind, spec["seed"] or 0
+        ), 0.0  # fmt: skip
+    # the reference VAE: the grid's base settings, its seed and epochs
+    base = settings(config, {"n_train": len(train), "criterion": "all",
+                             "seed": spec["seed"], **_selection(spec)})  # fmt: skip
+    options = {"model": base.model, "training": base.reference,
+               "loss": base.loss, "kl_weight": base.kl_weight}  # fmt: skip
+    cache = reference_key(train.sha256, **options)
+    # on shared storage: a task retried on another node continues from it
+    checkpoint = join(folder, PREREQUISITES_FOLDER, f"reference-{cache}.pt")
+    resources = config.resources
+    return cache, lambda _: recon_task.options(
+        num_cpus=resources.cpu, num_gpus=resources.gpu
+    ).remote(train_ref, options, checkpoint, checkpoint_rounds(config)), resources.gpu
 
 
 def _selection(spec: dict) -> dict:

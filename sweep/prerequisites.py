@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import ray
 from ray.tune.search import Searcher
 
@@ -34,6 +35,12 @@ from fid.mahalanobis_scores import pixel_mahalanobis_scores, reference_distances
 from fid.priority_lock import BULK
 from fid.stats import Statistics
 from selection.criteria import SCORE_KIND, CovarianceEstimate, ScoreBook
+from selection.feature_scores import (
+    FEATURE_KINDS,
+    SEEDED_KINDS,
+    feature_scores,
+    pixel_features,
+)
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
 from sweep.storage import fetch, publish
@@ -87,24 +94,22 @@ def recon_task(train, options: dict, checkpoint: str, checkpoint_every: int):
 
 
 @ray.remote(num_returns=2)
-def mahalanobis_task(
-    train,
-    reference: Statistics,
-    services: tuple[str, ...],
-    namespace: str,
-    client: ClientOptions,
-    covariance: CovarianceEstimate,
-):
-    """Mahalanobis distances of x_train's FID features; (scores, span).
-
-    The features come from the FID service in chunks at bulk priority, so trials'
-    intermediate FIDs go first; each chunk is cached by the service.
-    """
+def mahalanobis_task(features, reference: Statistics,
+                     covariance: CovarianceEstimate):  # fmt: skip
+    """Mahalanobis distances of x_train's FID features (the features prerequisite's,
+    which Ray hands over once it has ended) to the reference; (scores, span)."""
     started = time.time()
-    features = FIDClient(services, namespace, client).features_in_chunks(
-        train.images, FEATURE_CHUNK, cache=True, priority=BULK
-    )
     scores = reference_distances(features, reference, covariance)
+    return scores, _span(started)
+
+
+@ray.remote(num_returns=2)
+def feature_score_task(train, features, kind: str, seed: int):
+    """A literature criterion's scores (selection.feature_scores) of x_train, on its
+    FID features (the prerequisite's) or, `features` None, its pixels."""
+    started = time.time()
+    source = pixel_features(train.images) if features is None else features
+    scores = feature_scores(kind, source, np.asarray(train.labels), seed=seed)
     return scores, _span(started)
 
 
@@ -120,10 +125,18 @@ def pixel_mahalanobis_task(train, test, covariance: CovarianceEstimate):
 FEATURES = "features"  # the prerequisite of x_train's FID features (memorization)
 
 
-def needs_features(config: GridConfig) -> bool:
-    """Whether the trials read x_train's FID features: memorization measures each
+def measures_memorization(config: GridConfig) -> bool:
+    """Whether trials read x_train's FID features: memorization measures each
     prior's samples against the trial's own training images."""
     return config.kind == "vae" and "memorization" in config.fid.metrics
+
+
+def needs_features(config: GridConfig, trials: list[dict]) -> bool:
+    """Whether x_train's FID features are read: by memorization, or by scores in
+    Inception space."""
+    needs = [score_need(config, t) for t in trials]
+    inception = any(need and need[2].get("space") == "inception" for need in needs)
+    return measures_memorization(config) or inception
 
 
 @ray.remote(num_returns=2)
@@ -223,6 +236,10 @@ def score_need(config: GridConfig, params: dict) -> tuple[str, str, dict] | None
         spec = {"space": selection.mahalanobis_space,
                 "covariance": selection.mahalanobis_covariance,
                 "ridge": selection.mahalanobis_ridge}  # fmt: skip
+    elif kind in FEATURE_KINDS:
+        seeded = kind in SEEDED_KINDS
+        spec = {"kind": kind, "space": selection.space,
+                "seed": params["seed"] if seeded else None}  # fmt: skip
     else:
         seed = params["seed"] if selection.reference_per_seed else 0
         spec = {"reference_epochs": selection.reference_epochs, "seed": seed}
@@ -238,7 +255,8 @@ def trial_needs(config: GridConfig, params: dict) -> tuple[str, ...]:
     """The prerequisites a trial waits for: its criterion's scores, and x_train's
     features when it measures memorization."""
     key = score_key(config, params)
-    return (*((key,) if key else ()), *((FEATURES,) if needs_features(config) else ()))
+    features = (FEATURES,) if measures_memorization(config) else ()
+    return (*((key,) if key else ()), *features)
 
 
 class GatedTrials(Searcher):

@@ -344,3 +344,36 @@ def test_stage2_gmm_kid_and_provenance_reach_thetables(mahalanobis_run):
     assert set(history["phase"]) == {"stage1", "stage2"}
     per_trial = history.groupby(["trial_id", "phase"]).size().unstack()
     assert (per_trial["stage1"] == 2).all() and (per_trial["stage2"] == 3).all()
+
+
+def test_literature_criteria_select_from_prerequisite_scores(tmp_path, small_cifar,
+                                                             fresh_cache):
+    """class_density and k_center in both spaces: their scores computed once each
+    before the trials that read them (x_train's features once, for Inception), and
+    each trial's subset the one the criterion picks from scores worked out here."""
+    from selection.criteria import ScoreBook, select
+    from selection.datasets import load_cifar10
+    from selection.feature_scores import feature_scores, pixel_features
+    from tests.helpers.standin import StandInExtractor
+
+    sweep(tmp_path, "--set", "grid.criterion=[class_density, k_center]",
+          "--set", "grid.selection.space=[inception, pixel]",
+          "--set", "grid.n_train=[100]", "--set", "priors=[gaussian]")  # fmt: skip
+    results, _ = tables(tmp_path)
+    assert len(results) == 4 and (results["status"] == "ok").all()
+    runs = json.loads((tmp_path / "smoke" / "timings.json").read_text())["runs"]
+    tasks = sorted(k.split("-")[0] for run in runs for k in run["prerequisites"])
+    assert tasks == ["class_density", "class_density", "features", "k_center",
+                     "k_center"], tasks  # fmt: skip
+    train = load_cifar10(small_cifar, "train", limit=300, progress=False)
+    spaces = {"inception": StandInExtractor()(np.asarray(train.images)),
+              "pixel": pixel_features(train.images)}
+    for _, row in results.iterrows():
+        criterion, space = row["criterion"], row["selection.space"]
+        kind = "class_density" if criterion == "class_density" else "k_center"
+        scores = feature_scores(kind, spaces[space], np.asarray(train.labels), seed=0)
+        chosen = select(criterion, train, 100, seed=0,
+                        scores=ScoreBook.in_memory({kind: scores}))  # fmt: skip
+        counts = np.bincount(np.asarray(train.labels)[chosen.indices], minlength=10)
+        assert json.loads(row["class_counts"]) == dict(
+            zip(train.classes, counts.tolist(), strict=True)), (criterion, space)

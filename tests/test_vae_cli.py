@@ -111,6 +111,33 @@ def test_cli_selection_is_what_the_scores_imply(fake_data, tmp_path, criterion):
     np.testing.assert_array_equal(chosen, np.sort(order[:10]))
 
 
+@pytest.mark.parametrize("criterion, space", [("k_center", "pixel"),
+                                             ("knn_density", "inception")])
+def test_cli_literature_criteria_select_from_their_scores(fake_data, tmp_path,
+                                                          criterion, space):
+    """The CLI's subset is the criterion's choice from scores worked out here, in
+    the space --selection-space names (Inception: the stand-in network's)."""
+    from selection.criteria import ScoreBook, select
+    from selection.datasets import load_cifar10
+    from selection.feature_scores import feature_scores, pixel_features
+    from tests.helpers.standin import StandInExtractor
+
+    data, _ = fake_data
+    metrics = _train(data, tmp_path / "run", "--n", "12", "--criterion", criterion,
+                     "--selection-space", space, "--priors", "gaussian",
+                     "--fid-samples", "0", "--seed", "3")  # fmt: skip
+    train = load_cifar10(data, "train", progress=False)
+    features = (pixel_features(train.images) if space == "pixel"
+                else StandInExtractor()(np.asarray(train.images)))  # fmt: skip
+    kind = "k_center" if criterion == "k_center" else "knn_density"
+    scores = feature_scores(kind, features, np.asarray(train.labels), seed=3)
+    expected = select(criterion, train, 12, seed=3,
+                      scores=ScoreBook.in_memory({kind: scores}))  # fmt: skip
+    np.testing.assert_array_equal(np.load(tmp_path / "run" / "selection.npy"),
+                                  expected.indices)  # fmt: skip
+    assert sum(metrics["class_counts"].values()) == 12
+
+
 # what only the data can refute, through the real process (every option's own bad
 # values: tests/test_bad_input.py)
 @pytest.mark.parametrize(

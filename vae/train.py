@@ -28,6 +28,12 @@ from fid.options import FIDOptions, build_engine, cache_scope
 from fid.stats import warn_small_sample
 from selection.criteria import SCORE_KIND, ScoreBook, select
 from selection.datasets import ImageSet, load_cifar10
+from selection.feature_scores import (
+    FEATURE_KINDS,
+    SEEDED_KINDS,
+    feature_scores,
+    pixel_features,
+)
 from vae.evaluate import (
     class_counts,
     evaluate_priors,
@@ -51,7 +57,7 @@ from vae.train_options import (
 )
 from vae.trainer import Trainer, new_trainer, read_checkpoint, write_checkpoint
 from vae_sweep.errors import InputError, run_cli
-from vae_sweep.files import atomic_path
+from vae_sweep.files import atomic_path, content_key
 
 
 class Run:
@@ -131,7 +137,29 @@ class Run:
                 ),
                 covariance=covariance_estimate(a),
             )
+        elif kind in FEATURE_KINDS:
+            providers[kind] = self.feature_source(train, kind)
         return ScoreBook(providers, cache_dir=a.cache_dir)
+
+    def feature_source(self, train: ImageSet, kind: str):
+        """(cache key, compute) of a literature criterion's scores, in the space
+        --selection-space names (the same key the sweep's prerequisite uses)."""
+        a = self.args
+        inception = a.selection_space == "inception"
+        seed = a.seed if kind in SEEDED_KINDS else None
+        network = self.engine.extractor.key if inception else None
+        key = content_key(train=train.sha256, kind=kind, space=a.selection_space,
+                          seed=seed, network=network)  # fmt: skip
+
+        def compute() -> np.ndarray:
+            features = (self.engine.features(np.asarray(train.images),
+                                             sha256=train.sha256,
+                                             desc="x_train features")
+                        if inception else pixel_features(train.images))  # fmt: skip
+            return feature_scores(kind, features, np.asarray(train.labels),
+                                  seed=seed or 0)  # fmt: skip
+
+        return key, compute
 
     def train_stage1(self, images: np.ndarray) -> Trainer:
         a = self.args

@@ -16,6 +16,7 @@ from selection.criteria import (
     check_criterion,
 )
 from selection.datasets import SPLIT_SIZES
+from selection.feature_scores import SELECTION_SPACES
 from vae.evaluate import FID_SAMPLES
 from vae.losses import DEFAULT_LOSS, LOSSES
 from vae.models import STAGE2_LAYOUTS, Stage1Config
@@ -204,6 +205,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         default=MAHALANOBIS_SPACES[0],
         help="where the Mahalanobis criteria measure (an interpretation: the thesis "
         "does not say): inception features or pixels, against x_test's",
+    )
+    p.add_argument(
+        "--selection-space",
+        choices=list(SELECTION_SPACES),
+        default=SELECTION_SPACES[0],
+        help="where class_density, knn_density, k_center and the prototype criteria "
+        "measure: inception features or pixels",
     )
     p.add_argument(
         "--mahalanobis-covariance",
