@@ -121,6 +121,25 @@ def test_early_stop_rehearses_with_its_scheduler(tmp_path, full_cifar, fresh_cac
     assert history["fid_intermediate"].notna().all()
 
 
+def test_literature_criteria_select_from_all_50000_images(tmp_path, full_cifar,
+                                                         fresh_cache):
+    """class_density and k_center on the full training set: their scores come from
+    x_train's features over all 50,000 images (the stand-in network's) and pick
+    exactly half of it, class_density an equal share of each class."""
+    rehearse("table5.yaml", tmp_path, "--set", "grid.seed=[0]",
+             "--set", "grid.n_train=[0.5]",
+             "--set", "grid.criterion=[class_density, k_center]",
+             "--set", "priors=[gaussian]")  # fmt: skip
+    results, _, timings = tables(tmp_path / "table5-rehearsal")
+    assert len(results) == 2 and (results["status"] == "ok").all()
+    assert (results["n_train"] == 25_000).all() and (results["retention"] == 0.5).all()
+    spans = timings["runs"][0]["prerequisites"]
+    assert sorted(k.split("-")[0] for k in spans) == ["class_density", "features",
+                                                      "k_center"]  # fmt: skip
+    density = results.set_index("criterion").loc["class_density", "class_counts"]
+    assert set(json.loads(density).values()) == {2_500}  # 10 classes, equal shares
+
+
 def test_fid_kinds_rehearse_with_their_real_sizes(tmp_path, full_cifar, fresh_cache):
     rehearse("fid_repeated.yaml", tmp_path)
     e1, _, _ = tables(tmp_path / "fid_repeated-rehearsal")
