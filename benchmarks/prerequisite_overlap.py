@@ -40,8 +40,8 @@ SETTINGS = [
 
 
 def one_sweep(overlap: bool, datasets: Path) -> float:
-    from sweep.config import load_grid
     from sweep.driver import load_data, run_sweep
+    from sweep.grid_file import load_grid
     from sweep.trials import expand
 
     work = Path(tempfile.mkdtemp(prefix="overlap-bench-"))

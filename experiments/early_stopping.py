@@ -36,7 +36,7 @@ from matplotlib.figure import Figure
 from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
-from sweep.config import budget_end, budget_unit, in_units
+from sweep.budget import budget_end, budget_unit, in_units
 from sweep.folder import TIMINGS_FILE
 from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import at_least, distinct, positive_list, writable_folder

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from sweep.config import GridConfig, budget_unit
+from sweep.budget import budget_unit
+from sweep.config import GridConfig
 from sweep.schedulers import METRIC, scheduler
 
 REPLAYABLE = ("asha", "median")

@@ -1,21 +1,18 @@
-"""The grid file: one typed schema with every default; default <- file <- --set.
+"""The grid's schema: one typed section per part of a sweep, with every default.
 
     python -m sweep.run grids/smoke.yaml --set stage1.epochs=2 --dry-run
 
-A grid file holds only what differs from the defaults below. `grid:` lists the axes:
-`n_train`, `criterion`, `seed`, and any option of the model, training, loss or prior
-sections by its dotted path (`stage1.lr: [1e-4, 3e-4]`, `gmm.reg_covar: [1e-6, 1e-3]`).
-Validation happens here, before Ray starts or anything is written: a bad value is one
-line with the key path, the value and what is allowed.
+A grid file holds only what differs from the defaults below (sweep/grid_file.py reads
+it: default <- file <- --set). `grid:` lists the axes: `n_train`, `criterion`, `seed`,
+and any option of the model, training, loss or prior sections by its dotted path
+(`stage1.lr: [1e-4, 3e-4]`, `gmm.reg_covar: [1e-6, 1e-3]`). Validation happens before
+Ray starts or anything is written: a bad value is one line with the key path, the
+value and what is allowed.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from types import UnionType
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -30,13 +27,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticUndefined
 
 from experiments.protocols.repeated import DEFAULT_SIZES, DEFAULT_TOTAL
 from experiments.protocols.scrambled import DEFAULT_COUNT, DEFAULT_TILES
 from experiments.protocols.summary import DEFAULT_REPETITIONS
 from fid.mahalanobis_scores import MAHALANOBIS_SPACES
-from fid.sample_metrics import FID_INF_MIN_SAMPLES, FID_INF_SMALLEST
 from selection.criteria import (
     CRITERIA,
     DEFAULT_COVARIANCE,
@@ -51,7 +46,6 @@ from vae.models import STAGE2_LAYOUTS, Stage1Config
 from vae.priors import PRIORS, GMMOptions
 from vae.stage2 import STAGE2_INPUTS, TwoStageOptions
 from vae.train_config import LR_SCHEDULES, PRECISIONS, TrainConfig
-from vae_sweep.errors import InputError
 
 # The defaults are those of the typed configs the grid sections become (vae/): one
 # place each, which python -m vae.train's options read too; the choices are the
@@ -403,255 +397,6 @@ def check_axis_value(axis: str, value: Any) -> Any:
                 f"{axis} = {value!r}: {error.errors()[0]['msg']}"
             ) from None
     return value
-
-
-def _one_line(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {where}"
-    if first["type"] == "missing":
-        return f"{source}: {where} is required"
-    if not first["loc"]:  # a whole-grid check: its message names key and value
-        return f"{source}: {message}"
-    if where == "grid" and first["type"] == "value_error":
-        return f"{source}: grid.{message}"  # the axis validator names axis and value
-    return f"{source}: {where} = {first.get('input')!r}: {message}"
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """`key.path=value` (value parsed as YAML) into the raw grid dict."""
-    path, sep, text = assignment.partition("=")
-    if not sep or not path:
-        raise InputError(f"--set {assignment!r}: expected key.path=value")
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise InputError(f"--set {assignment!r}: the value is not valid YAML") from None
-    keys = path.split(".")
-    if keys[0] == "grid":
-        # grid axes have dots in their own names: grid.stage1.lr=[...]
-        keys = ["grid", ".".join(keys[1:])]
-    node = raw
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise InputError(f"--set {path}: {key} is not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise InputError(f"{path}: no such grid file") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not a text file") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"{path}: not valid YAML{where}") from None
-    if not isinstance(raw, dict):
-        raise InputError(
-            f"{path}: a grid file is a mapping of keys, got {type(raw).__name__}"
-        )
-    return raw
-
-
-def load_grid(path: str | os.PathLike, overrides: list[str] = ()) -> GridConfig:
-    """Defaults <- the file <- each --set, validated; InputError on anything bad."""
-    path = Path(path)
-    raw = _read_yaml(path)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    try:
-        config = GridConfig.model_validate(raw)
-    except ValidationError as error:
-        raise InputError(_one_line(error, str(path))) from None
-    check_consistency(config, str(path))
-    return config
-
-
-def check_consistency(config: GridConfig, source: str) -> None:
-    """Rules across sections, which one field's validator cannot see."""
-    _check_covariances(config, source)
-    if "fid_inf" in config.fid.metrics and config.fid.samples < FID_INF_MIN_SAMPLES:
-        raise InputError(
-            f"{source}: fid.metrics has fid_inf, which needs fid.samples >= "
-            f"{FID_INF_MIN_SAMPLES:,} (its 1/n law holds from about "
-            f"{FID_INF_SMALLEST:,}), got fid.samples = {config.fid.samples}"
-        )
-    for stage in ("stage1", "stage2"):
-        _check_budget(config, stage, source)
-    unit = budget_unit(config)
-    if config.scheduler.name != "none" and config.eval.every == 0:
-        raise InputError(
-            f"{source}: scheduler.name = {config.scheduler.name!r} acts on the "
-            f"intermediate FID: set eval.every to a number of {unit}s > 0"
-        )
-    budget = "steps" if unit == "step" else "epochs"
-    smallest = min(config.grid.get(f"stage1.{budget}",
-                                   [getattr(config.stage1, budget)]))  # fmt: skip
-    if config.eval.every > smallest:
-        raise InputError(
-            f"{source}: eval.every = {config.eval.every} is more than the "
-            f"{smallest} stage-1 {budget}: no intermediate FID would ever run"
-        )
-    if unit == "step":
-        _check_rounds(config, source)
-
-
-def budget_unit(config: GridConfig, stage: str = "stage1") -> str:
-    """`step` when a stage trains by steps (its section or a grid axis), else
-    `epoch`: the unit of its budget and of every setting counted in time."""
-    steps = getattr(config, stage).steps is not None or f"{stage}.steps" in config.grid
-    return "step" if steps else "epoch"
-
-
-DEFAULT_ROUNDS = 10  # checkpoint_every's and grace_period's default, in rounds
-
-
-def in_units(config: GridConfig, value: int | None) -> int:
-    """A stage-1 count in its budget's unit, None being DEFAULT_ROUNDS rounds."""
-    if value is not None:
-        return value
-    step = budget_unit(config) == "step"
-    return DEFAULT_ROUNDS * (config.stage1.round_steps if step else 1)
-
-
-def checkpoint_rounds(config: GridConfig) -> int:
-    """Rounds between checkpoints (checkpoint_every is in the budget's unit)."""
-    every = in_units(config, config.checkpoint_every)
-    if budget_unit(config) == "step":
-        return every // config.stage1.round_steps
-    return every
-
-
-def budget_end(config: GridConfig) -> int:
-    """The largest stage-1 budget of the grid's trials, in its unit."""
-    name = "steps" if budget_unit(config) == "step" else "epochs"
-    return max(config.grid.get(f"stage1.{name}", [getattr(config.stage1, name)]))
-
-
-def _check_budget(config: GridConfig, stage: str, source: str) -> None:
-    """One budget per stage, epochs or steps, in one unit across the grid."""
-    section = getattr(config, stage)
-    given = {name for name in ("epochs", "steps")
-             if (name in section.model_fields_set
-                 and getattr(section, name) is not None)
-             or f"{stage}.{name}" in config.grid}  # fmt: skip
-    if given == {"epochs", "steps"}:
-        raise InputError(
-            f"{source}: {stage}.epochs = {section.epochs} and {stage}.steps = "
-            f"{section.steps}: give one budget (--set {stage}.epochs=null trains "
-            f"by steps)"
-        )
-    if stage == "stage1" and not given and section.epochs is None:
-        raise InputError(f"{source}: stage1.epochs and stage1.steps are both null: "
-                         f"give one budget")  # fmt: skip
-    if f"{stage}.round_steps" in config.grid:
-        raise InputError(
-            f"{source}: grid.{stage}.round_steps: one round length per sweep (the "
-            f"schedulers compare trials at the same steps)"
-        )
-
-
-def _check_rounds(config: GridConfig, source: str) -> None:
-    """Under a step budget, what is counted in steps falls on rounds' ends."""
-    rounds = config.stage1.round_steps
-    for key, value in (("eval.every", config.eval.every),
-                       ("checkpoint_every", config.checkpoint_every),
-                       ("scheduler.grace_period",
-                        config.scheduler.grace_period)):  # fmt: skip
-        if value and value % rounds:
-            raise InputError(
-                f"{source}: {key} = {value} steps is no multiple of "
-                f"stage1.round_steps = {rounds}: reports come at rounds' ends"
-            )
-
-
-def _check_covariances(config: GridConfig, source: str) -> None:
-    """A Mahalanobis ridge goes with the ridge covariance, which needs one, in every
-    combination of the two that the grid's axes make."""
-    methods = config.grid.get("selection.mahalanobis_covariance",
-                              [config.selection.mahalanobis_covariance])  # fmt: skip
-    ridges = config.grid.get("selection.mahalanobis_ridge",
-                             [config.selection.mahalanobis_ridge])  # fmt: skip
-    for method in methods:
-        for ridge in ridges:
-            if (method == "ridge") != (ridge > 0):
-                raise InputError(
-                    f"{source}: selection.mahalanobis_ridge = {ridge} goes with "
-                    f"selection.mahalanobis_covariance: ridge, which needs it above "
-                    f"0 (mahalanobis_covariance is {method})"
-                )
-
-
-def _type_name(annotation) -> str:
-    """A readable type: `int | None`, `list of int`, `choice`."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Annotated:
-        return _type_name(args[0])
-    if origin is Literal:
-        return "choice"
-    if origin in (Union, UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin is tuple:
-        return f"list of {_type_name(args[0])}"
-    if origin is dict:
-        return "mapping"
-    return (
-        "null"
-        if annotation is type(None)
-        else getattr(annotation, "__name__", str(annotation))
-    )
-
-
-def _bounds(metadata) -> list[str]:
-    words = []
-    for item in metadata:
-        for attribute, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="),
-                                ("pattern", "matching")):  # fmt: skip
-            value = getattr(item, attribute, None)
-            if value is not None:
-                words.append(f"{sign} {value}")
-    return words
-
-
-def _allowed(field) -> str:
-    """The values a field accepts, from its Literal or its bounds."""
-
-    def walk(annotation) -> list[str]:
-        origin, args = get_origin(annotation), get_args(annotation)
-        if origin is Literal:
-            return [", ".join(map(str, args))]
-        if origin is Annotated:
-            return walk(args[0]) + _bounds(args[1:])
-        return [w for a in args for w in walk(a)]
-
-    return "; ".join(walk(field.annotation) + _bounds(field.metadata))
-
-
-def schema_lines(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
-    """Every grid key with its type, default and allowed values (`--list-keys`)."""
-    model = model or GridConfig
-    lines = []
-    for name, field in model.model_fields.items():
-        key = f"{prefix}{name}"
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            lines += schema_lines(annotation, f"{key}.")
-            continue
-        default = (field.default_factory() if field.default_factory
-                   else field.default)  # fmt: skip
-        shown = "required" if default is PydanticUndefined else json.dumps(
-            default, default=str)  # fmt: skip
-        allowed = _allowed(field)
-        lines.append(f"{key}: {_type_name(annotation)} = {shown}"
-                     + (f"  ({allowed})" if allowed else ""))  # fmt: skip
-    return lines
 
 
 def resolved_yaml(config: GridConfig) -> str:

@@ -26,6 +26,7 @@ from selection.criteria import CovarianceEstimate, ScoreBook
 from selection.datasets import ImageSet, load_cifar10
 from selection.feature_scores import FEATURE_KINDS
 from sweep.accounting import Accounting
+from sweep.budget import checkpoint_rounds
 from sweep.cluster import (
     connect,
     max_failures,
@@ -33,7 +34,7 @@ from sweep.cluster import (
     remote_error,
     service_placement,
 )
-from sweep.config import GridConfig, checkpoint_rounds
+from sweep.config import GridConfig
 from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.folder import (
     GRID_FILE,

@@ -17,7 +17,9 @@ The results go to `<storage>/<name>-rehearsal`.
 from __future__ import annotations
 
 from fid.standin import STANDIN_SPEC
-from sweep.config import GridConfig, budget_unit, check_consistency
+from sweep.budget import budget_unit
+from sweep.config import GridConfig
+from sweep.grid_file import check_consistency
 
 TINY_MODEL = {"latent_dim": 4, "encoder_channels": [4, 4, 4, 4],
               "decoder_channels": [4, 4]}  # fmt: skip

@@ -18,9 +18,11 @@ import sys
 
 from fid.stats import warn_small_sample
 from sweep.cluster import check_address, connect, use_endpoint
-from sweep.config import GridConfig, load_grid, resolved_yaml, schema_lines
+from sweep.config import GridConfig, resolved_yaml
 from sweep.cost import estimate, rate_lines, slots
 from sweep.folder import GRID_FILE, NAMESPACE
+from sweep.grid_file import load_grid
+from sweep.list_keys import schema_lines
 from sweep.rehearsal import BANNER as REHEARSAL_BANNER
 from sweep.rehearsal import rehearsal
 from sweep.schedulers import RESUMABLE

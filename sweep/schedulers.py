@@ -27,8 +27,9 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
 )
 
+from sweep.budget import budget_end, budget_unit, in_units
 from sweep.checkpoints import repair_checkpoint
-from sweep.config import GridConfig, budget_end, budget_unit, in_units
+from sweep.config import GridConfig
 
 METRIC = "fid_intermediate"
 RESUMABLE = ("none", "asha", "median")

@@ -25,8 +25,9 @@ from fid.memorization import memorization
 from fid.priority_lock import FINAL, INTERACTIVE
 from selection.criteria import ScoreBook, select
 from selection.datasets import ImageSet
+from sweep.budget import budget_unit, checkpoint_rounds, in_units
 from sweep.cluster import trial_device
-from sweep.config import GridConfig, budget_unit, checkpoint_rounds, in_units
+from sweep.config import GridConfig
 from sweep.folder import NAMESPACE, SAMPLES_FOLDER, STAGE2_FOLDER, STATE_FILE
 from sweep.prerequisites import score_need
 from sweep.storage import fetch, join, publish, write_bytes

@@ -477,7 +477,8 @@ def test_sweep_help_describes_itself_and_its_repeatable_set():
 
 
 def test_resume_refuses_a_grid_that_changed_since_the_sweep_started(tmp_path):
-    from sweep.config import load_grid, resolved_yaml
+    from sweep.config import resolved_yaml
+    from sweep.grid_file import load_grid
 
     grid = str(ROOT / "grids" / "smoke.yaml")
     storage = f"storage={tmp_path}"

@@ -189,7 +189,7 @@ def test_the_sweeps_own_ray_listens_on_loopback_only():
     import ray
 
     from sweep.cluster import LOOPBACK, connect
-    from sweep.config import load_grid
+    from sweep.grid_file import load_grid
 
     @ray.remote
     def node_address() -> str:

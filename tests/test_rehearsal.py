@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweep.config import load_grid
+from sweep.grid_file import load_grid
 from sweep.prerequisites import score_need
 from tests.helpers.data import ROOT, cifar_path
 from vae.trainer import read_checkpoint

@@ -184,7 +184,7 @@ def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
 
 
 def test_credentials_never_come_from_the_grid(tmp_path):
-    from sweep.config import load_grid
+    from sweep.grid_file import load_grid
     from vae_sweep.errors import InputError
 
     grid = tmp_path / "g.yaml"

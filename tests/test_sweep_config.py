@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sweep.config import GridConfig, load_grid, resolved_yaml
+from sweep.config import GridConfig, resolved_yaml
 from sweep.cost import estimate, slots
+from sweep.grid_file import load_grid
 from sweep.trials import expand, settings
 from tests.helpers.commands import assert_one_line_error, ray_started, run_command
 from tests.helpers.data import ROOT
@@ -300,7 +301,7 @@ def test_n_train_takes_fractions_of_the_pool(tmp_path):
 
 
 def test_checkpoints_and_graces_count_rounds_of_the_budgets_unit():
-    from sweep.config import checkpoint_rounds, in_units
+    from sweep.budget import checkpoint_rounds, in_units
 
     def grid(**sections):
         return GridConfig.model_validate({"name": "t", **sections})
