@@ -21,8 +21,7 @@ import torch
 from pyarrow import fs
 
 from tests.helpers.data import ROOT
-from tests.helpers.processes import started
-from tests.helpers.sweeps import sweep_env
+from tests.helpers.sweeps import quiet_sweep, sweep_env
 from tests.helpers.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
@@ -113,13 +112,7 @@ def _checkpointed_trials(filesystem) -> set[str]:
 def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     endpoint, filesystem = s3
     # killed with its group when the test leaves, even before the kill below
-    with started(
-        _sweep(endpoint),
-        cwd=ROOT,
-        env=sweep_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as driver:
+    with quiet_sweep(_sweep(endpoint)) as driver:
         deadline = time.time() + 300
         while time.time() < deadline and _recorded_done(filesystem) < 1:
             time.sleep(0.5)

@@ -18,7 +18,7 @@ from tests.helpers.commands import run_command
 from tests.helpers.data import ROOT, session_cache
 from tests.helpers.processes import started
 from tests.helpers.standin import DIE_MARKER_ENV
-from tests.helpers.sweeps import sweep, sweep_command, sweep_env, tables
+from tests.helpers.sweeps import quiet_sweep, sweep, sweep_command, sweep_env, tables
 from tests.helpers.tune_logs import assert_resumed_log
 
 pytestmark = pytest.mark.ray
@@ -108,13 +108,7 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
 ):
     folder = tmp_path / "smoke"
     # killed with its group when the test leaves, even before the kill below
-    with started(
-        sweep_command(tmp_path, *INTERRUPTIBLE),
-        cwd=ROOT,
-        env=sweep_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    ) as driver:
+    with quiet_sweep(sweep_command(tmp_path, *INTERRUPTIBLE)) as driver:
         deadline = time.time() + 300
         # kill the driver once the first trial has finished and a later one started
         while time.time() < deadline and not _finished_trials(folder):

@@ -34,14 +34,7 @@ from selection.feature_scores import (
     feature_scores,
     pixel_features,
 )
-from vae.evaluate import (
-    class_counts,
-    evaluate_priors,
-    gmm_summary,
-    latent_summary,
-    stage1_convergence,
-    stage2_summary,
-)
+from vae import evaluate
 from vae.plots import save_loss_curve, save_sample_grid
 from vae.priors import PriorContext, recon_images
 from vae.recon_scores import recon_source
@@ -241,7 +234,7 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_path(saved, suffix=".npy") as tmp:
             np.save(tmp, chosen.indices)
-        self.class_counts = class_counts(train, chosen.indices)
+        self.class_counts = evaluate.class_counts(train, chosen.indices)
         return train, np.asarray(train.images)[chosen.indices]
 
     def stage1_metrics(self, train: ImageSet, subset, trainer: Trainer) -> dict:
@@ -269,7 +262,7 @@ class Run:
             "epochs_run": trainer.epoch,  # rounds: epochs under an epoch budget
             "steps_run": trainer.step,
             "images_seen": trainer.images,
-            **stage1_convergence(trainer.history),
+            **evaluate.stage1_convergence(trainer.history),
             "loss_mse_per_pixel": last.get("mse"),
             "objective": last.get("loss"),
             "train_sha256": train.sha256,
@@ -285,7 +278,7 @@ class Run:
     def prior_metrics(self, ctx: PriorContext, subset) -> dict:
         a = self.args
         fid = self.fid if a.fid_samples > 0 else None
-        results = evaluate_priors(
+        results = evaluate.evaluate_priors(
             ctx, a.priors, samples=a.fid_samples, fid=fid, preview=a.preview
         )
         for result in results:
@@ -296,9 +289,9 @@ class Run:
             )
         metrics = {"priors": {r.prior: r.record() for r in results}}
         if ctx.stage2 is not None:
-            metrics["stage2"] = stage2_summary(ctx.stage2)
+            metrics["stage2"] = evaluate.stage2_summary(ctx.stage2)
         if ctx.gmm_fit is not None:
-            metrics["gmm"] = gmm_summary(ctx)
+            metrics["gmm"] = evaluate.gmm_summary(ctx)
         if fid is not None:
             metrics["fid_reference"] = {
                 "split": "test",
@@ -342,7 +335,7 @@ def _run(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         raise SystemExit(1)
-    means, log_vars, latent = latent_summary(trainer.model, subset)
+    means, log_vars, latent = evaluate.latent_summary(trainer.model, subset)
     metrics.update(latent)
     context = run.prior_context(trainer, means, log_vars)
     metrics.update(run.prior_metrics(context, subset))

@@ -10,6 +10,7 @@ import sys
 import pandas as pd
 
 from tests.helpers.data import ROOT, cifar_path
+from tests.helpers.processes import started
 
 SMOKE = str(ROOT / "grids" / "smoke.yaml")
 TINY = [
@@ -53,3 +54,11 @@ def tables(tmp_path, name="smoke"):
     folder = tmp_path / name
     return (pd.read_parquet(folder / "results.parquet"),
             pd.read_parquet(folder / "history.parquet"))  # fmt: skip
+
+
+def quiet_sweep(command: list[str]):
+    """A sweep process started as a terminal would (tests/helpers/processes.py), its
+    output dropped, killed with its group when the test leaves."""
+    return started(command, cwd=ROOT, env=sweep_env(), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)  # fmt: skip
+
