@@ -112,9 +112,20 @@ def _status_lines(sweeps: list[Sweep]) -> list[str]:
     return lines
 
 
+def _budget(stage) -> str:
+    """A grid section's budget as the report says it, with its loss."""
+    if stage.steps is not None:
+        return f"{stage.steps:,} steps (rounds of {stage.round_steps})"
+    return f"{stage.epochs} epochs"
+
+
 def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
     grid = sweep.grid
     first = results.iloc[0]
+    epochs = grid.selection.reference_epochs
+    reference = f"{epochs} epochs" if epochs else _budget(grid.stage1)
+    given = grid.stage2.epochs or grid.stage2.steps
+    stage2 = _budget(grid.stage2) if given else "stage 2's default budget"
     encoding = first.get("data_encoding")
     lossless = first.get("data_lossless")
     lines = [
@@ -122,13 +133,13 @@ def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
         f"reference: {grid.data.test_limit or 10000} images of x_test.",
         f"- Stage 1: latent {grid.model.latent_dim}, encoder "
         f"{list(grid.model.encoder_channels)}, decoder "
-        f"{list(grid.model.decoder_channels)}, {grid.stage1.epochs} epochs, lr "
+        f"{list(grid.model.decoder_channels)}, {_budget(grid.stage1)}, lr "
         f"{grid.stage1.lr}, loss {grid.stage1.loss}.",
         f"- Priors: {', '.join(grid.priors)}; FID on {grid.fid.samples} samples per "
         f"prior; metrics {', '.join(grid.fid.metrics)}; network "
         f"{first.get('fid_network', 'unknown')}.",
         f"- Mahalanobis space: {grid.selection.mahalanobis_space}; recon reference VAE "
-        f"epochs: {grid.selection.reference_epochs or grid.stage1.epochs}.",
+        f"budget: {reference}.",
     ]
     if "two_stage" in grid.priors:
         hidden = list(grid.stage2.hidden) if grid.stage2.hidden else "default"
@@ -136,7 +147,7 @@ def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
             2,
             f"- Stage 2: layout {grid.stage2.layout}, hidden {hidden}, "
             f"inputs {grid.stage2.inputs}, latent {grid.stage2.latent_dim}, "
-            f"{grid.stage2.epochs} epochs.",
+            f"{stage2}.",
         )
     if encoding is not None:
         shifted = (

@@ -404,10 +404,10 @@ def main(argv=None) -> None:
             f"--prior {prior}: not among the grid's priors "
             f"({', '.join(exhaustive.grid.priors)})"
         )
-    epochs = exhaustive.grid.stage1.epochs
-    if args.replay and args.grace and max(args.grace) > epochs:
+    end, unit = budget_end(exhaustive.grid), budget_unit(exhaustive.grid)
+    if args.replay and args.grace and max(args.grace) > end:
         raise InputError(f"--grace {max(args.grace)} is more than the exhaustive "
-                         f"run's {epochs} epochs")  # fmt: skip
+                         f"run's {end} {unit}s")  # fmt: skip
     if args.replay and (
         exhaustive.history.empty
         or "fid_intermediate" not in exhaustive.history

@@ -310,3 +310,19 @@ def test_every_round_reports_the_decoder_scale(images):
     plain = new_trainer(TINY_STAGE1, images, _config(epochs=1), loss="mse")
     plain.run()
     assert plain.history[-1].gamma is None  # no decoder scale
+
+
+def test_the_recon_criterions_reference_vae_trains_to_a_step_budget(images, tmp_path):
+    """The reference VAE behind the recon criteria takes stage 1's budget, steps
+    included, and resumes from its checkpoint without training on."""
+    from vae.recon_scores import reference_scores
+
+    training = _steps(steps=5, round_steps=2)
+    scores = reference_scores(images.numpy(), model=TINY_STAGE1, training=training,
+                              checkpoint=tmp_path / "ref.pt")  # fmt: skip
+    assert scores.shape == (40,) and np.isfinite(scores).all()
+    state = read_checkpoint(tmp_path / "ref.pt")
+    assert state["step"] == 5 and state["epoch"] == 3  # rounds of 2, 2 and 1 steps
+    again = reference_scores(images.numpy(), model=TINY_STAGE1, training=training,
+                             checkpoint=tmp_path / "ref.pt")  # fmt: skip
+    np.testing.assert_array_equal(again, scores)  # read back, not trained further

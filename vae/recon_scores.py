@@ -85,7 +85,7 @@ def reference_scores(
     )
     if checkpoint.is_file():
         trainer.load_state_dict(read_checkpoint(checkpoint))
-    if trainer.epoch < training.epochs and trainer.outcome != "diverged":
+    if not trainer.budget_spent and trainer.outcome != "diverged":
         trainer.run(callbacks, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     if trainer.outcome == "diverged":
         raise ReferenceDiverged(
