@@ -138,7 +138,9 @@ def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
         f"- Priors: {', '.join(grid.priors)}; FID on {grid.fid.samples} samples per "
         f"prior; metrics {', '.join(grid.fid.metrics)}; network "
         f"{first.get('fid_network', 'unknown')}.",
-        f"- Mahalanobis space: {grid.selection.mahalanobis_space}; recon reference VAE "
+        f"- Mahalanobis space: {grid.selection.mahalanobis_space} (covariance "
+        f"{grid.selection.mahalanobis_covariance}); the literature's criteria: "
+        f"{grid.selection.space}; recon reference VAE "
         f"budget: {reference}.",
     ]
     if "two_stage" in grid.priors:
