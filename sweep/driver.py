@@ -52,7 +52,7 @@ from sweep.prerequisites import (
     feature_score_task,
     features_task,
     mahalanobis_task,
-    needs_features,
+    measures_memorization,
     pixel_mahalanobis_task,
     recon_task,
     score_need,
@@ -183,7 +183,11 @@ def start_prerequisites(
         ScoreBook({key: (plan[0], None) for key, plan in plans.items()})
     )
     features = None
-    if needs_features(config, trials):  # a coordinator: the FID service extracts
+    # read by memorization, or by Inception-space scores not in the cache yet
+    uncached = [key for key, (_, kind, spec) in needs.items()
+                if spec.get("space") == "inception"
+                and prerequisites.book.cached(key) is None]  # fmt: skip
+    if measures_memorization(config) or uncached:  # the FID service extracts
         launch = partial(features_task.options(num_cpus=0.25).remote, data[1],
                          service_names(config), NAMESPACE, client_options(config))
         prerequisites.start(FEATURES, launch, persist=False)

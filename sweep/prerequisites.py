@@ -131,14 +131,6 @@ def measures_memorization(config: GridConfig) -> bool:
     return config.kind == "vae" and "memorization" in config.fid.metrics
 
 
-def needs_features(config: GridConfig, trials: list[dict]) -> bool:
-    """Whether x_train's FID features are read: by memorization, or by scores in
-    Inception space."""
-    needs = [score_need(config, t) for t in trials]
-    inception = any(need and need[2].get("space") == "inception" for need in needs)
-    return measures_memorization(config) or inception
-
-
 @ray.remote(num_returns=2)
 def features_task(train, services: tuple[str, ...], namespace: str,
                   client: ClientOptions):  # fmt: skip

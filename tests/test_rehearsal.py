@@ -79,7 +79,8 @@ def test_table5_rehearses_at_full_size(tmp_path, full_cifar, fresh_cache):
     # ("recon-<hash of its settings and seed>"); one Mahalanobis score vector
     spans = timings["runs"][0]["prerequisites"]
     kinds = sorted(key.split("-")[0] for key in spans)
-    assert kinds == ["mahalanobis", "recon", "recon"]  # two seeds
+    # x_train's features once (for the Inception-space Mahalanobis scores)
+    assert kinds == ["features", "mahalanobis", "recon", "recon"]  # two seeds
 
     def done(key: str) -> pd.Timestamp:
         return pd.Timestamp(spans[key]["finished_at"], unit="s", tz="UTC")
