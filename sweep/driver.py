@@ -211,13 +211,15 @@ def _plan(config: GridConfig, kind: str, spec: dict, folder: str, data, client,
         reference = client.reference_stats("test")
         cache = mahalanobis_key(train.sha256, reference, network=network,
                                 covariance=covariance)  # fmt: skip
-        return cache, lambda features: mahalanobis_task.options(num_cpus=1).remote(
-            features, reference, covariance), 0.0  # fmt: skip
+        return cache, lambda features: mahalanobis_task.options(
+            num_cpus=_after_features(True)).remote(features, reference, covariance
+        ), 0.0  # fmt: skip
     if kind in FEATURE_KINDS:
         inception = spec["space"] == "inception"
         cache = content_key(train=train.sha256, **spec,
                             network=network if inception else None)  # fmt: skip
-        return cache, lambda features: feature_score_task.options(num_cpus=1).remote(
+        return cache, lambda features: feature_score_task.options(
+            num_cpus=_after_features(inception)).remote(
             train_ref, features if inception else None, kind, spec["seed"] or 0
         ), 0.0  # fmt: skip
     # the reference VAE: the grid's base settings, its seed and epochs
@@ -232,6 +234,18 @@ def _plan(config: GridConfig, kind: str, spec: dict, folder: str, data, client,
     return cache, lambda _: recon_task.options(
         num_cpus=resources.cpu, num_gpus=resources.gpu
     ).remote(train_ref, options, checkpoint, checkpoint_rounds(config)), resources.gpu
+
+
+def _after_features(reads_features: bool) -> float:
+    """The CPUs a score task reserves: none when it waits for x_train's features.
+    Such a task becomes runnable only after trials have started, and Tune, once no
+    trial is pending or running, waits up to 10 minutes for its searcher to hand
+    out one without handling the ended trials' stops, so their CPUs stay reserved
+    meanwhile; a task that asked for a CPU then waited those 10 minutes while the
+    trials that need its scores waited for it. Unreserved, it runs at once beside
+    whatever holds the CPUs (one score pass; the reference VAE and the tasks that
+    start with the sweep keep theirs)."""
+    return 0 if reads_features else 1
 
 
 def _selection(spec: dict) -> dict:

@@ -3,6 +3,7 @@ back the trials that need them (sweep.prerequisites)."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from selection.criteria import ScoreBook
 from sweep.cluster import start_local
 from sweep.prerequisites import GATES, GatedTrials, Prerequisites
+from tests.helpers.sweeps import sweep, tables
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -124,3 +126,32 @@ def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
         assert restored.suggest("t6") == GatedTrials.FINISHED
     finally:
         GATES.pop("test-sweep")
+
+
+def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path):
+    """x_train's features arrive slowly (10 s), so the random trial takes a CPU
+    first and leaves too few for a Mahalanobis task that asks for one. Once that
+    trial ends, nothing is pending or running, and Tune waits up to 10 minutes for
+    its searcher without handling the trial's stop: its CPU stays reserved, so such
+    a task waited 10 minutes (and this sweep ran past its timeout) while the
+    lowest_mahalanobis trial waited for its scores."""
+    result = sweep(
+        tmp_path,
+        "--set", "fid.extractor=tests.helpers.standin:make_slow_standin",
+        "--set", "grid.n_train=[100]",
+        "--set", "grid.criterion=[random, lowest_mahalanobis]",
+        "--set", "selection.space=inception",
+        "--set", "priors=[gaussian]",
+        "--set", "fid_service.cpu=0.5",  # with the trial's 1: 0.5 CPU left of 2
+        check=False, timeout=150,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results, _ = tables(tmp_path)
+    assert sorted(results["criterion"]) == ["lowest_mahalanobis", "random"]
+    assert (results["status"] == "ok").all()
+    spans = json.loads((tmp_path / "smoke" / "timings.json").read_text())
+    ran = spans["runs"][0]["prerequisites"]
+    scores = next(span for key, span in ran.items() if key.startswith("mahalanobis"))
+    # it waited for the random trial, which had started before it could run
+    random_trial = results.set_index("criterion").loc["random"]
+    assert scores["started_at"] >= random_trial["started_at"].timestamp()

@@ -10,7 +10,8 @@ import numpy as np
 
 from fid.standin import StandInExtractor, make_standin
 
-__all__ = ["StandInExtractor", "make_standin", "DyingStandIn", "make_dying_standin"]
+__all__ = ["StandInExtractor", "make_standin", "make_slow_standin", "DyingStandIn",
+           "make_dying_standin"]
 
 
 DIE_MARKER_ENV = "VAE_SWEEP_TEST_DIE_MARKER"
@@ -50,3 +51,9 @@ class FailingFinals(StandInExtractor):
 
 def make_failing_finals() -> FailingFinals:
     return FailingFinals()
+
+
+def make_slow_standin() -> StandInExtractor:
+    """The stand-in at about 30 images/s: x_train's 300 features of the tiny sweeps
+    take 10 s, long enough for a trial to start, run and end meanwhile."""
+    return StandInExtractor(seconds_per_image=1 / 30)

@@ -40,10 +40,11 @@ def sweep_command(storage, *args) -> list[str]:
             *TINY, *args]  # fmt: skip
 
 
-def sweep(tmp_path, *args, env=None, check=True, storage=None):
+def sweep(tmp_path, *args, env=None, check=True, storage=None, timeout=600):
     result = subprocess.run(
         sweep_command(storage or tmp_path, *args),
-        cwd=ROOT, capture_output=True, text=True, env=env or sweep_env(), timeout=600,
+        cwd=ROOT, capture_output=True, text=True, env=env or sweep_env(),
+        timeout=timeout,
     )  # fmt: skip
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
