@@ -169,3 +169,29 @@ def _check_covariances(config: GridConfig, source: str) -> None:
                     f"selection.mahalanobis_covariance: ridge, which needs it above "
                     f"0 (mahalanobis_covariance is {method})"
                 )
+
+
+def changed_keys(saved: str, config: GridConfig) -> list[str]:
+    """The keys in which a sweep's saved grid (its resolved YAML) and `config` differ.
+    The saved grid is read by today's schema first, so a key added since it was
+    written takes its default on both sides (a new key's default keeps what the
+    code did before); a value that differs, or a saved key today's schema no
+    longer knows, is a change."""
+    try:
+        then = GridConfig.model_validate(yaml.safe_load(saved))
+    except (ValidationError, yaml.YAMLError):
+        return ["(the saved grid no longer loads)"]
+    old, new = (_flat(c.model_dump(mode="json")) for c in (then, config))
+    return sorted(key for key in old.keys() | new.keys()
+                  if old.get(key) != new.get(key))  # fmt: skip
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "grid":  # the axes: one value
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+

@@ -21,7 +21,7 @@ from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, resolved_yaml
 from sweep.cost import estimate, rate_lines, slots
 from sweep.folder import GRID_FILE, NAMESPACE
-from sweep.grid_file import load_grid
+from sweep.grid_file import changed_keys, load_grid
 from sweep.list_keys import schema_lines
 from sweep.rehearsal import BANNER as REHEARSAL_BANNER
 from sweep.rehearsal import rehearsal
@@ -148,15 +148,18 @@ def _duration(hours: float) -> str:
     return f"{minutes:.0f} min" if minutes >= 1 else "under a minute"
 
 
-def check_storage(folder: str, text: str, resume: bool) -> None:
-    """A new sweep needs an empty place; a resumed one the same resolved grid."""
+def check_storage(folder: str, config: GridConfig, resume: bool) -> None:
+    """A new sweep needs an empty place; a resumed one the same resolved grid (keys
+    added to the schema since it started take their defaults)."""
     saved = read_text(join(folder, GRID_FILE))
     if resume and saved is None:
         raise InputError(f"{folder}: nothing to resume (no {GRID_FILE} there)")
-    if resume and saved != text:
+    changed = changed_keys(saved, config) if resume else []
+    if changed:
+        named = ", ".join(changed[:3]) + (" ..." if len(changed) > 3 else "")
         raise InputError(
             f"{join(folder, GRID_FILE)}: the grid differs from the one this sweep "
-            f"started with; resume with the same file and --set values"
+            f"started with ({named}); resume with the same file and --set values"
         )
     if not resume and saved is not None:
         raise InputError(
@@ -216,7 +219,7 @@ def main(argv=None) -> None:
     text = resolved_yaml(config)
     use_endpoint(config)
     check_storage_reachable(config.storage)
-    check_storage(folder, text, args.resume)
+    check_storage(folder, config, args.resume)
 
     # the driver's own modules (the trainables, pandas, matplotlib) load only past
     # validation; torch and Ray do not wait that long yet: sweep.cluster and

@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers.commands import assert_one_line_error, run_command, run_main
 from tests.helpers.data import ROOT, random_images
+from vae_sweep.errors import InputError
 
 STUDY = ROOT / "reports" / "study_cpu" / "sweep"  # a real sweep, read only
 
@@ -489,6 +490,37 @@ def test_resume_refuses_a_grid_that_changed_since_the_sweep_started(tmp_path):
     result = run_command("sweep.run", grid, "--resume", "--set", storage,
                          "--set", "stage1.epochs=3")  # fmt: skip
     assert_one_line_error(
-        result, f"{saved}: the grid differs from the one this sweep started with"
+        result,
+        f"{saved}: the grid differs from the one this sweep started with "
+        "(stage1.epochs); resume",
     )
     assert _snapshot(tmp_path) == before
+
+
+def test_resume_accepts_a_grid_saved_before_a_key_was_added(tmp_path):
+    """A sweep saved by an older version lacks the keys added since; they take
+    their defaults, so the same file and --set values resume it. A saved value that
+    differs from today's, or a key today's schema no longer knows, is a change."""
+    import yaml
+
+    from sweep.config import resolved_yaml
+    from sweep.grid_file import load_grid
+    from sweep.run import check_storage
+
+    config = load_grid(ROOT / "grids" / "smoke.yaml", [f"storage={tmp_path}"])
+    folder = tmp_path / "smoke"
+    folder.mkdir()
+    saved = yaml.safe_load(resolved_yaml(config))
+    del saved["fid"]["bootstrap"], saved["stage1"]["round_steps"]  # added later
+    (folder / "grid.yaml").write_text(yaml.safe_dump(saved))
+    check_storage(str(folder), config, resume=True)  # no error
+
+    saved["fid"]["bootstrap"] = 100  # a value of its own: not today's default
+    (folder / "grid.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(InputError, match=r"\(fid\.bootstrap\); resume"):
+        check_storage(str(folder), config, resume=True)
+    del saved["fid"]["bootstrap"]
+    saved["stage1"]["warmup"] = 10  # a key this version does not know
+    (folder / "grid.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(InputError, match="the saved grid no longer loads"):
+        check_storage(str(folder), config, resume=True)
