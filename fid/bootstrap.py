@@ -19,12 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from fid.distance import FrechetReference
+from fid.fidelity import DC_K, PR_K, as_tensor, knn_radii, pairwise_distances
 from fid.sample_metrics import KID_SUBSET_SIZE, polynomial_kernel
 from fid.stats import statistics
 
 BOOTSTRAP_LEVEL = 0.95
 KID_BOOTSTRAP_SUBSETS = 10  # reference subsets per KID resample (KID itself: 100)
 KID_BOOTSTRAP_MAX = 5_000  # generated samples: their (n, n) kernel is held in memory
+FIDELITY_BOOTSTRAP_BYTES = 2**30  # the (generated, real) distances held at once
+FIDELITY_BOOTSTRAP_MAX = 5_000  # generated samples: their (n, n) distances are held
+FIDELITY = ("precision", "recall", "density", "coverage")
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,61 @@ def bootstrap_kids(
     return kids
 
 
+def bootstrap_fidelity(
+    real: np.ndarray,
+    fake: np.ndarray,
+    counts: np.ndarray,
+    *,
+    real_radii_pr: np.ndarray | None = None,
+    real_radii_dc: np.ndarray | None = None,
+    k_pr: int = PR_K,
+    k_dc: int = DC_K,
+    device="cpu",
+) -> dict[str, np.ndarray]:
+    """Precision, recall, density and coverage (fid.fidelity) of each resample of the
+    generated features `fake`, the real side and its radii held fixed.
+
+    A resample's copies weigh its per-sample scores: precision and density are
+    weighted means over generated samples, and a real sample is covered when a drawn
+    sample lies in its ball. Recall needs each generated sample's own ball, the
+    distance to its k-th nearest other sample; in a resample that is taken among the
+    distinct samples drawn (a copy at distance 0 is not another sample, and would
+    shrink the balls to nothing), so recall is that of the distinct samples."""
+    n = len(fake)
+    need = max(k_pr, k_dc) + 1
+    if n < need + 1:
+        raise ValueError(f"a bootstrap of precision/recall/density/coverage needs at "
+                         f"least {need + 1} generated samples, got {n}")  # fmt: skip
+    if 8 * n * len(real) > FIDELITY_BOOTSTRAP_BYTES:
+        raise ValueError(f"the bootstrap of precision/recall/density/coverage holds "
+                         f"{n:,} x {len(real):,} distances: more than "
+                         f"{FIDELITY_BOOTSTRAP_BYTES // 2**20} MiB")  # fmt: skip
+    pr = real_radii_pr if real_radii_pr is not None else knn_radii(real, k_pr,
+                                                                    device=device)
+    dc = real_radii_dc if real_radii_dc is not None else knn_radii(real, k_dc,
+                                                                    device=device)
+    x_fake = as_tensor(fake, device)
+    to_real = pairwise_distances(x_fake, as_tensor(real, device)).cpu().numpy()
+    among = pairwise_distances(x_fake, x_fake).cpu().numpy()  # (n, n)
+    np.fill_diagonal(among, np.inf)  # a sample is not its own neighbour
+    inside = (to_real < np.asarray(pr)[None, :]).any(axis=1)  # (n,) per sample
+    depth = (to_real < np.asarray(dc)[None, :]).sum(axis=1)  # (n,)
+    in_ball = to_real < np.asarray(dc)[None, :]  # (n, N) sample in real ball
+    out = {name: np.empty(len(counts)) for name in FIDELITY}
+    for b, w in enumerate(counts):
+        drawn = w > 0
+        out["precision"][b] = w @ inside / n
+        out["density"][b] = w @ depth / (k_dc * n)
+        out["coverage"][b] = in_ball[drawn].any(axis=0).mean()
+        if drawn.sum() <= k_pr:  # too few distinct samples for a ball
+            out["recall"][b] = np.nan
+            continue
+        others = among[np.ix_(drawn, drawn)]  # distinct drawn samples
+        radii = np.partition(others, k_pr - 1, axis=1)[:, k_pr - 1]
+        out["recall"][b] = (to_real[drawn] < radii[:, None]).any(axis=0).mean()
+    return out
+
+
 def bootstrap_intervals(
     features: np.ndarray,
     reference: FrechetReference,
@@ -124,15 +183,32 @@ def bootstrap_intervals(
     resamples: int,
     seed: int = 0,
     level: float = BOOTSTRAP_LEVEL,
+    kid: bool = True,
+    fidelity_radii: tuple[np.ndarray, np.ndarray] | None = None,
+    device="cpu",
 ) -> dict:
     """`fid_ci_low`, `fid_ci_high` and, given the reference's features and at most
-    KID_BOOTSTRAP_MAX samples, `kid_ci_low`, `kid_ci_high`: percentile intervals over
-    `resamples` resamples of the generated samples."""
+    KID_BOOTSTRAP_MAX samples, `kid_ci_low`, `kid_ci_high`; given also the
+    reference's precision/recall and density/coverage radii, and at most
+    FIDELITY_BOOTSTRAP_MAX samples, `precision_ci_low` ... `coverage_ci_high`:
+    percentile intervals over `resamples` resamples of the
+    generated samples (the same resamples for every metric)."""
     counts = resample_counts(len(features), resamples, seed)
     fid = percentile_interval(bootstrap_fids(features, reference, counts), level)
     out = {"fid_ci_low": fid.low, "fid_ci_high": fid.high}
-    if reference_features is not None and len(features) <= KID_BOOTSTRAP_MAX:
+    if kid and reference_features is not None and len(features) <= KID_BOOTSTRAP_MAX:
         kids = bootstrap_kids(features, reference_features, counts, seed=seed)
-        kid = percentile_interval(kids, level)
-        out.update(kid_ci_low=kid.low, kid_ci_high=kid.high)
+        interval = percentile_interval(kids, level)
+        out.update(kid_ci_low=interval.low, kid_ci_high=interval.high)
+    fits = (len(features) <= FIDELITY_BOOTSTRAP_MAX and 8 * len(features)
+            * len(reference_features if reference_features is not None else ())
+            <= FIDELITY_BOOTSTRAP_BYTES)  # fmt: skip
+    if reference_features is not None and fidelity_radii is not None and fits:
+        values = bootstrap_fidelity(reference_features, features, counts,
+                                    real_radii_pr=fidelity_radii[0],
+                                    real_radii_dc=fidelity_radii[1], device=device)
+        for name, resampled in values.items():
+            interval = percentile_interval(resampled, level)
+            out.update({f"{name}_ci_low": interval.low,
+                        f"{name}_ci_high": interval.high})  # fmt: skip
     return out

@@ -252,9 +252,15 @@ class FIDServer:
         if "prdc" in keep:
             out.update(self._fidelity(reference, np.concatenate(parts), held))
         if bootstrap:
-            real = self._reference_features(reference, held) if "kid" in keep else None
-            out.update(bootstrap_intervals(np.concatenate(parts), ref, real,
-                                           resamples=bootstrap, seed=seed))  # fmt: skip
+            reads = {"kid", "prdc"} & keep
+            real = self._reference_features(reference, held) if reads else None
+            radii = ((self._radii[(reference, PR_K)], self._radii[(reference, DC_K)])
+                     if "prdc" in keep else None)  # fmt: skip
+            out.update(bootstrap_intervals(
+                np.concatenate(parts), ref, real, resamples=bootstrap, seed=seed,
+                kid="kid" in keep, fidelity_radii=radii,
+                device=getattr(self.engine.extractor, "device", "cpu"),
+            ))  # fmt: skip
         if features:
             out["features"] = np.concatenate(parts)
         return _answer(out, held, timed)

@@ -124,7 +124,8 @@ def trial_rows(result, grid: GridConfig, meta: dict) -> list[dict]:
                          "memorization")},  # fmt: skip
             # a fixed model's sampling error, when fid.bootstrap asks (95%)
             **{f"{m}_ci_{end}": metrics.get(f"{m}_ci_{end}_{prior}")
-               for m in ("fid", "kid") for end in ("low", "high")},
+               for m in ("fid", "kid", "precision", "recall", "density", "coverage")
+               for end in ("low", "high")},
             **_prior_columns(metrics, prior),
         }
         for prior in grid.priors

@@ -1,6 +1,7 @@
-"""Bootstrap intervals of one model's FID and KID (fid.bootstrap) against the slow
-way: each resample built as an array, its FID from scipy's sqrtm, its KID from a
-double loop over pairs."""
+"""Bootstrap intervals of one model's FID, KID and precision/recall/density/coverage
+(fid.bootstrap) against the slow way: each resample built as an array, its FID from
+scipy's sqrtm, its KID from a double loop over pairs, its fidelity from the prdc
+package."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from scipy.linalg import sqrtm
 
 from fid.bootstrap import (
+    bootstrap_fidelity,
     bootstrap_fids,
     bootstrap_intervals,
     bootstrap_kids,
@@ -16,6 +18,7 @@ from fid.bootstrap import (
     resample_counts,
 )
 from fid.distance import FrechetReference
+from fid.fidelity import knn_radii
 from fid.stats import statistics
 
 
@@ -93,3 +96,34 @@ def test_intervals_are_percentiles_and_seeded(rng):
     narrow = bootstrap_intervals(many, reference, None, resamples=20, seed=1)
     assert narrow["fid_ci_high"] - narrow["fid_ci_low"] < wide / 2
     assert "kid_ci_low" not in narrow  # no reference features: no KID interval
+
+
+def test_each_resamples_fidelity_is_prdc_on_that_resample(rng):
+    """The prdc package on each resample built as an array: precision, density and
+    coverage with the copies (weights), recall on the distinct samples drawn (a copy
+    at distance 0 would make a generated ball empty)."""
+    prdc = pytest.importorskip("prdc")
+    real = rng.standard_normal((150, 5))
+    fake = rng.standard_normal((40, 5)) * 1.2 + 0.3
+    counts = resample_counts(len(fake), 6, seed=3)
+    values = bootstrap_fidelity(real, fake, counts)
+    for b, w in enumerate(counts):
+        copies = np.repeat(fake, w, axis=0)
+        distinct = fake[w > 0]
+        pr = prdc.compute_prdc(real, copies, nearest_k=3)
+        dc = prdc.compute_prdc(real, copies, nearest_k=5)
+        assert values["precision"][b] == pytest.approx(pr["precision"], abs=1e-12)
+        assert values["density"][b] == pytest.approx(dc["density"], abs=1e-12)
+        assert values["coverage"][b] == pytest.approx(dc["coverage"], abs=1e-12)
+        recall = prdc.compute_prdc(real, distinct, nearest_k=3)["recall"]
+        assert values["recall"][b] == pytest.approx(recall, abs=1e-12)
+    # the intervals: percentiles of these, beside FID's, from the same resamples
+    reference = FrechetReference(statistics(real))
+    radii = (knn_radii(real, 3), knn_radii(real, 5))
+    out = bootstrap_intervals(fake, reference, real, resamples=6, seed=3, kid=False,
+                              fidelity_radii=radii)  # fmt: skip
+    assert "kid_ci_low" not in out
+    for name in ("precision", "recall", "density", "coverage"):
+        expected = percentile_interval(values[name])
+        assert (out[f"{name}_ci_low"], out[f"{name}_ci_high"]) == (
+            expected.low, expected.high)  # fmt: skip

@@ -239,3 +239,24 @@ def test_prdc_from_the_calls_own_features_and_radii_kept_once(tmp_path, rng,
         assert {k: out[k] for k in expected} == pytest.approx(expected, rel=1e-12)
         np.testing.assert_allclose(out["features"], standin(generated), rtol=1e-6)
     assert len(calls) == 2  # k = 3 and k = 5, once each over both calls
+
+
+def test_bootstrap_intervals_of_prdc_come_from_the_calls_features(tmp_path, rng):
+    """metrics(..., bootstrap=B) with prdc adds each fidelity metric's interval: the
+    bootstrap of fid.bootstrap on the same features, reference and resamples."""
+    from fid.bootstrap import bootstrap_fidelity, percentile_interval, resample_counts
+    from fid.service import FIDServer
+
+    reference = random_images(rng, 60)
+    server = FIDServer({"test": reference}, cache_dir=tmp_path,
+                       extractor_factory=StandInExtractor)  # fmt: skip
+    generated = random_images(rng, 30)
+    out = server.metrics(generated, names=("fid", "prdc"), bootstrap=15, seed=4)
+    standin = StandInExtractor()
+    counts = resample_counts(30, 15, seed=4)
+    values = bootstrap_fidelity(standin(reference), standin(generated), counts)
+    for name in ("precision", "recall", "density", "coverage"):
+        interval = percentile_interval(values[name])
+        assert out[f"{name}_ci_low"] == pytest.approx(interval.low, abs=1e-9)
+        assert out[f"{name}_ci_high"] == pytest.approx(interval.high, abs=1e-9)
+    assert "kid_ci_low" not in out  # KID was not asked for

@@ -320,10 +320,11 @@ def test_stage2_gmm_kid_and_provenance_reach_thetables(mahalanobis_run):
     assert results.loc[results["prior"] != "gmm", "gmm_converged"].isna().all()
     # KID and FID-infinity from the same features as the FID
     assert results[["kid", "kid_std", "fid_inf"]].notna().all().all()
-    # bootstrap intervals of each model's FID; KID's needs an (n, n) kernel, which
-    # 10,000 samples exceed (fid.bootstrap.KID_BOOTSTRAP_MAX)
+    # bootstrap intervals of each model's FID; KID's and precision/recall's need
+    # (n, n) matrices, which 10,000 samples exceed (fid.bootstrap's *_MAX)
     assert (results["fid_ci_low"] < results["fid_ci_high"]).all()
     assert results[["kid_ci_low", "kid_ci_high"]].isna().all().all()
+    assert "precision_ci_low" not in results or results["precision_ci_low"].isna().all()
     assert (results["retention"] == 100 / 300).all()  # of the 300-image pool
     # precision, recall, density and coverage, and memorization, per prior, with
     # each prior's samples beside their nearest training images
