@@ -31,6 +31,7 @@ import pandas as pd
 from experiments import figures, tables
 from experiments.protocols.summary import summarise
 from experiments.published_tables import table5
+from experiments.significance import POWER
 from fid.sample_metrics import KID_SUBSET_SIZE
 from sweep.folder import SAMPLES_FOLDER
 from sweep.reader import Sweep, load_sweeps
@@ -420,10 +421,17 @@ def _comparison_lines(compared: pd.DataFrame, test: str, level: float,
             "difference",
             "ci_low",
             "ci_high",
+            "resolvable",
             "p_value",
             "p_holm",
         ]
     ]
+    floor = ""
+    if test == "permutation":  # its smallest p-value: 2 of the 2^pairs sign patterns
+        fewest = int(compared["pairs"].min())
+        if fewest >= 1 and 2.0 / 2**fewest > 1 - level:
+            floor = (f" With {fewest} pairs the permutation test's smallest p-value "
+                     f"is {2.0 / 2**fewest:.3g}: it cannot reject at this level.")
     return [
         "## Paired comparisons",
         "",
@@ -431,7 +439,10 @@ def _comparison_lines(compared: pd.DataFrame, test: str, level: float,
         f"interval, two-sided {name}. The p-values are Holm-adjusted within each "
         "family (`family`: the generative priors; the recon ceiling apart) "
         "(`p_holm`); with few seeds a test has little power, so read the intervals "
-        "first.",
+        "first. `resolvable`: the power of the design, the smallest true difference "
+        f"a paired t test at this level finds with {POWER:.0%} probability at this "
+        "pair count and the observed spread of the differences (a difference well "
+        f"below it is not evidence of no effect).{floor}",
         "",
         _markdown(shown),
         "",

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,39 @@ def paired_difference(a, b, test: str = "t", level: float = 0.95) -> PairedCompa
     else:
         raise ValueError(f"unknown test {test!r}: t or permutation")
     return PairedComparison(interval, p, test)
+
+
+POWER = 0.8  # the power at which the report states what a comparison can resolve
+
+
+def resolvable_difference(difference, level: float = 0.95,
+                          power: float = POWER) -> float:  # fmt: skip
+    """The smallest true mean difference that a two-sided paired t test at `level`
+    detects with probability `power`, at these pairs' count and the spread of their
+    differences (the observed standard deviation taken as the true one): the delta
+    at which the noncentral t's two tails beyond the critical value hold `power`.
+    NaN with fewer than two pairs; 0 when the differences do not vary."""
+    d = np.asarray([v for v in difference if v is not None and np.isfinite(v)], float)
+    n = len(d)
+    if n < 2:
+        return math.nan
+    spread = float(d.std(ddof=1))
+    if spread == 0:
+        return 0.0
+    df, critical = n - 1, stats.t.ppf(0.5 + level / 2, n - 1)
+
+    def shortfall(effect: float) -> float:  # effect in standard deviations
+        shift = effect * math.sqrt(n)
+        upper = stats.nct.sf(critical, df, shift)
+        # the wrong-way tail, below alpha / 2 and falling; scipy's nct gives NaN
+        # for it where it is vanishingly small (1 degree of freedom, large shifts)
+        lower = float(np.nan_to_num(stats.nct.cdf(-critical, df, shift), nan=0.0))
+        return upper + lower - power
+
+    high = 1.0
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-12)) * spread
 
 
 def sign_flip_p_value(difference) -> float:

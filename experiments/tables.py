@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from experiments.significance import holm, paired_difference, t_interval
+from experiments.significance import (
+    holm,
+    paired_difference,
+    resolvable_difference,
+    t_interval,
+)
 
 OUTCOMES = ("stopped", "diverged", "error", "unfinished")
 FULL_SET = "all"  # the criterion of a trial that trained on the whole pool
@@ -223,8 +228,8 @@ def _against(at_n, baseline, family, name, n_train, pair_on, test, level, metric
 
 def _comparison(family, n_train, criterion, prior, label, pairs, test, level,
                 metric) -> dict:  # fmt: skip
-    result = paired_difference(pairs[f"{metric}_a"], pairs[f"{metric}_b"], test=test,
-                               level=level)  # fmt: skip
+    a, b = pairs[f"{metric}_a"], pairs[f"{metric}_b"]
+    result = paired_difference(a, b, test=test, level=level)
     d = result.difference
     return {
         "comparison": family,
@@ -236,6 +241,9 @@ def _comparison(family, n_train, criterion, prior, label, pairs, test, level,
         "difference": d.mean,
         "ci_low": d.low,
         "ci_high": d.high,
+        # the smallest true difference a paired t test finds with 80% power here
+        "resolvable": resolvable_difference(np.asarray(a, float) - np.asarray(b, float),
+                                            level),  # fmt: skip
         "metric": metric,
         "test": test,
         "p_value": result.p_value,

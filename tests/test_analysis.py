@@ -17,6 +17,7 @@ from experiments.significance import (
     holm,
     kendall_tau,
     paired_difference,
+    resolvable_difference,
     sign_flip_p_value,
     t_interval,
     top_k_overlap,
@@ -174,6 +175,32 @@ def test_fid_table_cells_by_hand():
     assert row["gaussian"].startswith("11.00 [") and row["gaussian"].endswith("n=2")
 
 
+@pytest.mark.parametrize("difference", [[2.0, 3.0, 2.0], [0.4, -0.1, 0.9, 0.3, 0.2]])
+def test_resolvable_difference_is_statsmodels_power_solution(difference):
+    """The delta a paired t test detects with 80% power: statsmodels' TTestPower
+    solved for the effect size, times the differences' standard deviation."""
+    power = pytest.importorskip("statsmodels.stats.power")
+    n, sd = len(difference), np.std(difference, ddof=1)
+    effect = power.TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8,
+                                            alternative="two-sided")  # fmt: skip
+    assert resolvable_difference(difference) == pytest.approx(effect * sd, rel=1e-6)
+    assert math.isnan(resolvable_difference([1.0]))
+    assert resolvable_difference([2, 2]) == 0
+
+
+def test_resolvable_difference_is_detected_at_its_power(rng):
+    """Simulated: pairs whose true mean difference is the resolvable one reject at a
+    rate of 80% (5 pairs, unit spread; the resolvable delta for the true spread)."""
+    from scipy import stats
+
+    delta = resolvable_difference(stats.norm.ppf(np.linspace(0.05, 0.95, 5)),
+                                  power=0.8)  # fmt: skip
+    spread = np.std(stats.norm.ppf(np.linspace(0.05, 0.95, 5)), ddof=1)
+    draws = rng.standard_normal((20_000, 5)) * spread + delta
+    p = stats.ttest_1samp(draws, 0.0, axis=1).pvalue
+    assert np.mean(p < 0.05) == pytest.approx(0.8, abs=0.01)
+
+
 def test_comparisons_by_hand():
     results = synthetic_results()
     keys = row_keys(results, {"n_train", "criterion", "seed"})
@@ -191,6 +218,9 @@ def test_comparisons_by_hand():
     t = 5 * math.sqrt(3)
     assert full["difference"] == pytest.approx(5.0)
     assert full["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t**2), rel=1e-9)
+    # what each can resolve (80% power): d = [4, 5, 6] has sd 1
+    assert full["resolvable"] == pytest.approx(resolvable_difference([4, 5, 6]))
+    assert same["resolvable"] == 0.0
     # 2 criterion comparisons + 4 against the full set, adjusted together
     assert len(table) == 6
     assert table["p_holm"].to_numpy() == pytest.approx(holm(table["p_value"]))
