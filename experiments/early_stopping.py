@@ -257,6 +257,30 @@ def replay_rows(exhaustive: Sweep, settings, prior, axes, top_k) -> list[dict]:
     return rows
 
 
+def keeping_line(table: pd.DataFrame, top_k: int) -> str:
+    """Which replayed setting keeps the exhaustive run's answer (its best trial and
+    its top k all run to the end), the cheapest first; or that none does."""
+    replays = table[table["kind"] == "replay"]
+    if replays.empty:
+        return ""
+    exhaustive = table[table["run"].str.contains("exhaustive", regex=False)]
+    total = float(exhaustive["hours"].iloc[0]) if len(exhaustive) else math.nan
+    kept = replays[(replays["top_k_overlap"] >= 1.0) & (replays["regret"] <= 0.0)]
+    if kept.empty:
+        return (f"No replayed setting keeps the exhaustive top {top_k}: each stops "
+                f"at least one of those trials before its end; a longer grace "
+                f"period than those replayed is needed.")  # fmt: skip
+    cheapest = kept.sort_values("hours").iloc[0]
+    share = f" ({cheapest['hours'] / total:.0%} of the exhaustive run's)" if (
+        math.isfinite(total) and total > 0) else ""  # fmt: skip
+    stopped, trials = int(cheapest["stopped"]), int(cheapest["trials"])
+    return (f"Settings that keep the exhaustive top {top_k} and its best trial: "
+            f"{len(kept)} of {len(replays)} replayed; the cheapest, "
+            f"`{cheapest['run'].removeprefix('replay: ')}`, spends "
+            f"{cheapest['hours']:.3g} hours{share} and stops {stopped} of {trials} "
+            f"trials.")
+
+
 def trial_times(trials: pd.DataFrame) -> pd.DataFrame | None:
     """started_at and finished_at of each trial, in Unix seconds, by trial id."""
     if not {"started_at", "finished_at"} <= set(trials.columns):
@@ -469,6 +493,7 @@ def main(argv=None) -> None:
             "",
             _markdown(table.drop(columns=[])),
             "",
+            *([keeping, ""] if (keeping := keeping_line(table, args.top_k)) else []),
             "![compute against ranking quality](early_stopping.png)",
             "",
         ]

@@ -522,7 +522,27 @@ def test_early_stopping_report_on_synthetic_runs(tmp_path):
     assert (out / "early_stopping.png").stat().st_size > 0
     check = pd.read_csv(out / "replay_check.csv")
     assert len(check) == 9
-    assert "Replay against the live runs" in (out / "early_stopping.md").read_text()
+    report = (out / "early_stopping.md").read_text()
+    assert "Replay against the live runs" in report
+    assert "the exhaustive top 2" in report
+
+
+def test_the_report_names_the_cheapest_setting_that_keeps_the_answer():
+    rows = [("syn: none (exhaustive)", "live", 10.0, 1.0, 0.0, 0),
+            ("replay: asha, grace 2, eta 3", "replay", 2.0, 0.5, 1.0, 6),
+            ("replay: asha, grace 4, eta 2", "replay", 6.0, 1.0, 0.0, 2),
+            ("replay: asha, grace 4, eta 3", "replay", 4.0, 1.0, 0.0, 3)]
+    table = pd.DataFrame(rows, columns=["run", "kind", "hours", "top_k_overlap",
+                                        "regret", "stopped"]).assign(trials=9)
+    line = early_stopping.keeping_line(table, top_k=3)
+    # grace 2 is cheaper but loses the best trial; of the two that keep it, 4 h
+    assert line == ("Settings that keep the exhaustive top 3 and its best trial: "
+                    "2 of 3 replayed; the cheapest, `asha, grace 4, eta 3`, spends "
+                    "4 hours (40% of the exhaustive run's) and stops 3 of 9 trials.")
+    lost = table.assign(top_k_overlap=0.5)
+    assert early_stopping.keeping_line(lost, 3).startswith(
+        "No replayed setting keeps the exhaustive top 3")
+    assert early_stopping.keeping_line(table[table["kind"] == "live"], 3) == ""
 
 
 @pytest.mark.parametrize("case, needle", [
