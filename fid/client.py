@@ -11,6 +11,8 @@ Every call:
   * while it waits, checks every `ping_every` seconds that its replica still answers;
     if it does not, or the replica dies during the call, the call is sent again to
     the least-loaded other replica, at most `retries` more times;
+  * goes to a standby replica (`ClientOptions.standby`, a CPU replica on the head
+    node of a cluster) only while no replica answers, and back as soon as one does;
   * waits (pinging) while no replica answers at all, as when the only one restarts;
   * gives up after `timeout` seconds in all, with one line naming the replicas tried.
 The actors are restartable (max_restarts=-1), so a replica that was passed over is
@@ -49,6 +51,8 @@ class ClientOptions:
     timeout: float = 3600.0  # seconds for one call, all attempts and waits included
     ping_timeout: float = 10.0  # seconds a live replica takes to answer load()
     ping_every: float = 5.0  # seconds between liveness checks during a call
+    # replicas asked only while none of the client's own answers (slower ones)
+    standby: tuple[str, ...] = ()
 
 
 class FIDClient:
@@ -116,10 +120,11 @@ class FIDClient:
         except ValueError as error:  # no such actor (yet, or any more)
             raise _ReplicaLost(f"not found ({error})") from None
 
-    def loads(self) -> dict[str, dict]:
-        """The load of every replica that answers within `ping_timeout` seconds."""
+    def loads(self, names: Sequence[str] | None = None) -> dict[str, dict]:
+        """The load of every replica (of `names`, default the client's own) that
+        answers within `ping_timeout` seconds."""
         pings = {}
-        for name in self.names:
+        for name in self.names if names is None else names:
             try:
                 pings[name] = self._actor(name).load.remote()
             except _ReplicaLost:
@@ -141,12 +146,15 @@ class FIDClient:
 
     def _pick(self, avoid: set[str]) -> str | None:
         loads = self.loads()
+        order = self.names
+        if not loads and self.options.standby:  # no replica of its own answers
+            loads, order = self.loads(self.options.standby), self.options.standby
         if not loads:
             return None
         # fewest pending images; a replica that just failed only as a last resort
         return min(
             loads,
-            key=lambda n: (n in avoid, loads[n]["pending_images"], self.names.index(n)),
+            key=lambda n: (n in avoid, loads[n]["pending_images"], order.index(n)),
         )
 
     def _alive(self, actor) -> bool:

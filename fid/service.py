@@ -46,6 +46,7 @@ from vae_sweep.errors import InputError
 
 DEFAULT_NAME = "fid"
 DEFAULT_NAMESPACE = PROJECT
+ALL_CORES = -1  # `threads` of a replica that uses its whole node
 MAX_CONCURRENT_CALLS = 64  # threads of the actor; the network still runs one chunk
 
 
@@ -107,8 +108,10 @@ class FIDServer:
     ):
         if threads is not None:
             # Ray pins a process to as many threads as CPUs it reserved; a replica
-            # that is the sweep's bottleneck on a small CPU machine may use more
-            torch.set_num_threads(threads)
+            # that is the sweep's bottleneck on a small CPU machine may use more;
+            # ALL_CORES (a standby that reserves none): every core of its node
+            all_cores = os.cpu_count() or 1
+            torch.set_num_threads(all_cores if threads == ALL_CORES else threads)
         if require_gpu:
             device = gpu_device("the FID service")
         extractor = (

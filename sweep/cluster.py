@@ -126,11 +126,23 @@ def head_node_id() -> str | None:
 
 
 def service_placement(config: GridConfig, address: str | None) -> dict:
-    """Actor options that keep the FID replicas off the head of a cluster."""
-    if not address or config.fid_service.on_head:
+    """Actor options that keep the FID replicas off the head of a cluster and, when
+    there are several, on different nodes where Ray can (one lost node, one lost
+    replica)."""
+    if not address:
         return {}
+    several = config.fid_service.replicas > 1
+    spread = {"scheduling_strategy": "SPREAD"} if several else {}
     head = head_node_id()
-    return {"label_selector": {"ray.io/node-id": f"!{head}"}} if head else {}
+    if config.fid_service.on_head or not head:
+        return spread
+    return {"label_selector": {"ray.io/node-id": f"!{head}"}, **spread}
+
+
+def head_placement() -> dict:
+    """Actor options that put it on the head node (the FID standby)."""
+    head = head_node_id()
+    return {"label_selector": {"ray.io/node-id": head}} if head else {}
 
 
 def remote_error(error: BaseException) -> InputError | None:

@@ -205,6 +205,11 @@ class FIDServiceSection(Section):
     cpu: float = Field(1.0, gt=0)
     # on a cluster (--address) the replicas avoid the head node unless this is true
     on_head: bool = False
+    # on a cluster (--address): one more replica on the head node's CPU, which
+    # reserves none and takes calls only while no other replica answers (a node
+    # lost, and nowhere free to restart its replica on): trials go on at CPU speed
+    # instead of waiting for capacity, and return to the replicas once one is back
+    standby: bool = True
     # images per turn on the network: an intermediate FID waits for at most one
     # chunk of a large call; null: ten feature batches
     chunk: PositiveInt | None = None

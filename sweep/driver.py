@@ -21,7 +21,7 @@ from fid.features import extractor_factory
 from fid.mahalanobis_scores import mahalanobis_key, pixel_key
 from fid.network import NETWORK_SHA1
 from fid.priority_lock import BULK
-from fid.service import start_fid_service
+from fid.service import ALL_CORES, start_fid_service
 from selection.criteria import CovarianceEstimate, ScoreBook
 from selection.datasets import ImageSet, load_cifar10
 from selection.feature_scores import FEATURE_KINDS
@@ -29,6 +29,7 @@ from sweep.accounting import Accounting
 from sweep.budget import checkpoint_rounds
 from sweep.cluster import (
     connect,
+    head_placement,
     max_failures,
     preflight,
     remote_error,
@@ -108,24 +109,34 @@ def service_names(config: GridConfig) -> tuple[str, ...]:
     return tuple(f"{config.name}-fid-{i}" for i in range(config.fid_service.replicas))
 
 
-def client_options(config: GridConfig) -> ClientOptions:
+def standby_names(config: GridConfig, address: str | None) -> tuple[str, ...]:
+    """The standby replica's name (fid_service.standby), where one runs: on a
+    cluster; a local Ray restarts a lost replica at once, where it was."""
+    service = config.fid_service
+    if address and service.standby:
+        return (f"{config.name}-fid-standby",)
+    return ()
+
+
+def client_options(config: GridConfig, address: str | None = None) -> ClientOptions:
     service = config.fid_service
     return ClientOptions(
         retries=service.retries,
         timeout=service.timeout_s,
         ping_timeout=service.ping_timeout_s,
+        standby=standby_names(config, address),
     )
 
 
 def start_services(
     config: GridConfig, test: ray.ObjectRef, address: str | None = None
-) -> list:
+) -> tuple[list, list]:
     """Named, restartable FID actors holding the x_test reference; started once.
 
     The driver keeps the handles (and `test`, from which a restarted actor rebuilds
     its reference) for the whole sweep: an actor nobody holds is destroyed, and
     trials only look them up by name. A replica that cannot start (a GPU it asked
-    for is not there) stops the sweep with one line.
+    for is not there) stops the sweep with one line. (replicas, standbys).
     """
     options = {
         "network": config.fid.network,
@@ -161,7 +172,17 @@ def start_services(
         if found is None:
             raise
         raise InputError(f"FID service: {found}") from None
-    return actors
+    standbys = [
+        # on the head, which lives as long as the sweep does
+        start_fid_service(
+            {"test": test}, name=name, namespace=NAMESPACE, num_gpus=0, num_cpus=0,
+            placement=head_placement(), **{**options, "threads": ALL_CORES},
+        )  # fmt: skip
+        for name in standby_names(config, address)
+    ]
+    for standby in standbys:  # its x_test statistics in the background, in time
+        standby.reference_stats.remote("test")
+    return actors, standbys
 
 
 def start_prerequisites(
@@ -189,7 +210,7 @@ def start_prerequisites(
                 and prerequisites.book.cached(key) is None]  # fmt: skip
     if measures_memorization(config) or uncached:  # the FID service extracts
         launch = partial(features_task.options(num_cpus=0.25).remote, data[1],
-                         service_names(config), NAMESPACE, client_options(config))
+                         service_names(config), NAMESPACE, client.options)
         prerequisites.start(FEATURES, launch, persist=False)
         features = prerequisites.jobs[FEATURES].scores
     for key in sorted(plans):
@@ -363,10 +384,12 @@ def run_sweep(
     accounting.lap("ray_init")
     preflight(config)  # a GPU node whose torch sees no GPU: one line, nothing written
     train_ref, test_ref = share(train), share(test)
-    actors = start_services(config, test_ref, address)  # live until the sweep ends
+    # live until the sweep ends
+    actors, standbys = start_services(config, test_ref, address)
     if grid_text is not None:  # the resolved grid, once the sweep can start
         write_bytes(join(folder, GRID_FILE), grid_text.encode())
-    client = FIDClient(service_names(config), NAMESPACE, client_options(config))
+    client = FIDClient(service_names(config), NAMESPACE,
+                       client_options(config, address))  # fmt: skip
     network = client.info()["extractor"]
     accounting.services_started(ray.get([actor.info.remote() for actor in actors]))
     accounting.lap("fid_services")
@@ -390,7 +413,7 @@ def run_sweep(
         test=test_ref,
         scores={k: v for k, v in scores.items() if k != FEATURES},
         services=service_names(config),
-        client=client_options(config),
+        client=client.options,
         # E1's, or (memorization) the features prerequisite's, whose trials wait
         train_features=scores.get(FEATURES, features),
         folder=folder,
@@ -426,7 +449,7 @@ def run_sweep(
     write_tables(folder, table, history)
     accounting.lap("tables")
     accounting.write()
-    del actors
+    del actors, standbys
     print(summary(table))
     print(f"results: {folder}/{RESULTS_FILE}, {folder}/{HISTORY_FILE}")
     return table

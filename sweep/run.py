@@ -138,7 +138,25 @@ def print_plan(config: GridConfig, trials: list[dict], layout) -> None:
             f"scheduler"
         )
     lines.append("  from the grid's estimate section: " + ", ".join(rate_lines(config)))
+    lines.append(f"if the FID node is lost (on a cluster): {fid_node_loss(config)}")
     print("\n".join(lines))
+
+
+def fid_node_loss(config: GridConfig) -> str:
+    """What the sweep does when a node holding an FID replica is lost, in one line."""
+    service = config.fid_service
+    others = ("calls go to another replica at once" if service.replicas > 1
+              else "")  # fmt: skip
+    room = "a GPU is" if service.gpu > 0 else "CPUs are"
+    if service.standby:
+        last = ("while none answers, " if others else "") + (
+            "the standby replica on the head node's CPU takes the calls (slower) "
+            f"until Ray restarts the lost replica where {room} free")
+    else:
+        last = (f"calls wait (fid_service.standby is off) until Ray restarts the "
+                f"replica where {room} free, for at most fid_service.timeout_s "
+                f"= {service.timeout_s:g} s")  # fmt: skip
+    return "; ".join(part for part in (others, last) if part)
 
 
 def _duration(hours: float) -> str:

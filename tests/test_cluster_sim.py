@@ -276,32 +276,95 @@ def test_a_preempted_node_loses_no_trial_and_no_work(sim, tmp_path):
     assert sorted(second["epoch"]) == list(range(1, STAGE2_EPOCHS + 1))
 
 
-def test_a_lost_fid_node_is_replaced_and_no_call_waits_forever(sim, tmp_path):
+def test_a_lost_fid_node_without_a_replacement_stalls_no_trial(sim, tmp_path):
+    """The FID replica's node is lost while the other worker's GPU is full of trials
+    waiting on their intermediate FIDs, and no node replaces it for a while: the
+    standby replica on the head takes the calls, so a trial reports a new epoch
+    within minutes (not the hour of fid_service.timeout_s). When a node comes, the
+    sweep finishes: every trial ok, each epoch once, the FIDs an uninterrupted
+    run's."""
     storage = tmp_path / "storage"
-    # the replica takes half of a worker's GPU, the trials half each
-    sweep = start_sweep(sim, storage, "--set", "grid.n_train=[1000, 2000]",
-                        "--set", "stage1.epochs=12", "--set", "eval.every=1",
-                        "--set", "eval.samples=20", "--set", "resources.gpu=0.5",
-                        "--set", "fid_service.gpu=0.5",
-                        "--set", "fid_service.ping_timeout_s=2")  # fmt: skip
+    # 4 trials of half a GPU and a replica of half a GPU on 2 one-GPU workers: the
+    # worker without the replica runs two trials, so no GPU is left to restart on
+    args = ["--set", "grid.n_train=[1000, 2000]", "--set", "grid.seed=[0, 1]",
+            "--set", "stage1.epochs=10", "--set", "eval.every=1",
+            "--set", "eval.samples=20", "--set", "resources.gpu=0.5",
+            "--set", "fid_service.gpu=0.5",
+            "--set", "fid_service.ping_timeout_s=2"]  # fmt: skip
+    sweep = start_sweep(sim, storage, *args)
     folder = storage / "smoke"
 
-    def replica_with_trials_waiting():
+    def running(trial: Path) -> bool:
+        return (trial / "result.json").exists() and bool(raw_epochs(trial))
+
+    def replica_beside_a_full_worker():
         replicas = sim.on_workers("ray::FIDServer")
-        started = [t for t in folder.glob("trial_*") if (t / "result.json").exists()]
-        if replicas and started and all(len(raw_epochs(t)) >= 2 for t in started):
+        trials = [t for t in folder.glob("trial_*") if running(t)]
+        if replicas and len(trials) >= 3:
             return replicas[0][1]
         return None
 
-    node = wait_for(replica_with_trials_waiting, what="the FID replica and trials")
-    sim.kill(node)
+    node = wait_for(replica_beside_a_full_worker, what="the replica and 3 trials")
+    sim.kill(node)  # nothing replaces it yet
+    seen = {t: len(raw_epochs(t)) for t in folder.glob("trial_*") if running(t)}
+
+    def two_new_epochs():  # one report may have been on its way at the kill
+        return any(len(raw_epochs(t)) >= n + 2 for t, n in seen.items())
+
+    wait_for(two_new_epochs, timeout=300, what="new epochs with the FID node lost")
+    sim.add_worker()  # capacity returns
+    finish(sweep)
+    results = pd.read_parquet(folder / "results.parquet")
+    assert results["trial_id"].nunique() == 4 and (results["status"] == "ok").all()
+    history = pd.read_parquet(folder / "history.parquet")
+    assert history["fid_intermediate"].notna().all()
+    for _, trial in history[history["phase"] == "stage1"].groupby("trial_id"):
+        assert sorted(trial["epoch"]) == list(range(1, 11))  # each epoch once
+
+    # the same sweep, nothing lost: the same FIDs (the stand-in network on the
+    # standby and on the replicas)
+    finish(start_sweep(sim, storage, *args, "--set", "name=again"))
+    again = pd.read_parquet(storage / "again" / "results.parquet")
+    keys = ["n_train", "seed", "prior"]
+    lost, whole = (t.set_index(keys)["fid"].sort_index() for t in (results, again))
+    assert lost.to_numpy() == pytest.approx(whole.to_numpy(), rel=1e-9)
+
+
+def test_with_two_replicas_a_lost_fid_node_stalls_nothing(sim, tmp_path):
+    """Two replicas, spread over the two workers, each beside a trial: one worker is
+    lost with nothing to replace it; the other trial's calls go to the replica left
+    (the standby is asked only while no replica answers: tests/test_service.py) and
+    its epochs keep coming; the FIDs are an uninterrupted run's."""
+    storage = tmp_path / "storage"
+    args = ["--set", "grid.n_train=[1000, 2000]", "--set", "stage1.epochs=10",
+            "--set", "eval.every=1", "--set", "eval.samples=20",
+            "--set", "resources.gpu=0.5", "--set", "fid_service.gpu=0.5",
+            "--set", "fid_service.replicas=2",
+            "--set", "fid_service.ping_timeout_s=2"]  # fmt: skip
+    sweep = start_sweep(sim, storage, *args)
+    folder = storage / "smoke"
+
+    def replicas_on_both_workers_and_trials_going():
+        nodes = {node.node_id for _, node in sim.on_workers("ray::FIDServer")}
+        trials = [t for t in folder.glob("trial_*")
+                  if (t / "result.json").exists() and len(raw_epochs(t)) >= 1]
+        return len(nodes) == 2 and len(trials) == 2
+
+    wait_for(replicas_on_both_workers_and_trials_going,
+             what="a replica on each worker and both trials")  # fmt: skip
+    sim.kill(sim.workers[0])
+    seen = {t: len(raw_epochs(t)) for t in folder.glob("trial_*")}
+    wait_for(lambda: any(len(raw_epochs(t)) >= n + 2 for t, n in seen.items()),
+             timeout=120, what="new epochs with one replica lost")  # fmt: skip
     sim.add_worker()
     finish(sweep)
     results = pd.read_parquet(folder / "results.parquet")
-    assert len(results) == 2 * 2 and (results["status"] == "ok").all()
-    assert results["fid"].notna().all()
-    history = pd.read_parquet(folder / "history.parquet")
-    assert history["fid_intermediate"].notna().all()
+    assert results["trial_id"].nunique() == 2 and (results["status"] == "ok").all()
+    finish(start_sweep(sim, storage, *args, "--set", "name=again"))
+    again = pd.read_parquet(storage / "again" / "results.parquet")
+    keys = ["n_train", "prior"]
+    lost, whole = (t.set_index(keys)["fid"].sort_index() for t in (results, again))
+    assert lost.to_numpy() == pytest.approx(whole.to_numpy(), rel=1e-9)
 
 
 def test_trials_need_nothing_from_the_drivers_disk_and_replicas_keep_off_the_head(

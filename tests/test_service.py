@@ -181,6 +181,43 @@ def test_a_replica_that_stops_answering_is_left_and_no_call_hangs(local_ray, tmp
             os.kill(pid, signal.SIGCONT)
 
 
+def test_a_standby_takes_calls_only_while_no_replica_answers(local_ray, tmp_path):
+    """A replica frozen mid-call (a lost node): the call goes to the standby, which
+    answers the same FID; once the replica answers again, calls go back to it."""
+    import os
+    import signal
+    import threading
+
+    from fid.client import ClientOptions, FIDClient
+
+    names = ["fid-primary-0", "fid-standby"]
+    actors, reference = _replicas(names, tmp_path, 0.005)
+    pid = ray.get(actors[0].info.remote())["pid"]
+    options = ClientOptions(retries=2, timeout=30, ping_timeout=1.0, ping_every=0.5,
+                            standby=(names[1],))  # fmt: skip
+    client = FIDClient(names[:1], options=options)
+    small = random_images(np.random.default_rng(8), 10)
+    client.fid(small)
+    assert client.last_replica == names[0]  # both idle: the standby is not asked
+    images = random_images(np.random.default_rng(9), 400)  # 2 s of work
+    answer = {}
+    call = threading.Thread(target=lambda: answer.update(fid=client.fid(images)))
+    try:
+        call.start()
+        while client.loads().get(names[0], {}).get("pending_images", 0) == 0:
+            pass
+        os.kill(pid, signal.SIGSTOP)
+        call.join(30)
+        assert answer["fid"] == pytest.approx(_expected_fid(reference, images), 1e-9)
+        assert client.retried == 1 and client.last_replica == names[1]
+        client.fid(small)  # still no answer from the replica: the standby again
+        assert client.last_replica == names[1]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    client.fid(small)
+    assert client.last_replica == names[0]
+
+
 def test_references_given_as_a_cifar_split_a_folder_and_an_npz(tmp_path, rng):
     """The three ways a reference can be named (README): each gives the statistics
     computed directly from its images, or the file's own."""

@@ -246,6 +246,17 @@ def test_dry_run_lists_trials_and_cost_without_ray(tmp_path):
     full = run_command("sweep.run", str(GRIDS / "table5.yaml"), "--dry-run",
                        "--set", f"storage={tmp_path}", check_rc=0)  # fmt: skip
     assert "warning" not in full.stderr  # 10,000 samples
+    # what a lost FID node does: table5's two GPU replicas, then the standby
+    assert ("if the FID node is lost (on a cluster): calls go to another replica at "
+            "once; while none answers, the standby replica on the head node's CPU "
+            "takes the calls (slower) until Ray restarts the lost replica where a "
+            "GPU is free") in full.stdout  # fmt: skip
+    off = run_command("sweep.run", str(GRIDS / "smoke.yaml"), "--dry-run",
+                      "--set", f"storage={tmp_path}",
+                      "--set", "fid_service.standby=false", check_rc=0)  # fmt: skip
+    assert ("calls wait (fid_service.standby is off) until Ray restarts the replica "
+            "where CPUs are free, for at most fid_service.timeout_s = 3600 s"
+            ) in off.stdout  # fmt: skip
 
 
 @pytest.mark.parametrize("grid", sorted(GRIDS.glob("*.yaml")), ids=lambda p: p.name)
