@@ -414,7 +414,7 @@ def run_sweep(
         scores={k: v for k, v in scores.items() if k != FEATURES},
         services=service_names(config),
         client=client.options,
-        # E1's, or (memorization) the features prerequisite's, whose trials wait
+        # E1's, or (memorization) the features prerequisite's, read at a trial's end
         train_features=scores.get(FEATURES, features),
         folder=folder,
     )

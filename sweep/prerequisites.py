@@ -244,11 +244,12 @@ def score_key(config: GridConfig, params: dict) -> str | None:
 
 
 def trial_needs(config: GridConfig, params: dict) -> tuple[str, ...]:
-    """The prerequisites a trial waits for: its criterion's scores, and x_train's
-    features when it measures memorization."""
+    """The prerequisites a trial waits for before it starts: its criterion's scores.
+    x_train's features, which memorization reads, are not among them: a trial
+    trains first and takes them (a Ray reference) only for its final metrics, by
+    when the features task, started with the sweep, has long ended."""
     key = score_key(config, params)
-    features = (FEATURES,) if measures_memorization(config) else ()
-    return (*((key,) if key else ()), *features)
+    return (key,) if key else ()
 
 
 class GatedTrials(Searcher):

@@ -155,3 +155,23 @@ def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path):
     # it waited for the random trial, which had started before it could run
     random_trial = results.set_index("criterion").loc["random"]
     assert scores["started_at"] >= random_trial["started_at"].timestamp()
+
+
+def test_a_trial_that_measures_memorization_trains_before_the_features_exist(
+    tmp_path,
+):
+    """Memorization reads x_train's features only for a trial's final metrics: the
+    trial starts training at once, while the features task (10 s with a slow
+    stand-in network) is still running, and takes them at its end."""
+    sweep(
+        tmp_path,
+        "--set", "fid.extractor=tests.helpers.standin:make_slow_standin",
+        "--set", "grid.n_train=[100]", "--set", "grid.criterion=[random]",
+        "--set", "priors=[gaussian]", "--set", "fid.metrics=[fid, memorization]",
+        "--set", "fid_service.cpu=0.5", timeout=300,
+    )  # fmt: skip
+    results, _ = tables(tmp_path)
+    assert (results["status"] == "ok").all() and results["memorization"].notna().all()
+    timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
+    features = timings["runs"][0]["prerequisites"]["features"]
+    assert results["started_at"].iloc[0].timestamp() < features["finished_at"]
