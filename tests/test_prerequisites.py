@@ -12,7 +12,7 @@ import pytest
 from selection.criteria import ScoreBook
 from sweep.cluster import start_local
 from sweep.prerequisites import GATES, GatedTrials, Prerequisites
-from tests.helpers.sweeps import sweep, tables
+from tests.helpers.sweeps import sweep, sweep_env, tables
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -161,17 +161,21 @@ def test_a_trial_that_measures_memorization_trains_before_the_features_exist(
     tmp_path,
 ):
     """Memorization reads x_train's features only for a trial's final metrics: the
-    trial starts training at once, while the features task (10 s with a slow
-    stand-in network) is still running, and takes them at its end."""
+    trial starts training at once and takes them at its end. The stand-in network
+    here extracts x_train only once a trial has reported a round, so a trial that
+    waited for the features would wait for itself (up to the gate's 120 s)."""
+    gate = str(tmp_path / "smoke" / "trial_*" / "result.json")
     sweep(
         tmp_path,
-        "--set", "fid.extractor=tests.helpers.standin:make_slow_standin",
+        "--set", "fid.extractor=tests.helpers.standin:make_gated_standin",
         "--set", "grid.n_train=[100]", "--set", "grid.criterion=[random]",
         "--set", "priors=[gaussian]", "--set", "fid.metrics=[fid, memorization]",
-        "--set", "fid_service.cpu=0.5", timeout=300,
+        "--set", "fid_service.cpu=0.5", timeout=400,
+        env=sweep_env(VAE_SWEEP_TEST_GATE=gate, VAE_SWEEP_TEST_GATE_AFTER="40"),
     )  # fmt: skip
     results, _ = tables(tmp_path)
     assert (results["status"] == "ok").all() and results["memorization"].notna().all()
     timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
     features = timings["runs"][0]["prerequisites"]["features"]
     assert results["started_at"].iloc[0].timestamp() < features["finished_at"]
+    assert features["seconds"] < 100  # released by the trial's report, not the cap

@@ -57,3 +57,30 @@ def make_slow_standin() -> StandInExtractor:
     """The stand-in at about 30 images/s: x_train's 300 features of the tiny sweeps
     take 10 s, long enough for a trial to start, run and end meanwhile."""
     return StandInExtractor(seconds_per_image=1 / 30)
+
+
+GATE_ENV = "VAE_SWEEP_TEST_GATE"  # a glob: calls wait until some path matches it
+GATE_AFTER_ENV = "VAE_SWEEP_TEST_GATE_AFTER"  # images served before the gate
+
+
+class GatedStandIn(StandInExtractor):
+    """Serves its first $VAE_SWEEP_TEST_GATE_AFTER images (the x_test reference) at
+    once, then holds every call until a path matches the glob $VAE_SWEEP_TEST_GATE
+    (at most 120 s): x_train's features that arrive only once, say, a trial has
+    reported."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import glob
+        import time
+
+        pattern = os.environ.get(GATE_ENV)
+        after = int(os.environ.get(GATE_AFTER_ENV, "0"))
+        deadline = time.monotonic() + 120
+        while (pattern and self.images_seen >= after and not glob.glob(pattern)
+               and time.monotonic() < deadline):  # fmt: skip
+            time.sleep(0.2)
+        return super().__call__(images)
+
+
+def make_gated_standin() -> GatedStandIn:
+    return GatedStandIn()
