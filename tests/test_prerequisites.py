@@ -128,13 +128,15 @@ def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
         GATES.pop("test-sweep")
 
 
-def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path):
+def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path,
+                                                                     fresh_cache):
     """x_train's features arrive slowly (10 s), so the random trial takes a CPU
     first and leaves too few for a Mahalanobis task that asks for one. Once that
     trial ends, nothing is pending or running, and Tune waits up to 10 minutes for
     its searcher without handling the trial's stop: its CPU stays reserved, so such
     a task waited 10 minutes (and this sweep ran past its timeout) while the
-    lowest_mahalanobis trial waited for its scores."""
+    lowest_mahalanobis trial waited for its scores. A cache of its own: x_train's
+    features cached by another test would arrive at once."""
     result = sweep(
         tmp_path,
         "--set", "fid.extractor=tests.helpers.standin:make_slow_standin",
@@ -158,12 +160,13 @@ def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path):
 
 
 def test_a_trial_that_measures_memorization_trains_before_the_features_exist(
-    tmp_path,
+    tmp_path, fresh_cache
 ):
     """Memorization reads x_train's features only for a trial's final metrics: the
     trial starts training at once and takes them at its end. The stand-in network
     here extracts x_train only once a trial has reported a round, so a trial that
-    waited for the features would wait for itself (up to the gate's 120 s)."""
+    waited for the features would wait for itself (up to the gate's 120 s). A cache
+    of its own: features cached by an earlier test would need no network."""
     gate = str(tmp_path / "smoke" / "trial_*" / "result.json")
     sweep(
         tmp_path,
