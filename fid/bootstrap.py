@@ -158,8 +158,8 @@ def bootstrap_fidelity(
     among = pairwise_distances(x_fake, x_fake).cpu().numpy()  # (n, n)
     np.fill_diagonal(among, np.inf)  # a sample is not its own neighbour
     inside = (to_real < np.asarray(pr)[None, :]).any(axis=1)  # (n,) per sample
-    depth = (to_real < np.asarray(dc)[None, :]).sum(axis=1)  # (n,)
     in_ball = to_real < np.asarray(dc)[None, :]  # (n, N) sample in real ball
+    depth = in_ball.sum(axis=1)  # (n,) real balls holding each sample
     out = {name: np.empty(len(counts)) for name in FIDELITY}
     for b, w in enumerate(counts):
         drawn = w > 0

@@ -246,26 +246,27 @@ class FIDServer:
                 parts.append(block)
         # the same streamed statistics as fid(): the same FID to the last bit
         out = {"fid": ref.distance(accumulator.result())}
+        generated = np.concatenate(parts) if parts else None  # (n, d), once
         if "kid" in keep:
             reference_features = self._reference_features(reference, held)
-            result = kid(np.concatenate(parts), reference_features, seed=seed)
+            result = kid(generated, reference_features, seed=seed)
             out.update(kid=result.mean, kid_std=result.std)
         if "fid_inf" in keep:
-            out["fid_inf"] = fid_infinity(np.concatenate(parts), ref, seed=seed).value
+            out["fid_inf"] = fid_infinity(generated, ref, seed=seed).value
         if "prdc" in keep:
-            out.update(self._fidelity(reference, np.concatenate(parts), held))
+            out.update(self._fidelity(reference, generated, held))
         if bootstrap:
             reads = {"kid", "prdc"} & keep
             real = self._reference_features(reference, held) if reads else None
             radii = ((self._radii[(reference, PR_K)], self._radii[(reference, DC_K)])
                      if "prdc" in keep else None)  # fmt: skip
             out.update(bootstrap_intervals(
-                np.concatenate(parts), ref, real, resamples=bootstrap, seed=seed,
+                generated, ref, real, resamples=bootstrap, seed=seed,
                 kid="kid" in keep, fidelity_radii=radii,
                 device=getattr(self.engine.extractor, "device", "cpu"),
             ))  # fmt: skip
         if features:
-            out["features"] = np.concatenate(parts)
+            out["features"] = generated
         return _answer(out, held, timed)
 
     def _fidelity(self, reference: str, generated: np.ndarray, held) -> dict:

@@ -205,7 +205,7 @@ def start_prerequisites(
     )
     features = None
     # read by memorization, or by Inception-space scores not in the cache yet
-    uncached = [key for key, (_, kind, spec) in needs.items()
+    uncached = [key for key, (_, _, spec) in needs.items()
                 if spec.get("space") == "inception"
                 and prerequisites.book.cached(key) is None]  # fmt: skip
     if measures_memorization(config) or uncached:  # the FID service extracts

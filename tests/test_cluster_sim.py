@@ -276,6 +276,17 @@ def test_a_preempted_node_loses_no_trial_and_no_work(sim, tmp_path):
     assert sorted(second["epoch"]) == list(range(1, STAGE2_EPOCHS + 1))
 
 
+def assert_fids_of_an_uninterrupted_run(sim, storage, args, results) -> None:
+    """The same sweep run again on the cluster as it is, nothing lost (name
+    `again`): each trial's FID per prior is the one in `results`."""
+    finish(start_sweep(sim, storage, *args, "--set", "name=again"))
+    again = pd.read_parquet(storage / "again" / "results.parquet")
+    keys = ["n_train", "seed", "prior"]
+    lost, whole = (t.set_index(keys)["fid"].sort_index() for t in (results, again))
+    assert list(lost.index) == list(whole.index)
+    assert lost.to_numpy() == pytest.approx(whole.to_numpy(), rel=1e-9)
+
+
 def test_a_lost_fid_node_without_a_replacement_stalls_no_trial(sim, tmp_path):
     """The FID replica's node is lost while the other worker's GPU is full of trials
     waiting on their intermediate FIDs, and no node replaces it for a while: the
@@ -321,13 +332,8 @@ def test_a_lost_fid_node_without_a_replacement_stalls_no_trial(sim, tmp_path):
     for _, trial in history[history["phase"] == "stage1"].groupby("trial_id"):
         assert sorted(trial["epoch"]) == list(range(1, 11))  # each epoch once
 
-    # the same sweep, nothing lost: the same FIDs (the stand-in network on the
-    # standby and on the replicas)
-    finish(start_sweep(sim, storage, *args, "--set", "name=again"))
-    again = pd.read_parquet(storage / "again" / "results.parquet")
-    keys = ["n_train", "seed", "prior"]
-    lost, whole = (t.set_index(keys)["fid"].sort_index() for t in (results, again))
-    assert lost.to_numpy() == pytest.approx(whole.to_numpy(), rel=1e-9)
+    # the stand-in network on the standby and on the replicas: the same FIDs
+    assert_fids_of_an_uninterrupted_run(sim, storage, args, results)
 
 
 def test_with_two_replicas_a_lost_fid_node_stalls_nothing(sim, tmp_path):
@@ -360,11 +366,7 @@ def test_with_two_replicas_a_lost_fid_node_stalls_nothing(sim, tmp_path):
     finish(sweep)
     results = pd.read_parquet(folder / "results.parquet")
     assert results["trial_id"].nunique() == 2 and (results["status"] == "ok").all()
-    finish(start_sweep(sim, storage, *args, "--set", "name=again"))
-    again = pd.read_parquet(storage / "again" / "results.parquet")
-    keys = ["n_train", "prior"]
-    lost, whole = (t.set_index(keys)["fid"].sort_index() for t in (results, again))
-    assert lost.to_numpy() == pytest.approx(whole.to_numpy(), rel=1e-9)
+    assert_fids_of_an_uninterrupted_run(sim, storage, args, results)
 
 
 def test_trials_need_nothing_from_the_drivers_disk_and_replicas_keep_off_the_head(

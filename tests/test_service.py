@@ -125,6 +125,24 @@ def _expected_fid(reference, images):
     return frechet_distance(statistics(standin(reference)), statistics(standin(images)))
 
 
+def _call_frozen_midway(client, images, name: str, pid: int) -> dict:
+    """client.fid(images) on a thread; once replica `name` holds it, that replica's
+    process is frozen (SIGSTOP, like a lost node; the caller resumes it) and the
+    call's answer awaited: {"fid": ...}, empty if it did not come in 30 s."""
+    import os
+    import signal
+    import threading
+
+    answer = {}
+    call = threading.Thread(target=lambda: answer.update(fid=client.fid(images)))
+    call.start()
+    while client.loads().get(name, {}).get("pending_images", 0) == 0:
+        pass
+    os.kill(pid, signal.SIGSTOP)
+    call.join(30)
+    return answer
+
+
 def test_client_routes_each_call_to_the_least_loaded_replica(local_ray, tmp_path):
     from fid.client import FIDClient
 
@@ -147,7 +165,6 @@ def test_client_routes_each_call_to_the_least_loaded_replica(local_ray, tmp_path
 def test_a_replica_that_stops_answering_is_left_and_no_call_hangs(local_ray, tmp_path):
     import os
     import signal
-    import threading
     import time
 
     from fid.client import ClientOptions, FIDClient, FIDServiceError
@@ -158,14 +175,8 @@ def test_a_replica_that_stops_answering_is_left_and_no_call_hangs(local_ray, tmp
     options = ClientOptions(retries=2, timeout=30, ping_timeout=1.0, ping_every=0.5)
     client = FIDClient(names, options=options)
     images = random_images(np.random.default_rng(7), 400)  # 2 s of work
-    answer = {}
-    call = threading.Thread(target=lambda: answer.update(fid=client.fid(images)))
     try:
-        call.start()
-        while client.loads().get(names[0], {}).get("pending_images", 0) == 0:
-            pass
-        os.kill(pids[0], signal.SIGSTOP)  # frozen mid-call, like a lost node
-        call.join(30)
+        answer = _call_frozen_midway(client, images, names[0], pids[0])
         assert answer["fid"] == pytest.approx(_expected_fid(reference, images), 1e-9)
         assert client.retried == 1 and client.last_replica == names[1]
 
@@ -186,7 +197,6 @@ def test_a_standby_takes_calls_only_while_no_replica_answers(local_ray, tmp_path
     answers the same FID; once the replica answers again, calls go back to it."""
     import os
     import signal
-    import threading
 
     from fid.client import ClientOptions, FIDClient
 
@@ -200,14 +210,8 @@ def test_a_standby_takes_calls_only_while_no_replica_answers(local_ray, tmp_path
     client.fid(small)
     assert client.last_replica == names[0]  # both idle: the standby is not asked
     images = random_images(np.random.default_rng(9), 400)  # 2 s of work
-    answer = {}
-    call = threading.Thread(target=lambda: answer.update(fid=client.fid(images)))
     try:
-        call.start()
-        while client.loads().get(names[0], {}).get("pending_images", 0) == 0:
-            pass
-        os.kill(pid, signal.SIGSTOP)
-        call.join(30)
+        answer = _call_frozen_midway(client, images, names[0], pid)
         assert answer["fid"] == pytest.approx(_expected_fid(reference, images), 1e-9)
         assert client.retried == 1 and client.last_replica == names[1]
         client.fid(small)  # still no answer from the replica: the standby again
