@@ -10,6 +10,7 @@ partial) and writes into `--out` (default: `<first RESULTS_DIR>/report`):
   and Student-t 95% interval over seeds, seeds and samples; other outcomes counted
   apart), the stage-1/stage-2 diagnostics, and the paired comparisons (each criterion
   against `random`, each n_train against the full set) with Holm-adjusted p-values;
+- `report.html`: the same report as one page for a browser, its figures embedded;
 - `fid.csv`, `diagnostics.csv`, `comparisons.csv`: the same tables, in full;
 - `fid_vs_n_train.png`, `learning_curves.png`, the best and worst trial's sample grid
   (`samples_best.png`, `samples_worst.png`) when the sweep saved them, and for E1/E2
@@ -31,6 +32,7 @@ import pandas as pd
 from experiments import figures, tables
 from experiments.protocols.summary import summarise
 from experiments.published_tables import table5
+from experiments.report_html import HTML_REPORT, write_html
 from experiments.significance import POWER
 from fid.sample_metrics import KID_SUBSET_SIZE
 from sweep.folder import SAMPLES_FOLDER
@@ -542,7 +544,8 @@ def main(argv=None) -> None:
             f"Written by `{command}` in {time.time() - started:.1f} s.",
         ]
         (staged / REPORT).write_text("\n".join(lines) + "\n")
-    print(f"report: {out / REPORT}")
+        write_html(staged, "\n".join(lines) + "\n")  # the same, one file to open
+    print(f"report: {out / REPORT}, {out / HTML_REPORT}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 
@@ -83,10 +84,14 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
 def connect(config: GridConfig, address: str | None, namespace: str) -> None:
     """Join the cluster at `address` (checked first, in bounded time), or start the
     embedded local Ray."""
-    check_address(address)
     env = use_endpoint(config)
+    if ray.is_initialized():  # sweep.run connected first
+        return
+    check_address(address)
+    # Ray's own INFO lines (a local instance started, a run restored) stay in its
+    # logs; its warnings and errors still reach the console
     options = {"namespace": namespace, "include_dashboard": False,
-               "ignore_reinit_error": True,
+               "ignore_reinit_error": True, "logging_level": logging.WARNING,
                "runtime_env": {"env_vars": env} if env else None}  # fmt: skip
     try:
         if address and address != "local":

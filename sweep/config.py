@@ -222,6 +222,29 @@ class FIDServiceSection(Section):
     ping_timeout_s: float = Field(10.0, gt=0)  # a live replica answers load() in this
 
 
+class MLflowSection(Section):
+    # a local folder (an mlruns store), file:///path, sqlite:///file.db, or a tracking
+    # server http(s)://host:port; checked before Ray starts (a server must answer)
+    uri: str = Field(min_length=1)
+    experiment: str | None = None  # null: the grid's name
+
+
+class WandbSection(Section):
+    project: str | None = None  # null: the grid's name
+    entity: str | None = None  # null: the account's default entity
+    mode: Literal["online", "offline"] = "online"
+    dir: str | None = None  # where W&B writes its run files; null: ./wandb
+
+
+class TrackingSection(Section):
+    """Experiment trackers every trial is logged to (sweep/tracking.py); each needs the
+    `tracking` extra (pip install -e ".[tracking]"). Not part of the experiment: a
+    resumed sweep may add or change them."""
+
+    mlflow: MLflowSection | None = None
+    wandb: WandbSection | None = None
+
+
 class E1Section(Section):
     sizes: tuple[PositiveInt, ...] = DEFAULT_SIZES
     # images in each set (E2's name and the CLI's)
@@ -298,6 +321,7 @@ class GridConfig(Section):
     e1: E1Section = E1Section()
     e2: E2Section = E2Section()
     estimate: EstimateSection = EstimateSection()
+    tracking: TrackingSection = TrackingSection()
 
     @model_validator(mode="before")
     @classmethod

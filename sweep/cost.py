@@ -83,6 +83,19 @@ def _trial_work(config: GridConfig, params: dict) -> tuple[float, float, float]:
     return float(_images(s.stage1, s.n_train)), float(stage2), float(fid)
 
 
+def _seconds(config: GridConfig, work: tuple[float, float, float]) -> float:
+    rates = config.estimate
+    train, stage2, fid = work
+    return (train / rates.train_images_per_s + stage2 / rates.stage2_vectors_per_s
+            + fid / rates.fid_images_per_s)  # fmt: skip
+
+
+def trial_seconds(config: GridConfig, params: dict) -> float:
+    """One trial's estimated seconds at the grid's `estimate` rates (the console's
+    estimate of what remains, before trials have finished to measure)."""
+    return _seconds(config, _trial_work(config, params))
+
+
 def _images(training, n: int) -> int:
     """Samples a stage trains on: epochs over n, or steps of a batch each."""
     if training.steps is None:
@@ -95,12 +108,7 @@ def estimate(config: GridConfig, trials: list[dict], layout: Slots) -> dict:
     rates = config.estimate
     fid_rate = rates.fid_images_per_s
     work = [_trial_work(config, params) for params in trials]
-    seconds = [
-        train / rates.train_images_per_s
-        + stage2 / rates.stage2_vectors_per_s
-        + fid / fid_rate
-        for train, stage2, fid in work
-    ]
+    seconds = [_seconds(config, w) for w in work]
     total = train_size(config)
     service = config.fid_service
     # every replica computes the x_test statistics before any trial starts

@@ -36,6 +36,7 @@ from sweep.cluster import (
     service_placement,
 )
 from sweep.config import GridConfig
+from sweep.console import ConsoleView
 from sweep.experiment_trials import repeated_trial, scrambled_trial
 from sweep.folder import (
     GRID_FILE,
@@ -62,6 +63,7 @@ from sweep.prerequisites import (
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
 from sweep.storage import join, write_bytes
+from sweep.tracking import TrackingCallback, tracked
 from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.recon_scores import reference_key
@@ -291,6 +293,8 @@ def resume_plan(folder: str, total: int, retry_errored: bool) -> str:
     )
 
 
+TUNE_VERBOSE = 1  # --verbose: Tune's status tables and each finished trial's result
+
 TRAINABLES = {
     "vae": vae_trial,
     "fid_repeated": repeated_trial,
@@ -315,21 +319,33 @@ def build_tuner(
     resume: bool,
     retry_errored: bool = False,
     address: str | None = None,
+    verbose: bool = False,
 ) -> tune.Tuner:
     resources = {"cpu": config.resources.cpu, "gpu": config.resources.gpu}
     function = TRAINABLES[config.kind]
     trainable = tune.with_parameters(
         tune.with_resources(function, resources), grid=config, data=data
     )
+    callbacks = [TrackingCallback(config, folder)] if tracked(config) else []
+    if not verbose:
+        callbacks.append(ConsoleView(config, trials))
     if resume and tune.Tuner.can_restore(folder):
         print(resume_plan(folder, len(trials), retry_errored))
-        return tune.Tuner.restore(
+        tuner = tune.Tuner.restore(
             folder,
             trainable,
             resume_unfinished=True,
             # from their last checkpoints, as Tune's max_failures retries do
             resume_errored=retry_errored,
         )
+        # the restored run configuration is the one the sweep started with: this
+        # run's console and trackers replace its own (a resume may add a tracker).
+        # Tune has no public setter; Ray is pinned to 2.60 (tests/test_tracking.py
+        # and tests/test_console.py resume sweeps through this)
+        run_config = tuner._local_tuner.get_run_config()
+        run_config.callbacks = callbacks
+        run_config.verbose = TUNE_VERBOSE if verbose else 0
+        return tuner
     storage, name = folder.rsplit("/", 1)
     return tune.Tuner(
         trainable,
@@ -359,7 +375,9 @@ def build_tuner(
             # checkpoints by a few seconds, and a resume restores from the one the
             # state names; with one kept, that one may already be deleted
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            verbose=1,
+            # the console view (sweep/console.py), or Tune's own tables (--verbose)
+            verbose=TUNE_VERBOSE if verbose else 0,
+            callbacks=callbacks,
         ),
     )
 
@@ -376,6 +394,7 @@ def run_sweep(
     retry_errored: bool = False,
     grid_text: str | None = None,
     overlap: bool = True,
+    verbose: bool = False,
 ) -> pd.DataFrame:
     """The whole sweep; `overlap=False` runs the prerequisites before any trial (the
     old serial order, kept for the benchmark that measures what overlapping saves)."""
@@ -419,13 +438,17 @@ def run_sweep(
         folder=folder,
     )
     tuner = build_tuner(config, trials, folder, data, resume=resume,
-                        retry_errored=retry_errored, address=address)  # fmt: skip
+                        retry_errored=retry_errored, address=address,
+                        verbose=verbose)  # fmt: skip
     GATES[folder] = prerequisites
     # Ctrl-C stops the sweep at once as a KeyboardInterrupt (sweep.run: one line,
     # exit 130). Tune's own handler would instead end fit() as if the sweep were
     # complete, and the tables would be built from trials that never ran. Tune saves
     # its state as trials report, so --resume continues from the last checkpoints.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Tune's new output prints its experiment box and paths even at verbose=0; its
+    # older reporter at 0 prints nothing, leaving the console to sweep/console.py
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
     try:
         results = list(tuner.fit())
     finally:

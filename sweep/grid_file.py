@@ -171,6 +171,10 @@ def _check_covariances(config: GridConfig, source: str) -> None:
                 )
 
 
+# sections a resumed sweep may change: where it is logged, not what it runs
+NOT_THE_EXPERIMENT = ("tracking",)
+
+
 def changed_keys(saved: str, config: GridConfig) -> list[str]:
     """The keys in which a sweep's saved grid (its resolved YAML) and `config` differ.
     The saved grid is read by today's schema first, so a key added since it was
@@ -181,16 +185,17 @@ def changed_keys(saved: str, config: GridConfig) -> list[str]:
         then = GridConfig.model_validate(yaml.safe_load(saved))
     except (ValidationError, yaml.YAMLError):
         return ["(the saved grid no longer loads)"]
-    old, new = (_flat(c.model_dump(mode="json")) for c in (then, config))
+    old, new = (flat_keys(c.model_dump(mode="json")) for c in (then, config))
     return sorted(key for key in old.keys() | new.keys()
-                  if old.get(key) != new.get(key))  # fmt: skip
+                  if old.get(key) != new.get(key)
+                  and key.split(".")[0] not in NOT_THE_EXPERIMENT)  # fmt: skip
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
+def flat_keys(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "grid":  # the axes: one value
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flat_keys(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

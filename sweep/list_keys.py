@@ -58,6 +58,15 @@ def _allowed(field) -> str:
     return "; ".join(walk(field.annotation) + _bounds(field.metadata))
 
 
+def _optional_section(annotation) -> type[BaseModel] | None:
+    """`Section | None`: the section's model, else None."""
+    if get_origin(annotation) not in (Union, UnionType):
+        return None
+    models = [a for a in get_args(annotation)
+              if isinstance(a, type) and issubclass(a, BaseModel)]  # fmt: skip
+    return models[0] if len(models) == 1 else None
+
+
 def schema_lines(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
     """Every grid key with its type, default and allowed values (`--list-keys`)."""
     model = model or GridConfig
@@ -67,6 +76,11 @@ def schema_lines(model: type[BaseModel] = None, prefix: str = "") -> list[str]:
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             lines += schema_lines(annotation, f"{key}.")
+            continue
+        section = _optional_section(annotation)
+        if section is not None:  # a section that is off unless given (tracking.*)
+            lines.append(f"{key}: section | null = null  (give it to turn it on)")
+            lines += schema_lines(section, f"{key}.")
             continue
         default = (field.default_factory() if field.default_factory
                    else field.default)  # fmt: skip

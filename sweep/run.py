@@ -27,6 +27,7 @@ from sweep.rehearsal import BANNER as REHEARSAL_BANNER
 from sweep.rehearsal import rehearsal
 from sweep.schedulers import RESUMABLE
 from sweep.storage import check_storage_reachable, is_uri, join, read_text
+from sweep.tracking import check_tracking
 from sweep.trials import expand, settings, trial_name
 from vae_sweep.cli import Parser, positive_number, text
 from vae_sweep.errors import EXIT_TRIALS_FAILED, InputError, run_cli
@@ -82,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run the grid on its real data and axes with a tiny model, 1 epoch per "
         "stage and the stand-in feature network, into <name>-rehearsal "
         "(see sweep/rehearsal.py)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Tune's own status tables and per-trial results instead of the compact "
+        "progress view",
     )
     parser.add_argument(
         "--set",
@@ -238,6 +245,7 @@ def main(argv=None) -> None:
     use_endpoint(config)
     check_storage_reachable(config.storage)
     check_storage(folder, config, args.resume)
+    check_tracking(config)  # the trackers' packages and servers, before Ray starts
 
     # the driver's own modules (the trainables, pandas, matplotlib) load only past
     # validation; torch and Ray do not wait that long yet: sweep.cluster and
@@ -262,6 +270,7 @@ def main(argv=None) -> None:
             resume=args.resume,
             retry_errored=args.retry_errored,
             grid_text=text,  # written once the FID service stands, before any trial
+            verbose=args.verbose,
         )
     except KeyboardInterrupt:
         started = read_text(join(folder, GRID_FILE)) is not None

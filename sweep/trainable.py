@@ -10,6 +10,7 @@ The E1/E2 kinds run in sweep/experiment_trials.py with the same data and FID act
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -242,7 +243,13 @@ def save_copies(folder: str, images: np.ndarray, copied, subset: np.ndarray,
     write_bytes(join(folder, SAMPLES_FOLDER, trial, f"memorization_{prior}.png"), png)
 
 
+# Ray Train logs each checkpoint at INFO from the trial's worker, which Ray forwards
+# to the driver's console: a line per checkpoint, the sweep's own view says enough
+CHECKPOINT_LOGGER = "ray.train._internal.storage"
+
+
 def vae_trial(config: dict, *, grid: GridConfig, data: SweepData) -> None:
+    logging.getLogger(CHECKPOINT_LOGGER).setLevel(logging.WARNING)
     s = settings(grid, config["trial"], device=trial_device())
     train = ray.get(data.train)  # read-only, zero-copy
     need = score_need(grid, config["trial"])

@@ -335,6 +335,9 @@ SWEEP = [
     (["{grid}", "--dry-run", "--set", "grid.n_train=[0]"], "n_train"),
     (["{grid}", "--rehearse", "--set", "stage1.epochs=-1"], "stage1.epochs"),
     (["--list-keys", "--bogus"], "unrecognized arguments: --bogus"),
+    (["{grid}", "--set", "tracking.mlflow.uri=ftp://x"], "not a tracking URI"),
+    (["{grid}", "--set", "tracking.wandb.entity=[1]"], "tracking.wandb.entity"),
+    (["{grid}", "--set", "tracking.mlflow={{}}"], "tracking.mlflow.uri"),
 ]
 
 TABLES = {
@@ -356,6 +359,7 @@ NO_BAD_VALUE = {
     "--compile",  # torch.compile works on every device
     "--list-keys",  # prints and exits before anything else (its case: --bogus)
     "--dry-run",  # prints and exits; its cases are --gpus and --cpus without it
+    "--verbose",  # the console's form only
 }
 
 

@@ -288,8 +288,13 @@ def _leaves(schema: dict) -> list[str]:
         keys = []
         for name, prop in node["properties"].items():
             ref = prop.get("$ref") or (prop.get("allOf") or [{}])[0].get("$ref")
+            optional = [p["$ref"] for p in prop.get("anyOf", []) if "$ref" in p]
             if ref:
                 keys += walk(definitions[ref.split("/")[-1]], f"{prefix}{name}.")
+            elif optional:  # a section that is off unless given: itself, then its keys
+                keys.append(prefix + name)
+                keys += walk(definitions[optional[0].split("/")[-1]],
+                             f"{prefix}{name}.")  # fmt: skip
             else:
                 keys.append(prefix + name)
         return keys

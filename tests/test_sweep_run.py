@@ -54,6 +54,16 @@ def test_smoke_grid_end_to_end(tmp_path, small_cifar, fresh_cache):
     assert len(history) == 4 * 2 and not history.duplicated(["trial_id", "epoch"]).any()
     assert (tmp_path / "smoke" / "grid.yaml").is_file()
     assert "trials: 4 (4 ok)" in result.stdout
+    # the compact console (sweep/console.py), not Tune's tables: a line per trial
+    # start and end, the overall line, the summary
+    out = result.stdout.splitlines()
+    assert len(out) + len(result.stderr.splitlines()) <= 40, result.stdout
+    assert not [line for line in out if "Trial status" in line or "│" in line
+                or "history_json" in line]  # fmt: skip
+    ended = [line for line in out if "] done " in line]
+    assert len(ended) == 4 and all(" fid gaussian " in line for line in ended)
+    assert any("trials: 4 done, 0 running, 0 pending, 0 errored of 4" in line
+               for line in out)  # fmt: skip
     # the columns' values, each against another source
     trials = results.drop_duplicates("trial_id").set_index("trial_id")
     last = history.sort_values("epoch").groupby("trial_id").last()
@@ -172,11 +182,14 @@ def test_schedulers_stop_poor_trials_which_still_get_rows(
 def test_a_step_budget_gives_every_training_set_size_the_same_steps(
     tmp_path, small_cifar, fresh_cache
 ):
-    sweep(tmp_path, "--set", "grid.criterion=[random]", "--set", "priors=[gaussian]",
-          "--set", "stage1.epochs=null", "--set", "stage1.steps=6",
-          "--set", "stage1.round_steps=2", "--set", "eval.every=2",
-          "--set", "checkpoint_every=2", "--set", "eval.samples=20",
-          "--set", "stage1.loss=optimal_gamma")  # fmt: skip
+    run = sweep(tmp_path, "--set", "grid.criterion=[random]",
+                "--set", "priors=[gaussian]", "--set", "stage1.epochs=null",
+                "--set", "stage1.steps=6",
+                "--set", "stage1.round_steps=2", "--set", "eval.every=2",
+                "--set", "checkpoint_every=2", "--set", "eval.samples=20",
+                "--set", "stage1.loss=optimal_gamma", "--verbose")  # fmt: skip
+    # --verbose: Tune's own status tables, not the compact view's lines
+    assert "Trial status" in run.stdout and "] done " not in run.stdout
     results, history = tables(tmp_path)
     trials = results.drop_duplicates("trial_id").set_index("n_train")
     assert sorted(trials.index) == [100, 200] and (trials["status"] == "ok").all()
