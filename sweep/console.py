@@ -86,7 +86,8 @@ class ConsoleView(tune.Callback):
     """Tune callback drawing the view (see the module doc)."""
 
     def __init__(self, config: GridConfig, trials: list[dict], *, stream=None,
-                 terminal: bool | None = None, clock=time.monotonic):  # fmt: skip
+                 terminal: bool | None = None, clock=time.monotonic,
+                 size: tuple[int, int] | None = None):  # fmt: skip
         self.priors = list(config.priors) if config.kind == "vae" else []
         self.rows: dict[str, Row] = {}
         for params in trials:
@@ -94,6 +95,7 @@ class ConsoleView(tune.Callback):
             budget, unit = _budget(config, params)
             self.rows[name] = Row(name, budget, unit, _estimate(config, params))
         self._stream, self._terminal, self.clock = stream, terminal, clock
+        self._size = size  # (columns, lines); None: the terminal's own
         self.begun = self.clock()
         self.most_at_once = 1
         self._drawn_lines = 0
@@ -228,9 +230,8 @@ class ConsoleView(tune.Callback):
         shown = [r for r in rows if r.status in ("running", "paused", "error")]
         done = sorted((r for r in rows if r.status == "done"), key=lambda r: r.ended)
         shown += done[-FINISHED_SHOWN:]
-        height = shutil.get_terminal_size((100, 40)).lines - 2
-        lines = [row.line(now) for row in shown][: max(1, height - 1)]
-        width = shutil.get_terminal_size((100, 40)).columns
+        width, height = self._size or shutil.get_terminal_size((100, 40))
+        lines = [row.line(now) for row in shown][: max(1, height - 3)]
         return [line[: width - 1] for line in [*lines, self.overall(now)]]
 
     def _redraw(self, now: float) -> None:

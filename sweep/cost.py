@@ -16,6 +16,7 @@ trials early.
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -188,3 +189,28 @@ def rate_lines(config: GridConfig) -> list[str]:
         f"({'measured' if name in measured else 'assumed'})"
         for name in RATES
     ]
+
+
+# the estimate rates a device check measures (benchmarks/device_check.py's figures)
+DEVICE_CHECK_FIGURES = {"train_images_per_s": "stage1.fp32.images_per_s",
+                        "stage2_vectors_per_s": "stage2.vectors_per_s",
+                        "fid_images_per_s": "fid.images_per_s"}  # fmt: skip
+
+
+def measured_rates(path: str) -> dict[str, float]:
+    """`--estimate-from FILE`: the rates a device check's JSON measured (verdict ok);
+    stage 1's at the full-width model (Table 3), fp32, batch 100."""
+    try:
+        with open(path) as file:
+            figures = json.load(file)["figures"]
+        found = {rate: float(figures[figure]["value"])
+                 for rate, figure in DEVICE_CHECK_FIGURES.items()
+                 if figures.get(figure, {}).get("verdict") == "ok"
+                 and figures[figure].get("value")}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"--estimate-from {path}: not a device check's JSON "
+                         f"({type(error).__name__}: {error})") from None  # fmt: skip
+    if not found:
+        raise InputError(f"--estimate-from {path}: it measured none of "
+                         f"{', '.join(DEVICE_CHECK_FIGURES.values())}")  # fmt: skip
+    return found

@@ -19,7 +19,7 @@ import sys
 from fid.stats import warn_small_sample
 from sweep.cluster import check_address, connect, use_endpoint
 from sweep.config import GridConfig, resolved_yaml
-from sweep.cost import estimate, rate_lines, slots
+from sweep.cost import estimate, measured_rates, rate_lines, slots
 from sweep.folder import GRID_FILE, NAMESPACE
 from sweep.grid_file import changed_keys, load_grid
 from sweep.list_keys import schema_lines
@@ -76,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="cluster CPUs for the --dry-run cost of a CPU grid (default: this "
         "machine's)",
+    )
+    parser.add_argument(
+        "--estimate-from",
+        type=text,
+        default=None,
+        metavar="FILE",
+        help="with --dry-run: the throughputs a device check measured "
+        "(python -m benchmarks.device_check --out FILE), marked measured",
     )
     parser.add_argument(
         "--rehearse",
@@ -230,6 +238,13 @@ def main(argv=None) -> None:
     if config.kind == "vae":  # each trial's model and training settings, checked
         for params in trials:
             settings(config, params, device="cpu")
+    if args.estimate_from is not None:
+        if not args.dry_run:
+            raise InputError("--estimate-from sets the --dry-run cost; add --dry-run")
+        rates = measured_rates(args.estimate_from)
+        config = config.model_copy(update={"estimate": config.estimate.model_copy(
+            update={**rates, "measured": tuple(
+                sorted(set(config.estimate.measured) | set(rates)))})})
     if args.dry_run:
         print_plan(config, trials, slots(config, len(trials), gpus=args.gpus,
                                          cpus=args.cpus))  # fmt: skip

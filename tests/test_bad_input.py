@@ -336,6 +336,9 @@ SWEEP = [
     (["{grid}", "--rehearse", "--set", "stage1.epochs=-1"], "stage1.epochs"),
     (["--list-keys", "--bogus"], "unrecognized arguments: --bogus"),
     (["{grid}", "--set", "tracking.mlflow.uri=ftp://x"], "not a tracking URI"),
+    (["{grid}", "--estimate-from", "/no/such.json"], "add --dry-run"),
+    (["{grid}", "--dry-run", "--estimate-from", "/no/such.json"],
+     "--estimate-from /no/such.json: not a device check's JSON"),
     (["{grid}", "--set", "tracking.wandb.entity=[1]"], "tracking.wandb.entity"),
     (["{grid}", "--set", "tracking.mlflow={{}}"], "tracking.mlflow.uri"),
 ]

@@ -39,7 +39,7 @@ def trial(n_train: int, error_file: str = "") -> SimpleNamespace:
 def view(terminal: bool, stream=None):
     clock = Clock()
     console = ConsoleView(CONFIG, expand(CONFIG), stream=stream or io.StringIO(),
-                          terminal=terminal, clock=clock)  # fmt: skip
+                          terminal=terminal, clock=clock, size=(100, 12))  # fmt: skip
     for row in console.rows.values():
         row.estimate_s = 100.0  # by hand below; the cost model is tested apart
     return console, clock
@@ -130,3 +130,16 @@ def test_the_cost_models_trial_seconds_add_up_to_the_dry_runs():
     assert total == pytest.approx(hours * 3600)
     # by hand: 4 epochs of n images at 65 images/s, 2 priors x 10,000 samples at 13/s
     assert trial_seconds(CONFIG, trials[0]) == pytest.approx(4 * 100 / 65 + 20_000 / 13)
+
+
+def test_the_block_fits_a_small_terminal():
+    console, clock = view(terminal=True)
+    console._size = (40, 5)  # columns, lines
+    for n in (100, 200, 300):
+        console.on_trial_start(0, [], trial(n))
+    block = console.block(clock.now)
+    # two trial rows (the height less the overall line and two spare), then the
+    # overall line, each cut one short of the width
+    assert len(block) == 3 and all(len(line) == 39 for line in block)
+    assert block[0].startswith("running   n_train=100") and block[-1].startswith(
+        "trials: 0 done, 3 running")  # fmt: skip
