@@ -276,3 +276,31 @@ def test_a_resumed_sweep_may_change_its_trackers_but_not_its_experiment():
     assert changed_keys(saved, tracked) == []
     assert changed_keys(saved, GridConfig(name="x", stage1={"lr": 0.5})) == [
         "stage1.lr"]  # fmt: skip
+
+
+def test_a_folder_uri_is_a_sqlite_store_with_its_artifacts_beside_it(tmp_path):
+    """MLflow 3 refuses its folder store: a folder holds mlflow.db and artifacts/."""
+    from sweep.config import MLflowSection
+    from sweep.tracking_mlflow import MLflowTracker
+
+    folder = tmp_path / "runs"
+    tracker = MLflowTracker(MLflowSection(uri=str(folder)), "grid", "abc", "/sweep")
+    assert tracker.open("abctrial1", "n_train=5", {"n_train": "5"}) == -1
+    tracker.log("abctrial1", {"loss_mse": 0.5, "step": 3.0}, 3)
+    note = tmp_path / "metrics.json"
+    note.write_text("{}")
+    tracker.finish("abctrial1", [note], failed=False)
+    tracker.close()
+    # reopened as a resume would: the step already logged is known
+    again = MLflowTracker(MLflowSection(uri=str(folder)), "grid", "abc", "/sweep")
+    assert again.open("abctrial1", "n_train=5", {"n_train": "5"}) == 3
+    again.close()
+    client = _client(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("grid")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2  # the sweep and its one trial, reopened not duplicated
+    trial = next(r for r in runs if r.info.run_name == "n_train=5")
+    assert trial.data.metrics["loss_mse"] == 0.5 and trial.data.params["n_train"] == "5"
+    artifacts = client.list_artifacts(trial.info.run_id)
+    assert [a.path for a in artifacts] == ["metrics.json"]
+    assert (folder / "artifacts" / "grid").is_dir()

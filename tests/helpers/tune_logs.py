@@ -7,7 +7,8 @@ import json
 
 def assert_resumed_log(text: str, last_epoch: int) -> None:
     """At most the epoch in flight at the kill ran twice (its checkpoint may be
-    missing), never epoch 1, epochs in order up to `last_epoch`, one final report.
+    missing), never epoch 1, epochs in order up to `last_epoch`, one final report (or
+    the same one twice: see below).
     Completeness is not asked: the lines Tune had not written (or, on S3, not yet
     copied) when the driver died are lost, as in [1, 2, 5, 6]."""
     records = [json.loads(line) for line in text.splitlines()]
@@ -15,4 +16,12 @@ def assert_resumed_log(text: str, last_epoch: int) -> None:
     repeated = {e for e in epochs if epochs.count(e) > 1}
     assert len(repeated) <= 1 and 1 not in repeated, epochs
     assert epochs == sorted(epochs) and epochs[-1] == last_epoch, epochs
-    assert sum(r.get("phase") == "final" for r in records) == 1
+    # a trial killed after its final report but before Tune's experiment state (which
+    # lags the trials) recorded it as ended is run again from its checkpoint on resume,
+    # and reports its end twice: seeded and resumed exactly, with the same numbers (the
+    # results table keeps one). Seen in a clean-clone run under load.
+    finals = [r for r in records if r.get("phase") == "final"]
+    assert 1 <= len(finals) <= 2, len(finals)
+    numbers = [{k: v for k, v in r.items()
+                if k.startswith("fid_") and k != "fid_busy_seconds"} for r in finals]
+    assert numbers[0] and all(n == numbers[0] for n in numbers), numbers
