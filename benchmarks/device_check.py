@@ -113,7 +113,7 @@ NO_CUDA = "no CUDA device here"
 class Sizes:
     """How much each check does: a GPU's full run, or --quick's tiny one."""
 
-    def __init__(self, quick: bool, cuda: bool):
+    def __init__(self, quick: bool):
         self.fid_images = 64 if quick else 2000
         self.fid_batch = 16 if quick else 200
         self.compare_images = 8 if quick else 64  # GPU against CPU features
@@ -300,7 +300,7 @@ def cuda_tests(check: Check, device: torch.device) -> None:
     check.put("tests.cuda", passed, "ok" if done.returncode == 0 else "fail", summary)
 
 
-def ray_sweep(check: Check, device: torch.device, quick: bool, out: Path) -> None:
+def ray_sweep(check: Check, device: torch.device, out: Path) -> None:
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -337,7 +337,7 @@ def ray_sweep(check: Check, device: torch.device, quick: bool, out: Path) -> Non
 
 def run_checks(quick: bool, out: Path, data: str | None) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    sizes = Sizes(quick, device.type == "cuda")
+    sizes = Sizes(quick)
     images = _images(data, max(sizes.fid_images, sizes.train_images))
     check = Check()
     check.attempt([n for n in FIGURES if n.startswith("fid.")],
@@ -350,7 +350,7 @@ def run_checks(quick: bool, out: Path, data: str | None) -> dict:
                   lambda: memory_checks(check, device, sizes, images))
     check.attempt(["tests.cuda"], lambda: cuda_tests(check, device))
     check.attempt(["ray.fractional_gpu_sweep"],
-                  lambda: ray_sweep(check, device, quick, out))  # fmt: skip
+                  lambda: ray_sweep(check, device, out))  # fmt: skip
     figures = check.result()
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"

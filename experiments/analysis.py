@@ -35,7 +35,7 @@ from experiments.published_tables import table5
 from experiments.report_html import HTML_REPORT, write_html
 from experiments.significance import POWER
 from fid.sample_metrics import KID_SUBSET_SIZE
-from sweep.folder import SAMPLES_FOLDER
+from sweep.folder import SAMPLES_FOLDER, sample_grid_file
 from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import writable_folder
 from vae_sweep.cli import Parser, finite_float, text
@@ -465,9 +465,8 @@ def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path,
     lines = []
     for label, row in (("best", usable.loc[best]), ("worst", usable.loc[worst])):
         for sweep in sweeps:
-            grid = (
-                sweep.folder / SAMPLES_FOLDER / row["trial_id"] / f"{row['prior']}.png"
-            )
+            grid = (sweep.folder / SAMPLES_FOLDER / row["trial_id"]
+                    / sample_grid_file(row["prior"]))  # fmt: skip
             if grid.is_file():
                 shutil.copyfile(grid, out / f"samples_{label}.png")
                 lines += [

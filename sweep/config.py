@@ -223,8 +223,9 @@ class FIDServiceSection(Section):
 
 
 class MLflowSection(Section):
-    # a local folder (an mlruns store), file:///path, sqlite:///file.db, or a tracking
-    # server http(s)://host:port; checked before Ray starts (a server must answer)
+    # a folder (becomes <folder>/mlflow.db, MLflow 3 having retired its folder store),
+    # file:///path, sqlite:///file.db, or a tracking server http(s)://host:port;
+    # checked before Ray starts (a server must answer)
     uri: str = Field(min_length=1)
     experiment: str | None = None  # null: the grid's name
 

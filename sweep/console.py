@@ -31,8 +31,6 @@ from sweep.trials import settings, trial_name
 LOG_EVERY_S = 60.0  # a file or pipe gets the overall line this often, at most
 REDRAW_EVERY_S = 1.0  # a terminal's block is redrawn this often, at most
 FINISHED_SHOWN = 5  # the last finished trials kept in a terminal's block
-STATES = {"PENDING": "pending", "RUNNING": "running", "PAUSED": "paused",
-          "TERMINATED": "done", "ERROR": "error"}  # fmt: skip
 
 
 def duration(seconds: float) -> str:
@@ -93,7 +91,7 @@ class ConsoleView(tune.Callback):
         for params in trials:
             name = trial_name(params)
             budget, unit = _budget(config, params)
-            self.rows[name] = Row(name, budget, unit, _estimate(config, params))
+            self.rows[name] = Row(name, budget, unit, trial_seconds(config, params))
         self._stream, self._terminal, self.clock = stream, terminal, clock
         self._size = size  # (columns, lines); None: the terminal's own
         self.begun = self.clock()
@@ -254,13 +252,6 @@ def _budget(config: GridConfig, params: dict) -> tuple[int, str]:
     if s.stage1.steps is not None:
         return int(s.stage1.steps), "step"
     return int(s.stage1.epochs), "epoch"
-
-
-def _estimate(config: GridConfig, params: dict) -> float:
-    try:
-        return trial_seconds(config, params)
-    except (ValueError, TypeError):  # a kind the cost model has no rate for
-        return 0.0
 
 
 def _first_error_line(trial) -> str:

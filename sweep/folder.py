@@ -17,3 +17,14 @@ STAGE2_FOLDER = "stage2"  # <trial_id>.pt: each trial's stage-2 training state
 PREREQUISITES_FOLDER = "prerequisites"  # reference-<key>.pt: the reference VAE
 STATE_FILE = "trial.pt"  # what a trial writes into each of its Tune checkpoints
 NAMESPACE = PROJECT  # the Ray namespace of a sweep's named actors (the FID replicas)
+
+
+def sample_grid_file(prior: str) -> str:
+    """SAMPLES_FOLDER/<trial_id>/ holds this: the prior's first samples in a grid."""
+    return f"{prior}.png"
+
+
+def copies_file(prior: str) -> str:
+    """SAMPLES_FOLDER/<trial_id>/ holds this: the prior's samples closest to one
+    training image, above those images (memorization)."""
+    return f"memorization_{prior}.png"

@@ -33,7 +33,7 @@ from typing import Protocol
 from ray import tune
 
 from sweep.config import GridConfig
-from sweep.folder import SAMPLES_FOLDER
+from sweep.folder import SAMPLES_FOLDER, copies_file, sample_grid_file
 from sweep.grid_file import flat_keys
 from sweep.storage import fetch, join
 from vae_sweep.errors import InputError
@@ -203,10 +203,8 @@ class TrackingCallback(tune.Callback):
     def _artifacts(self, trial, scratch: Path) -> list[Path]:
         """The trial's sample grids (from the sweep's storage) and metrics.json."""
         files = []
-        priors = list(self.config.priors)
-        for name in [f"{p}.png" for p in priors] + [
-            f"memorization_{p}.png" for p in priors
-        ]:
+        priors = self.config.priors
+        for name in [*map(sample_grid_file, priors), *map(copies_file, priors)]:
             local = scratch / name
             if fetch(join(self.folder, SAMPLES_FOLDER, trial.trial_id, name), local):
                 files.append(local)

@@ -29,7 +29,14 @@ from selection.datasets import ImageSet
 from sweep.budget import budget_unit, checkpoint_rounds, in_units
 from sweep.cluster import trial_device
 from sweep.config import GridConfig
-from sweep.folder import NAMESPACE, SAMPLES_FOLDER, STAGE2_FOLDER, STATE_FILE
+from sweep.folder import (
+    NAMESPACE,
+    SAMPLES_FOLDER,
+    STAGE2_FOLDER,
+    STATE_FILE,
+    copies_file,
+    sample_grid_file,
+)
 from sweep.prerequisites import score_need
 from sweep.storage import fetch, join, publish, write_bytes
 from sweep.trials import settings
@@ -224,7 +231,7 @@ def stage2_checkpoint(folder: str, trainer: Trainer, grid: GridConfig):
 def save_samples(folder: str, images: np.ndarray, prior: str, fid: float) -> None:
     trial = tune.get_context().get_trial_id()
     title = f"{trial}, {prior} prior: FID {fid:.2f}"
-    write_bytes(join(folder, SAMPLES_FOLDER, trial, f"{prior}.png"),
+    write_bytes(join(folder, SAMPLES_FOLDER, trial, sample_grid_file(prior)),
                 sample_grid_png(images, title))  # fmt: skip
 
 
@@ -240,7 +247,7 @@ def save_copies(folder: str, images: np.ndarray, copied, subset: np.ndarray,
     title = (f"{trial}, {prior}: memorization {copied.rate:.3f} (top: samples "
              f"closest to one training image; below: that image)")  # fmt: skip
     png = pairs_png(images[closest], subset[copied.nearest[closest]], title)
-    write_bytes(join(folder, SAMPLES_FOLDER, trial, f"memorization_{prior}.png"), png)
+    write_bytes(join(folder, SAMPLES_FOLDER, trial, copies_file(prior)), png)
 
 
 # Ray Train logs each checkpoint at INFO from the trial's worker, which Ray forwards
