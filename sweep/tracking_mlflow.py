@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sweep.config import MLflowSection
+from vae_sweep.checks import writable_folder
 from vae_sweep.errors import InputError
 
 SERVER_SCHEMES = ("http", "https")
@@ -58,10 +59,8 @@ def check_uri(uri: str) -> None:
         if parsed.scheme == "sqlite" and not uri.startswith("sqlite:///"):
             raise InputError(f"{key} = {uri!r}: sqlite:///relative.db or "
                              f"sqlite:////absolute.db")  # fmt: skip
-    elif parsed.scheme in ("", "file"):
-        folder = Path(parsed.path if parsed.scheme else uri).expanduser()
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{key} = {uri!r}: not a folder")
+    elif parsed.scheme in ("", "file"):  # a folder this user can create or fill
+        writable_folder(parsed.path if parsed.scheme else uri, f"{key} = {uri!r}")
     else:
         raise InputError(
             f"{key} = {uri!r}: not a tracking URI (a folder, file:///path, "

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sweep.config import WandbSection
+from vae_sweep.checks import writable_folder
 from vae_sweep.errors import InputError
 
 DEFAULT_SERVER = "https://api.wandb.ai"
@@ -28,11 +29,9 @@ def server() -> str:
 def check_wandb(section: WandbSection) -> None:
     """Online mode needs its server (a TCP connection within 5 s); InputError if not.
     Offline mode needs nothing but a writable folder."""
+    if section.dir is not None:  # where its run files go, online or offline
+        writable_folder(section.dir, f"tracking.wandb.dir = {section.dir!r}")
     if section.mode == "offline":
-        if section.dir is not None:
-            folder = Path(section.dir).expanduser()
-            if folder.exists() and not folder.is_dir():
-                raise InputError(f"tracking.wandb.dir = {section.dir!r}: not a folder")
         return
     url = urlparse(server())
     port = url.port or (443 if url.scheme == "https" else 80)

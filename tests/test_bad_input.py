@@ -341,6 +341,11 @@ SWEEP = [
      "--estimate-from /no/such.json: not a device check's JSON"),
     (["{grid}", "--set", "tracking.wandb.entity=[1]"], "tracking.wandb.entity"),
     (["{grid}", "--set", "tracking.mlflow={{}}"], "tracking.mlflow.uri"),
+    (["{grid}", "--set", "tracking.mlflow.uri=/proc/mlflow"],
+     "tracking.mlflow.uri = '/proc/mlflow': cannot"),
+    (["{grid}", "--set", "tracking.mlflow.uri={file}"], "exists and is not a folder"),
+    (["{grid}", "--set", "tracking.wandb.mode=offline", "--set",
+      "tracking.wandb.dir=/proc/wb"], "tracking.wandb.dir = '/proc/wb': cannot"),
 ]
 
 TABLES = {
