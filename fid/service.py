@@ -231,7 +231,8 @@ class FIDServer:
         "recall", "density", "coverage"} of one set of images from one pass through
         the network (fid.sample_metrics, fid.fidelity), as `names` asks; with
         `bootstrap` resamples, the 95% intervals `fid_ci_low`, `fid_ci_high` (and
-        `kid_ci_*` with KID) of this set's scores (fid.bootstrap); with `features`,
+        `kid_ci_*` with KID) of this set's scores, each re-centred on the score
+        (fid.bootstrap); with `features`,
         the set's own features under "features" (for a caller's memorization)."""
         held: list[float] = []
         images = _check_images(images)
@@ -264,6 +265,7 @@ class FIDServer:
                 generated, ref, real, resamples=bootstrap, seed=seed,
                 kid="kid" in keep, fidelity_radii=radii,
                 device=getattr(self.engine.extractor, "device", "cpu"),
+                points=out,  # each interval re-centred on this set's own score
             ))  # fmt: skip
         if features:
             out["features"] = generated

@@ -15,6 +15,7 @@ from fid.bootstrap import (
     bootstrap_intervals,
     bootstrap_kids,
     percentile_interval,
+    recentred_interval,
     resample_counts,
 )
 from fid.distance import FrechetReference
@@ -127,3 +128,37 @@ def test_each_resamples_fidelity_is_prdc_on_that_resample(rng):
         expected = percentile_interval(values[name])
         assert (out[f"{name}_ci_low"], out[f"{name}_ci_high"]) == (
             expected.low, expected.high)  # fmt: skip
+
+
+def test_a_recentred_interval_is_the_percentiles_less_the_resamples_bias():
+    values = np.arange(101.0)  # mean 50; percentiles 2.5 and 97.5
+    by_hand = recentred_interval(values, point=40.0)  # bias 10
+    assert (by_hand.low, by_hand.high) == pytest.approx((-7.5, 87.5))
+    clipped = recentred_interval(values, point=40.0, bounds=(0.0, 80.0))
+    assert (clipped.low, clipped.high) == (0.0, 80.0)
+
+
+def test_a_models_fid_interval_holds_its_fid_once_recentred(rng):
+    """Duplicates in a resample shrink its distinct samples and raise its FID: the
+    plain percentile interval of a model's resampled FIDs lies above the model's
+    FID; re-centred on that FID (each resample's FID by scipy's sqrtm, the bias
+    their mean less it) it holds it."""
+    d, n = 32, 40  # as many samples as dimensions, as 1,000 are beside Inception's
+    reference = _reference(rng, d)
+    features = rng.standard_normal((n, d)) * 1.1 + 0.3
+    point = _fid_by_sqrtm(features, reference.stats.mu, reference.stats.sigma)
+    counts = resample_counts(n, 200, seed=2)
+    slow = np.array([_fid_by_sqrtm(np.repeat(features, w, axis=0), reference.stats.mu,
+                                   reference.stats.sigma) for w in counts])  # fmt: skip
+    plain = np.percentile(slow, [2.5, 97.5])
+    assert plain[0] > point  # the bias this corrects, seen the slow way
+    out = bootstrap_intervals(features, reference, None, resamples=200, seed=2,
+                              points={"fid": point})  # fmt: skip
+    expected = np.clip(plain - (slow.mean() - point), 0, None)
+    got = (out["fid_ci_low"], out["fid_ci_high"])
+    assert got == pytest.approx(tuple(expected), rel=1e-7)
+    assert out["fid_ci_low"] < point < out["fid_ci_high"]
+    # without the score: the plain percentiles, as before
+    plain_out = bootstrap_intervals(features, reference, None, resamples=200, seed=2)
+    assert (plain_out["fid_ci_low"], plain_out["fid_ci_high"]) == pytest.approx(
+        tuple(plain), rel=1e-7)  # fmt: skip

@@ -284,8 +284,9 @@ def test_prdc_from_the_calls_own_features_and_radii_kept_once(tmp_path, rng,
 
 def test_bootstrap_intervals_of_prdc_come_from_the_calls_features(tmp_path, rng):
     """metrics(..., bootstrap=B) with prdc adds each fidelity metric's interval: the
-    bootstrap of fid.bootstrap on the same features, reference and resamples."""
-    from fid.bootstrap import bootstrap_fidelity, percentile_interval, resample_counts
+    bootstrap of fid.bootstrap on the same features, reference and resamples, its
+    percentiles shifted by the resamples' mean less the call's own score."""
+    from fid.bootstrap import bootstrap_fidelity, resample_counts
     from fid.service import FIDServer
 
     reference = random_images(rng, 60)
@@ -297,7 +298,9 @@ def test_bootstrap_intervals_of_prdc_come_from_the_calls_features(tmp_path, rng)
     counts = resample_counts(30, 15, seed=4)
     values = bootstrap_fidelity(standin(reference), standin(generated), counts)
     for name in ("precision", "recall", "density", "coverage"):
-        interval = percentile_interval(values[name])
-        assert out[f"{name}_ci_low"] == pytest.approx(interval.low, abs=1e-9)
-        assert out[f"{name}_ci_high"] == pytest.approx(interval.high, abs=1e-9)
+        shifted = values[name] - (values[name].mean() - out[name])
+        low, high = np.percentile(shifted, [2.5, 97.5])
+        top = 1.0 if name != "density" else np.inf
+        assert out[f"{name}_ci_low"] == pytest.approx(np.clip(low, 0, top), abs=1e-9)
+        assert out[f"{name}_ci_high"] == pytest.approx(np.clip(high, 0, top), abs=1e-9)
     assert "kid_ci_low" not in out  # KID was not asked for
