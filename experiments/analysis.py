@@ -35,7 +35,7 @@ from experiments.published_tables import table5
 from experiments.report_html import HTML_REPORT, write_html
 from experiments.significance import POWER
 from fid.sample_metrics import KID_SUBSET_SIZE
-from sweep.folder import SAMPLES_FOLDER, sample_grid_file
+from sweep.folder import SAMPLES_FOLDER, copies_file, sample_grid_file
 from sweep.reader import Sweep, load_sweeps
 from vae_sweep.checks import writable_folder
 from vae_sweep.cli import Parser, finite_float, text
@@ -479,8 +479,28 @@ def _sample_lines(sweeps: list[Sweep], results: pd.DataFrame, out: Path,
                     f"![{label} samples](samples_{label}.png)",
                     "",
                 ]
+                copies = grid.parent / copies_file(row["prior"])
+                lines += _copies_lines(copies, out / f"memorization_{label}.png", row)
                 break
     return (["## Samples", "", *lines]) if lines else []
+
+
+def _copies_lines(grid: Path, copy: Path, row) -> list[str]:
+    """A trial's memorization grid (its samples closest to one training image, above
+    those images), when the sweep measured memorization."""
+    if not grid.is_file():
+        return []
+    shutil.copyfile(grid, copy)
+    rate = row.get("memorization")
+    told = "" if rate is None or pd.isna(rate) else f" (share of copies {rate:.3g})"
+    return [
+        f"Its memorization grid{told}: the {row['prior']} samples closest to one of "
+        "the trial's training images (nearest over second-nearest distance in "
+        "Inception space, lowest first), each above that image.",
+        "",
+        f"![memorization]({copy.name})",
+        "",
+    ]
 
 
 def analyse_repetitions(sweeps: list[Sweep], out: Path) -> list[str]:

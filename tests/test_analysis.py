@@ -281,6 +281,30 @@ def test_recon_is_kept_apart_as_the_decoders_ceiling(tmp_path):
     assert (compared.loc[compared["family"] == "ceiling", "prior"] == "recon").all()
 
 
+def test_the_best_and_worst_trials_memorization_grids_are_shown(tmp_path):
+    """Where the sweep measured memorization, the report copies the best and the
+    worst trial's memorization grid (samples/<trial>/memorization_<prior>.png) beside
+    their samples, with the trial's share of copies."""
+    results = synthetic_results().assign(memorization=lambda f: f["seed"] / 100)
+    folder = write_sweep(tmp_path / "syn", results=results)
+    for row in results.itertuples():
+        trial = folder / "samples" / row.trial_id
+        trial.mkdir(parents=True, exist_ok=True)
+        (trial / f"{row.prior}.png").write_bytes(b"samples")
+        (trial / f"memorization_{row.prior}.png").write_bytes(
+            f"copies {row.trial_id} {row.prior}".encode())  # fmt: skip
+    out = tmp_path / "r"
+    analysis.main([str(folder), "--out", str(out)])
+    report = (out / "report.md").read_text()
+    fids = results.set_index(["trial_id", "prior"])["fid"]
+    for label, (trial, prior) in (("best", fids.idxmin()), ("worst", fids.idxmax())):
+        copied = (out / f"memorization_{label}.png").read_bytes()
+        assert copied == f"copies {trial} {prior}".encode()
+        seed = int(results.loc[results["trial_id"] == trial, "seed"].iloc[0])
+        assert f"(share of copies {seed / 100:.3g})" in report
+        assert f"![memorization](memorization_{label}.png)" in report
+
+
 def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
     results = synthetic_results()
     # precision falls as FID rises: the best FID trial is the best precision trial
