@@ -7,6 +7,7 @@ diverged, errored and unfinished trials are counted in their own columns.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,13 +92,24 @@ def fid_table(results: pd.DataFrame, keys: list[str], level: float = 0.95,
     return pd.DataFrame(rows)
 
 
+def decimals(spread: float) -> int:
+    """Decimals that show a value to about two significant digits of `spread` (its
+    interval's width, or the value itself), two at least: FIDs keep their two,
+    a precision of 0.011 [-0.021, 0.043] is not rounded to 0.01 [-0.02, 0.04]."""
+    if not math.isfinite(spread) or spread <= 0:
+        return 2
+    return min(6, max(2, 1 - math.floor(math.log10(spread))))
+
+
 def _cell(row, metric: str) -> str:
     mean = getattr(row, f"{metric}_mean")
     if row.seeds == 0:
         return "–"
     if row.seeds == 1:
-        return f"{mean:.2f} (1 seed)"
-    return f"{mean:.2f} [{row.ci_low:.2f}, {row.ci_high:.2f}] n={row.seeds}"
+        d = decimals(abs(mean))
+        return f"{mean:.{d}f} (1 seed)"
+    d = decimals(row.ci_high - row.ci_low)
+    return f"{mean:.{d}f} [{row.ci_low:.{d}f}, {row.ci_high:.{d}f}] n={row.seeds}"
 
 
 def wide_fid_table(long: pd.DataFrame, keys: list[str], priors: list[str],

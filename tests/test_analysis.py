@@ -157,6 +157,22 @@ def write_sweep(folder, grid=None, results=None, history=None):
 # -- the tables ---------------------------------------------------------------------
 
 
+def test_small_metrics_keep_their_digits_in_the_tables():
+    """A cell shows about two significant digits of its interval's width: a FID
+    interval 10 wide keeps 2 decimals, a precision interval 0.064 wide 3, a recall
+    interval 0.0013 wide 4; one seed, the value's own."""
+    from experiments.tables import _cell, decimals
+
+    assert [decimals(w) for w in (10.0, 75.4, 0.064, 0.0013, 0.0, float("nan"))] == [
+        2, 2, 3, 4, 2, 2]  # fmt: skip
+    from types import SimpleNamespace as Row  # as itertuples gives them
+
+    row = Row(precision_mean=0.0111, ci_low=-0.0213, ci_high=0.0427, seeds=2)
+    assert _cell(row, "precision") == "0.011 [-0.021, 0.043] n=2"
+    one = Row(recall_mean=0.00012, seeds=1)
+    assert _cell(one, "recall") == "0.00012 (1 seed)"
+
+
 def test_fid_table_cells_by_hand():
     results = synthetic_results({"ran100s2": "stopped"})  # random, seed 2: stopped
     keys = row_keys(results, {"n_train", "criterion", "seed"})
