@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from experiments.published_tables import study_table
 from experiments.tables import CEILING, FULL_SET
@@ -161,6 +162,9 @@ def precision_recall(precision: pd.DataFrame, recall: pd.DataFrame,
         axis.set_ylabel("precision (fidelity)")
         axis.set_title(f"{prior} prior")
         axis.grid(True, alpha=0.3)
+        # recalls near 1e-4 would print as -0.0006-0.0004... run together
+        axis.xaxis.set_major_locator(MaxNLocator(4))
+        axis.ticklabel_format(axis="both", style="sci", scilimits=(-2, 3))
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(fontsize=7)
     figure.tight_layout()
