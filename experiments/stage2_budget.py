@@ -2,22 +2,24 @@
 again at several budgets, and the two-stage prior's samples scored at each.
 
     python -m experiments.stage2_budget RESULTS_DIR --trial ID \
-        [--steps 10000,20000,40000] [--samples 1000] [--out FILE]
+        [--steps 10000,20000,40000] [--samples N] [--out FILE]
 
 Stage 2 learns its decoder scale gamma_z, which Dai & Wipf's analysis drives towards 0:
 its reconstruction error keeps falling for as long as it trains, so a flat loss is no
 test of it. What matters is whether the samples still change. For each budget B the
-grid's stage-2 schedule is stretched to B steps (the learning rate still halves
-`B / steps` times as often as the grid's) and trained from the trial's own seed on its
-own training images' posteriors; 1,000 (`--samples`) two-stage samples, drawn as the
-trial drew them, go through the FID network and are scored against all of x_test:
-KID, FID and precision/recall/density/coverage. The grid's own budget is one of the
-rows and reproduces the trial's `kid_two_stage` (the check that this is the trial's
-model, printed beside it).
+grid's stage-2 schedule is stretched to B steps (its learning rate halves as many
+times over the run) and trained from the trial's own seed on its own training images'
+posteriors; `--samples` (default: the grid's `fid.samples`) two-stage samples, drawn
+as the trial drew them, go through the grid's feature network and are scored against
+the grid's x_test: KID, FID and precision/recall/density/coverage.
 
-The trial must be one whose criterion reads no scores (random, class_balanced, all):
-the others' scores live in the driver's cache under keys of its own. Writes one JSON
-(default `<RESULTS_DIR>/stage2_budget_<ID>.json`) and prints a table.
+At the grid's own budget and sample count the row is the trial's own two-stage prior,
+and its KID is printed beside the trial's `kid_two_stage` as the check that it is: on
+a CPU sweep the two agree to the digit (a GPU trial's to float precision). The trial
+must have finished (its last checkpoint `completed`), its grid's stage 2 be budgeted
+in steps, and its criterion one that reads no scores (random, class_balanced, all:
+the others' scores live in the driver's cache under keys of its own). Writes one
+JSON (default `<RESULTS_DIR>/stage2_budget_<ID>.json`) and prints a row per budget.
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ import torch
 
 from fid.cache import FIDCache, cached_features
 from fid.distance import FrechetReference
-from fid.features import InceptionExtractor, extract_features
-from fid.fidelity import fidelity
+from fid.features import InceptionExtractor, extract_features, extractor_factory
+from fid.fidelity import DC_K, PR_K, fidelity
 from fid.sample_metrics import kid
 from fid.stats import statistics
 from selection.criteria import select
+from sweep.config import GridConfig
 from sweep.driver import load_data
+from sweep.folder import GRID_FILE, STATE_FILE
 from sweep.grid_file import load_grid
-from sweep.trainable import STATE_FILE
+from sweep.prerequisites import score_need
 from sweep.trials import settings
 from vae.evaluate import latent_summary
 from vae.priors import PriorContext, sample_images
@@ -49,7 +53,7 @@ from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import atomic_path
 
-NO_SCORES = ("random", "class_balanced", "all")
+FEWEST_SAMPLES = max(PR_K, DC_K) + 2  # prdc's neighbourhoods need more than k
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,8 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="the trial id (its folder is trial_<ID>)")  # fmt: skip
     parser.add_argument("--steps", type=text, default="10000,20000,40000",
                         help="stage-2 budgets in steps, comma-separated")  # fmt: skip
-    parser.add_argument("--samples", type=int, default=1000,
-                        help="two-stage samples scored per budget")  # fmt: skip
+    parser.add_argument("--samples", type=int, default=None,
+                        help="two-stage samples per budget (default: fid.samples)")
     parser.add_argument("--out", type=text, default=None,
                         help="the JSON (default <RESULTS_DIR>/stage2_budget_<ID>.json)")
     return parser
@@ -77,86 +81,137 @@ def _budgets(value: str) -> list[int]:
     return budgets
 
 
-def _last_checkpoint(trial: Path) -> Path:
-    found = sorted(trial.glob("checkpoint_*/" + STATE_FILE))
-    if not found:
-        raise InputError(f"{trial}: no checkpoint holds a stage-1 state")
-    return found[-1]
-
-
 def stretched(options, steps: int, grid_steps: int):
-    """Stage-2 options trained for `steps`, its step schedule scaled alike."""
+    """Stage-2 options trained for `steps`, the grid's step schedule scaled alike:
+    the learning rate halves as many times over the run, on whole rounds (TrainConfig
+    wants `lr_step` a multiple of `round_steps`)."""
     train = options.train
-    lr_step = train.lr_step and max(1, round(train.lr_step * steps / grid_steps))
-    # a round must divide the budget and the schedule's step (TrainConfig's rule)
-    rounds = math.gcd(steps, lr_step or steps, train.round_steps or steps)
+    rounds = min(train.round_steps or steps, steps)
+    lr_step = train.lr_step
+    if lr_step is not None:
+        scaled = lr_step * steps / grid_steps
+        if scaled < rounds:  # shorter than a round: rounds shrink to fit it
+            rounds = max(1, math.gcd(round(scaled), rounds))
+        lr_step = max(rounds, round(scaled / rounds) * rounds)
     return dataclasses.replace(
         options, train=dataclasses.replace(train, steps=steps, lr_step=lr_step,
                                            round_steps=rounds))  # fmt: skip
 
 
-def main(argv=None) -> None:
-    args = _parser().parse_args(argv)
-    folder = Path(args.folder)
-    budgets = _budgets(args.steps)
-    if args.samples < 2:
-        raise InputError(f"--samples {args.samples}: at least 2")
-    trial_dir = folder / f"trial_{args.trial}"
-    if not (folder / "grid.yaml").is_file() or not trial_dir.is_dir():
-        raise InputError(f"{trial_dir}: no such trial in a sweep folder")
-    grid = load_grid(folder / "grid.yaml")
-    params = json.loads((trial_dir / "params.json").read_text())["trial"]
-    if params["criterion"] not in NO_SCORES:
-        raise InputError(f"--trial {args.trial}: its criterion "
-                         f"{params['criterion']} reads scores; pick a trial of "
-                         f"{', '.join(NO_SCORES)}")  # fmt: skip
-    reported = [json.loads(line) for line in (trial_dir / "result.json").open()]
-    final = next((r for r in reported if "kid_two_stage" in r), None)
-    out = Path(args.out) if args.out else folder / f"stage2_budget_{args.trial}.json"
-    torch.set_num_threads(1)  # beside a running sweep
+@dataclasses.dataclass
+class Trial:
+    """What the trial trained on and from: settings, training images, stage 1."""
 
+    grid: GridConfig
+    params: dict
+    settings: object
+    test_images: object
+    model: torch.nn.Module
+    means: object
+    log_vars: object
+    final: dict | None  # the trial's final report
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(f"{path}: cannot be read ({error})") from None
+
+
+def check_trial(folder: Path, trial: str) -> tuple[GridConfig, dict, dict]:
+    """The grid, the trial's parameters and its last stage-1 state, or one line."""
+    trial_dir = folder / f"trial_{trial}"
+    if not (folder / GRID_FILE).is_file() or not trial_dir.is_dir():
+        raise InputError(f"{trial_dir}: no such trial in a sweep folder")
+    grid = load_grid(folder / GRID_FILE)
+    params = _read_json(trial_dir / "params.json")["trial"]
+    if "two_stage" not in grid.priors or grid.stage2.steps is None:
+        raise InputError(f"{folder / GRID_FILE}: wants the two_stage prior with "
+                         "stage 2 budgeted in steps (stage2.steps)")  # fmt: skip
+    if score_need(grid, params) is not None:
+        raise InputError(f"--trial {trial}: its criterion {params['criterion']} "
+                         "reads scores; pick a trial of random, class_balanced "
+                         "or all")  # fmt: skip
+    found = sorted(trial_dir.glob(f"checkpoint_*/{STATE_FILE}"))
+    if not found:
+        raise InputError(f"{trial_dir}: no checkpoint holds a stage-1 state")
+    state = torch.load(found[-1], map_location="cpu", weights_only=True)
+    if state.get("outcome") != "completed":
+        raise InputError(f"--trial {trial}: its stage 1 did not finish (outcome "
+                         f"{state.get('outcome')})")  # fmt: skip
+    return grid, params, state
+
+
+def load_trial(folder: Path, trial: str, grid, params, state) -> Trial:
     s = settings(grid, params, device="cpu")
     train, test = load_data(grid)
     chosen = select(s.criterion, train, s.n_train, seed=s.seed, scores=None)
     subset = train.images[chosen.indices]
     trainer = new_trainer(s.model, torch.from_numpy(subset), s.stage1, loss=s.loss,
                           kl_weight=s.kl_weight)  # fmt: skip
-    state = torch.load(_last_checkpoint(trial_dir), map_location="cpu",
-                       weights_only=True)  # fmt: skip
     trainer.load_state_dict(state)
     model = trainer.model.eval()
     means, log_vars, _ = latent_summary(model, subset)
+    result = folder / f"trial_{trial}" / "result.json"
+    reports = [json.loads(line) for line in result.read_text().splitlines()
+               if line.strip()] if result.is_file() else []  # fmt: skip
+    final = next((r for r in reports if "fid_two_stage" in r), None)
+    return Trial(grid, params, s, test.images, model, means, log_vars, final)
 
-    extractor = InceptionExtractor(device="cpu")
+
+def _extractor(grid: GridConfig):
+    if grid.fid.extractor:
+        return extractor_factory(grid.fid.extractor)()
+    return InceptionExtractor(grid.fid.network, device="cpu")
+
+
+def score_budget(trial: Trial, steps: int, samples: int, extract, real) -> dict:
+    """Stage 2 trained for `steps` and its samples scored against `real`."""
+    started = time.time()
+    s = trial.settings
+    options = stretched(s.two_stage, steps, s.two_stage.train.steps)
+    ctx = PriorContext(trial.model, trial.means, seed=s.seed,
+                       train_log_vars=trial.log_vars, two_stage=options)  # fmt: skip
+    features = extract(sample_images("two_stage", ctx, samples))
+    last = ctx.stage2.result.history[-1]
+    reference = FrechetReference(statistics(real))
+    return {"steps": steps, "lr_step": options.train.lr_step,
+            "kid": kid(features, real, seed=s.seed).mean,
+            "fid": reference.distance(statistics(features)),
+            **fidelity(real, features).as_dict(),
+            "stage2_loss": last.loss, "stage2_mse": last.mse,
+            "gamma_z": ctx.stage2.gamma, "seconds": time.time() - started}  # fmt: skip
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    folder = Path(args.folder)
+    budgets = _budgets(args.steps)
+    grid, params, state = check_trial(folder, args.trial)
+    samples = grid.fid.samples if args.samples is None else args.samples
+    if samples < FEWEST_SAMPLES:
+        raise InputError(f"--samples {samples}: at least {FEWEST_SAMPLES}")
+    out = Path(args.out) if args.out else folder / f"stage2_budget_{args.trial}.json"
+    trial = load_trial(folder, args.trial, grid, params, state)
+    extractor = _extractor(grid)
 
     def extract(images):
         return extract_features(images, extractor, progress=False)
 
-    real = cached_features(FIDCache(), extractor.key, test.images, extract)
-    reference = FrechetReference(statistics(real))
-    grid_steps = s.two_stage.train.steps
+    real = cached_features(FIDCache(), extractor.key, trial.test_images, extract)
+    own = trial.settings.two_stage.train.steps
     rows = []
     for steps in budgets:
-        started = time.time()
-        options = stretched(s.two_stage, steps, grid_steps)
-        ctx = PriorContext(model, means, seed=s.seed, train_log_vars=log_vars,
-                           two_stage=options)  # fmt: skip
-        features = extract(sample_images("two_stage", ctx, args.samples))
-        history = ctx.stage2.result.history
-        row = {"steps": steps, "lr_step": ctx.two_stage.train.lr_step,
-               "kid": kid(features, real, seed=s.seed).mean,
-               "fid": reference.distance(statistics(features)),
-               **fidelity(real, features).as_dict(),
-               "stage2_loss": history[-1].loss, "stage2_mse": history[-1].mse,
-               "gamma_z": ctx.stage2.gamma,
-               "seconds": time.time() - started}  # fmt: skip
-        if steps == grid_steps and final is not None:
-            row["sweep_kid"] = final["kid_two_stage"]
+        row = score_budget(trial, steps, samples, extract, real)
+        if (steps == own and samples == grid.fid.samples and trial.final
+                and "kid_two_stage" in trial.final):  # fmt: skip
+            row["sweep_kid"] = trial.final["kid_two_stage"]
         rows.append(row)
         print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                        for k, v in row.items()), flush=True)  # fmt: skip
     report = {"folder": str(folder), "trial": args.trial, "params": params,
-              "samples": args.samples, "grid_steps": grid_steps, "rows": rows}
+              "samples": samples, "grid_steps": own, "rows": rows}  # fmt: skip
     with atomic_path(out, suffix=".json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
     print(f"written: {out}")

@@ -108,7 +108,8 @@ def _cell(row, metric: str) -> str:
     if row.seeds == 1:
         d = decimals(abs(mean))
         return f"{mean:.{d}f} (1 seed)"
-    d = decimals(row.ci_high - row.ci_low)
+    width = row.ci_high - row.ci_low
+    d = decimals(width if width > 0 else abs(mean))  # equal seeds: the value's own
     return f"{mean:.{d}f} [{row.ci_low:.{d}f}, {row.ci_high:.{d}f}] n={row.seeds}"
 
 

@@ -231,8 +231,8 @@ class FIDServer:
         "recall", "density", "coverage"} of one set of images from one pass through
         the network (fid.sample_metrics, fid.fidelity), as `names` asks; with
         `bootstrap` resamples, the 95% intervals `fid_ci_low`, `fid_ci_high` (and
-        `kid_ci_*` with KID) of this set's scores, each re-centred on the score
-        (fid.bootstrap); with `features`,
+        `kid_ci_*` with KID, `precision_ci_*` ... `coverage_ci_*` with prdc) of this
+        set's scores, each re-centred on its score (fid.bootstrap); with `features`,
         the set's own features under "features" (for a caller's memorization)."""
         held: list[float] = []
         images = _check_images(images)

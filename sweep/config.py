@@ -170,7 +170,8 @@ class FIDSection(Section):
         "fid",
     )
     # resamples of each prior's generated samples for 95% percentile intervals of
-    # its FID (and KID) as a fixed model's sampling error, beside the seeds'; 0: none
+    # its FID (and KID, precision/recall/density/coverage) as a fixed model's
+    # sampling error, beside the seeds', re-centred on its scores; 0: none
     bootstrap: NonNegativeInt = 0
     reference: Literal["test"] = "test"
     batch_size: PositiveInt | None = None  # null: 16 on CPU, 200 on CUDA

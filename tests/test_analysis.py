@@ -171,6 +171,8 @@ def test_small_metrics_keep_their_digits_in_the_tables():
     assert _cell(row, "precision") == "0.011 [-0.021, 0.043] n=2"
     one = Row(recall_mean=0.00012, seeds=1)
     assert _cell(one, "recall") == "0.00012 (1 seed)"
+    same = Row(recall_mean=0.0001, ci_low=0.0001, ci_high=0.0001, seeds=5)
+    assert _cell(same, "recall") == "0.00010 [0.00010, 0.00010] n=5"
 
 
 def test_fid_table_cells_by_hand():

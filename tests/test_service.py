@@ -304,3 +304,32 @@ def test_bootstrap_intervals_of_prdc_come_from_the_calls_features(tmp_path, rng)
         assert out[f"{name}_ci_low"] == pytest.approx(np.clip(low, 0, top), abs=1e-9)
         assert out[f"{name}_ci_high"] == pytest.approx(np.clip(high, 0, top), abs=1e-9)
     assert "kid_ci_low" not in out  # KID was not asked for
+
+
+def test_bootstrap_intervals_of_fid_and_kid_are_recentred_on_the_calls_scores(
+    tmp_path, rng
+):
+    """metrics(..., bootstrap=B) with KID: FID's and KID's intervals are the
+    percentiles of fid.bootstrap's resampled values (worked out here on the stand-in's
+    features) shifted by their mean less the call's own FID and KID."""
+    from fid.bootstrap import bootstrap_fids, bootstrap_kids, resample_counts
+    from fid.distance import FrechetReference
+    from fid.service import FIDServer
+    from fid.stats import statistics
+
+    reference = random_images(rng, 60)
+    server = FIDServer({"test": reference}, cache_dir=tmp_path,
+                       extractor_factory=StandInExtractor)  # fmt: skip
+    generated = random_images(rng, 30)
+    out = server.metrics(generated, names=("fid", "kid"), bootstrap=15, seed=4)
+    standin = StandInExtractor()
+    real, fake = standin(reference), standin(generated)
+    counts = resample_counts(30, 15, seed=4)
+    values = {"fid": bootstrap_fids(fake, FrechetReference(statistics(real)), counts),
+              "kid": bootstrap_kids(fake, real, counts, seed=4)}  # fmt: skip
+    for name, resampled in values.items():
+        shifted = resampled - (resampled.mean() - out[name])
+        low, high = np.percentile(shifted, [2.5, 97.5])
+        low = max(low, 0.0) if name == "fid" else low
+        assert out[f"{name}_ci_low"] == pytest.approx(low, rel=1e-6, abs=1e-12)
+        assert out[f"{name}_ci_high"] == pytest.approx(high, rel=1e-6, abs=1e-12)
