@@ -2,7 +2,7 @@
 again at several budgets, and the two-stage prior's samples scored at each.
 
     python -m experiments.stage2_budget RESULTS_DIR --trial ID \
-        [--steps 10000,20000,40000] [--samples N] [--out FILE]
+        [--steps 10000,20000,40000] [--samples N] [--threads N] [--out FILE]
 
 Stage 2 learns its decoder scale gamma_z, which Dai & Wipf's analysis drives towards 0:
 its reconstruction error keeps falling for as long as it trains, so a flat loss is no
@@ -20,6 +20,8 @@ must have finished (its last checkpoint `completed`), its grid's stage 2 be budg
 in steps, and its criterion one that reads no scores (random, class_balanced, all:
 the others' scores live in the driver's cache under keys of its own). Writes one
 JSON (default `<RESULTS_DIR>/stage2_budget_<ID>.json`) and prints a row per budget.
+Beside a running sweep give it `--threads 1`: it then takes one core, not all of them
+from the sweep's trials.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="stage-2 budgets in steps, comma-separated")  # fmt: skip
     parser.add_argument("--samples", type=int, default=None,
                         help="two-stage samples per budget (default: fid.samples)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own)")  # fmt: skip
     parser.add_argument("--out", type=text, default=None,
                         help="the JSON (default <RESULTS_DIR>/stage2_budget_<ID>.json)")
     return parser
@@ -192,6 +196,10 @@ def main(argv=None) -> None:
     samples = grid.fid.samples if args.samples is None else args.samples
     if samples < FEWEST_SAMPLES:
         raise InputError(f"--samples {samples}: at least {FEWEST_SAMPLES}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads {args.threads}: at least 1")
+        torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else folder / f"stage2_budget_{args.trial}.json"
     trial = load_trial(folder, args.trial, grid, params, state)
     extractor = _extractor(grid)

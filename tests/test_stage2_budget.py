@@ -60,6 +60,7 @@ def _fake_sweep(folder, criterion="random", priors=("two_stage",), outcome="comp
     (["--trial", "abc", "--steps", "1e4"], {}, "--steps '1e4'"),
     (["--trial", "abc", "--steps", "0,10"], {}, "at least 1 step"),
     (["--trial", "abc", "--samples", "6"], {}, "--samples 6: at least 7"),
+    (["--trial", "abc", "--threads", "0"], {}, "--threads 0: at least 1"),
     (["--trial", "abc"], {"criterion": "lowest_recon"}, "reads scores; pick a trial"),
     (["--trial", "abc"], {"priors": ("gaussian",)}, "wants the two_stage prior"),
     (["--trial", "abc"], {"outcome": "stopped"}, "did not finish (outcome stopped)"),
