@@ -170,8 +170,10 @@ def _extractor(grid: GridConfig):
     return InceptionExtractor(grid.fid.network, device="cpu")
 
 
-def score_budget(trial: Trial, steps: int, samples: int, extract, real) -> dict:
-    """Stage 2 trained for `steps` and its samples scored against `real`."""
+def score_budget(trial: Trial, steps: int, samples: int, extract, real,
+                 reference: FrechetReference) -> dict:  # fmt: skip
+    """Stage 2 trained for `steps` and its samples scored against `real` (whose
+    Frechet statistics are `reference`)."""
     started = time.time()
     s = trial.settings
     options = stretched(s.two_stage, steps, s.two_stage.train.steps)
@@ -179,7 +181,6 @@ def score_budget(trial: Trial, steps: int, samples: int, extract, real) -> dict:
                        train_log_vars=trial.log_vars, two_stage=options)  # fmt: skip
     features = extract(sample_images("two_stage", ctx, samples))
     last = ctx.stage2.result.history[-1]
-    reference = FrechetReference(statistics(real))
     return {"steps": steps, "lr_step": options.train.lr_step,
             "kid": kid(features, real, seed=s.seed).mean,
             "fid": reference.distance(statistics(features)),
@@ -208,10 +209,11 @@ def main(argv=None) -> None:
         return extract_features(images, extractor, progress=False)
 
     real = cached_features(FIDCache(), extractor.key, trial.test_images, extract)
+    reference = FrechetReference(statistics(real))  # once, for every budget
     own = trial.settings.two_stage.train.steps
     rows = []
     for steps in budgets:
-        row = score_budget(trial, steps, samples, extract, real)
+        row = score_budget(trial, steps, samples, extract, real, reference)
         if (steps == own and samples == grid.fid.samples and trial.final
                 and "kid_two_stage" in trial.final):  # fmt: skip
             row["sweep_kid"] = trial.final["kid_two_stage"]

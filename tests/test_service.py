@@ -282,27 +282,41 @@ def test_prdc_from_the_calls_own_features_and_radii_kept_once(tmp_path, rng,
     assert len(calls) == 2  # k = 3 and k = 5, once each over both calls
 
 
-def test_bootstrap_intervals_of_prdc_come_from_the_calls_features(tmp_path, rng):
-    """metrics(..., bootstrap=B) with prdc adds each fidelity metric's interval: the
-    bootstrap of fid.bootstrap on the same features, reference and resamples, its
-    percentiles shifted by the resamples' mean less the call's own score."""
-    from fid.bootstrap import bootstrap_fidelity, resample_counts
+def _bootstrapped(tmp_path, rng, names):
+    """A server's metrics of 30 images against 60 with 15 resamples (seed 4), beside
+    the stand-in's features of both and the resamples' counts, to work the intervals
+    out again here."""
+    from fid.bootstrap import resample_counts
     from fid.service import FIDServer
 
     reference = random_images(rng, 60)
     server = FIDServer({"test": reference}, cache_dir=tmp_path,
                        extractor_factory=StandInExtractor)  # fmt: skip
     generated = random_images(rng, 30)
-    out = server.metrics(generated, names=("fid", "prdc"), bootstrap=15, seed=4)
+    out = server.metrics(generated, names=names, bootstrap=15, seed=4)
     standin = StandInExtractor()
-    counts = resample_counts(30, 15, seed=4)
-    values = bootstrap_fidelity(standin(reference), standin(generated), counts)
+    return out, standin(reference), standin(generated), resample_counts(30, 15, seed=4)
+
+
+def _recentred_by_hand(resampled, point, low_bound=-np.inf, high_bound=np.inf):
+    """The 95% percentiles of the resamples shifted by their mean less `point`."""
+    low, high = np.percentile(resampled - (resampled.mean() - point), [2.5, 97.5])
+    return np.clip(low, low_bound, high_bound), np.clip(high, low_bound, high_bound)
+
+
+def test_bootstrap_intervals_of_prdc_come_from_the_calls_features(tmp_path, rng):
+    """metrics(..., bootstrap=B) with prdc adds each fidelity metric's interval: the
+    bootstrap of fid.bootstrap on the same features, reference and resamples, its
+    percentiles shifted by the resamples' mean less the call's own score."""
+    from fid.bootstrap import bootstrap_fidelity
+
+    out, real, fake, counts = _bootstrapped(tmp_path, rng, ("fid", "prdc"))
+    values = bootstrap_fidelity(real, fake, counts)
     for name in ("precision", "recall", "density", "coverage"):
-        shifted = values[name] - (values[name].mean() - out[name])
-        low, high = np.percentile(shifted, [2.5, 97.5])
         top = 1.0 if name != "density" else np.inf
-        assert out[f"{name}_ci_low"] == pytest.approx(np.clip(low, 0, top), abs=1e-9)
-        assert out[f"{name}_ci_high"] == pytest.approx(np.clip(high, 0, top), abs=1e-9)
+        low, high = _recentred_by_hand(values[name], out[name], 0.0, top)
+        assert out[f"{name}_ci_low"] == pytest.approx(low, abs=1e-9)
+        assert out[f"{name}_ci_high"] == pytest.approx(high, abs=1e-9)
     assert "kid_ci_low" not in out  # KID was not asked for
 
 
@@ -312,24 +326,15 @@ def test_bootstrap_intervals_of_fid_and_kid_are_recentred_on_the_calls_scores(
     """metrics(..., bootstrap=B) with KID: FID's and KID's intervals are the
     percentiles of fid.bootstrap's resampled values (worked out here on the stand-in's
     features) shifted by their mean less the call's own FID and KID."""
-    from fid.bootstrap import bootstrap_fids, bootstrap_kids, resample_counts
+    from fid.bootstrap import bootstrap_fids, bootstrap_kids
     from fid.distance import FrechetReference
-    from fid.service import FIDServer
     from fid.stats import statistics
 
-    reference = random_images(rng, 60)
-    server = FIDServer({"test": reference}, cache_dir=tmp_path,
-                       extractor_factory=StandInExtractor)  # fmt: skip
-    generated = random_images(rng, 30)
-    out = server.metrics(generated, names=("fid", "kid"), bootstrap=15, seed=4)
-    standin = StandInExtractor()
-    real, fake = standin(reference), standin(generated)
-    counts = resample_counts(30, 15, seed=4)
+    out, real, fake, counts = _bootstrapped(tmp_path, rng, ("fid", "kid"))
     values = {"fid": bootstrap_fids(fake, FrechetReference(statistics(real)), counts),
               "kid": bootstrap_kids(fake, real, counts, seed=4)}  # fmt: skip
     for name, resampled in values.items():
-        shifted = resampled - (resampled.mean() - out[name])
-        low, high = np.percentile(shifted, [2.5, 97.5])
-        low = max(low, 0.0) if name == "fid" else low
+        floor = 0.0 if name == "fid" else -np.inf
+        low, high = _recentred_by_hand(resampled, out[name], floor)
         assert out[f"{name}_ci_low"] == pytest.approx(low, rel=1e-6, abs=1e-12)
         assert out[f"{name}_ci_high"] == pytest.approx(high, rel=1e-6, abs=1e-12)
