@@ -177,7 +177,10 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
     keys = tables.row_keys(results, axes)
     priors = list(dict.fromkeys(p for s in sweeps for p in s.grid.priors))
     diagnostics = tables.diagnostics_table(results, keys, level)
-    compared = _comparisons(results, keys, test, level, metric, priors)
+    # in the units the report prints the metric in (KID x 1000), as its header says
+    scale = tables.METRICS[metric].scale
+    scaled = results.assign(**{metric: results[metric].astype(float) * scale})
+    compared = _comparisons(scaled, keys, test, level, metric, priors)
     diagnostics.to_csv(out / "diagnostics.csv", index=False)
     compared.to_csv(out / "comparisons.csv", index=False)
     label = tables.METRICS[metric].label

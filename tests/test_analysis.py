@@ -390,10 +390,13 @@ def test_metric_kid_pairs_and_tabulates_on_kid(tmp_path):
     assert report.index("## KID x 1000") < report.index("## FID")
     compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
     # lowest_recon - random, gaussian: KID = FID / 1000 + 0.001 seed on both sides,
-    # so the seed terms cancel: (-1, -2, -1) / 1000
+    # so the seed terms cancel: (-1, -2, -1) / 1000, in the report's KID x 1000
     row = compared[(compared["criterion"] == "lowest_recon")
                    & (compared["prior"] == "gaussian")].iloc[0]  # fmt: skip
-    assert row["metric"] == "kid" and row["difference"] == pytest.approx(-4 / 3000)
+    assert row["metric"] == "kid" and row["difference"] == pytest.approx(-4 / 3)
+    half = T_975_DF2 * np.std([-1.0, -2.0, -1.0], ddof=1) / 3**0.5
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-4 / 3 - half,
+                                                             -4 / 3 + half))
     kid = pd.read_csv(tmp_path / "r" / "kid.csv").set_index(
         ["n_train", "criterion", "prior"])
     assert kid.loc[(100, "lowest_recon", "gaussian"), "kid_mean"] == pytest.approx(
