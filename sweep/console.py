@@ -121,6 +121,19 @@ class ConsoleView(tune.Callback):
             self.rows[name] = Row(name, 0, "step", 0.0)
         return self.rows[name]
 
+    def ended_before(self, states: dict[str, str], *, retry_errored: bool) -> None:
+        """A resumed sweep: its trials that ended before it (Tune's status by trial
+        name) count as done or errored, not as pending work; they carry no time, so
+        the estimate scales by this run's trials alone."""
+        for name, status in states.items():
+            row = self.rows.get(name)
+            if row is None:
+                continue
+            if status == "TERMINATED":
+                row.status = "done"
+            elif status == "ERROR" and not retry_errored:
+                row.status, row.error = "error", "before this resume"
+
     # ---- Tune's events ----
     def setup(self, **info):
         self.begun = self.clock()

@@ -9,7 +9,9 @@ driver resumes with `Tuner.restore`.
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from functools import partial
 
 import pandas as pd
@@ -279,9 +281,29 @@ def _selection(spec: dict) -> dict:
     return {**given, "selection.reference_epochs": epochs} if epochs else given
 
 
-def resume_plan(folder: str, total: int, retry_errored: bool) -> str:
+@contextmanager
+def _unstarted_trials_unlisted():
+    """Reading a sweep's state, Tune warns of each trial with no result yet, one
+    line per trial (25 on a resume of study_cpu_v3): a resume expects them."""
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = analysis.level
+    analysis.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        analysis.setLevel(level)
+
+
+def resumed_states(folder: str) -> dict[str, str]:
+    """Tune's status of each trial a resume finds, by trial name."""
+    with _unstarted_trials_unlisted():
+        trials = tune.ExperimentAnalysis(folder).trials
+    return {name_trial(t): t.status for t in trials}
+
+
+def resume_plan(states: dict[str, str], total: int, retry_errored: bool) -> str:
     """One line: what a resume will skip, continue, retry and start."""
-    states = [t.status for t in tune.ExperimentAnalysis(folder).trials]
+    states = list(states.values())
     done, errored = states.count("TERMINATED"), states.count("ERROR")
     unfinished = len(states) - done - errored
     fate = "retried from their last checkpoints" if retry_errored else (
@@ -327,17 +349,22 @@ def build_tuner(
         tune.with_resources(function, resources), grid=config, data=data
     )
     callbacks = [TrackingCallback(config, folder)] if tracked(config) else []
-    if not verbose:
-        callbacks.append(ConsoleView(config, trials))
+    console = None if verbose else ConsoleView(config, trials)
+    if console is not None:
+        callbacks.append(console)
     if resume and tune.Tuner.can_restore(folder):
-        print(resume_plan(folder, len(trials), retry_errored))
-        tuner = tune.Tuner.restore(
-            folder,
-            trainable,
-            resume_unfinished=True,
-            # from their last checkpoints, as Tune's max_failures retries do
-            resume_errored=retry_errored,
-        )
+        states = resumed_states(folder)
+        print(resume_plan(states, len(trials), retry_errored))
+        if console is not None:
+            console.ended_before(states, retry_errored=retry_errored)
+        with _unstarted_trials_unlisted():
+            tuner = tune.Tuner.restore(
+                folder,
+                trainable,
+                resume_unfinished=True,
+                # from their last checkpoints, as Tune's max_failures retries do
+                resume_errored=retry_errored,
+            )
         # the restored run configuration is the one the sweep started with: this
         # run's console and trackers replace its own (a resume may add a tracker).
         # Tune has no public setter; Ray is pinned to 2.60 (tests/test_tracking.py

@@ -91,6 +91,26 @@ def test_a_log_gets_one_line_per_event_and_the_overall_line(tmp_path):
     assert len(console.stream.getvalue().splitlines()) == 7
 
 
+def test_a_resume_counts_the_trials_that_ended_before_it():
+    console, clock = view(terminal=False)
+    first, second, third = (trial(n) for n in (100, 200, 300))
+    names = [f"n_train={n},criterion=random,seed=0" for n in (100, 200, 300)]
+    console.ended_before({names[0]: "TERMINATED", names[1]: "ERROR",
+                          names[2]: "PENDING", "a trial not in the grid": "TERMINATED"},
+                         retry_errored=False)  # fmt: skip
+    assert console.counts() == {"done": 1, "running": 0, "pending": 1, "error": 1}
+    console.on_trial_start(0, [], third)
+    clock.now += 50
+    # left: only the running trial's 100 - 50 s; the earlier ones carry no time and
+    # do not scale the estimate
+    assert console.overall(clock.now) == (
+        "trials: 1 done, 1 running, 0 pending, 1 errored of 3; elapsed 50s, "
+        "about 50s left")  # fmt: skip
+    retried, _ = view(terminal=False)
+    retried.ended_before({names[1]: "ERROR"}, retry_errored=True)
+    assert retried.counts()["pending"] == 3  # an errored trial retried is work left
+
+
 def test_a_terminal_shows_one_block_redrawn_in_place():
     screen = pyte.Screen(100, 12)
     stream = pyte.Stream(screen)

@@ -131,7 +131,11 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
                 check_rc=0)  # fmt: skip
     assert "PARTIAL" in (report / "report.md").read_text()
 
-    sweep(tmp_path, *INTERRUPTIBLE, "--resume")
+    resumed = sweep(tmp_path, *INTERRUPTIBLE, "--resume")
+    # the trials finished before the kill count as done, not pending, and Tune's
+    # warning for each trial without a result yet is not printed
+    assert "trials: 3 done, 0 running, 0 pending, 0 errored of 3" in resumed.stdout
+    assert "Failed to fetch metrics" not in resumed.stderr
     results, history = tables(tmp_path)
     assert results["trial_id"].nunique() == 3 and len(results) == 3 * 2
     assert (results["status"] == "ok").all()
@@ -203,10 +207,13 @@ def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):
     kept = sweep(tmp_path, *args, "--resume", env=env, check=False)
     assert kept.returncode == 1, kept.stderr[-3000:]
     assert "2 errored (kept as errors; --retry-errored retries them)" in kept.stdout
+    # the console counts them as errored, not as pending work
+    assert "trials: 0 done, 0 running, 0 pending, 2 errored of 2" in kept.stdout
     assert (tables(tmp_path)[0]["status"] == "error").all()
 
     retried = sweep(tmp_path, *args, "--resume", "--retry-errored", env=env)
     assert "2 errored (retried from their last checkpoints)" in retried.stdout
+    assert "trials: 2 done, 0 running, 0 pending, 0 errored of 2" in retried.stdout
     results, history = tables(tmp_path)
     assert (results["status"] == "ok").all() and results["fid"].notna().all()
     assert len(history) == 2 * 2
