@@ -86,10 +86,15 @@ def _budgets(value: str) -> list[int]:
 
 
 def stretched(options, steps: int, grid_steps: int):
-    """Stage-2 options trained for `steps`, the grid's step schedule scaled alike:
-    the learning rate halves as many times over the run, on whole rounds (TrainConfig
-    wants `lr_step` a multiple of `round_steps`)."""
-    train = options.train
+    """Stage-2 options trained for `steps`, the grid's step schedule scaled alike."""
+    train = stretched_schedule(options.train, steps, grid_steps)
+    return dataclasses.replace(options, train=train)
+
+
+def stretched_schedule(train, steps: int, grid_steps: int):
+    """A TrainConfig for `steps`, the grid's step schedule scaled alike: the learning
+    rate halves as many times over the run, on whole rounds (TrainConfig wants
+    `lr_step` a multiple of `round_steps`)."""
     rounds = min(train.round_steps or steps, steps)
     lr_step = train.lr_step
     if lr_step is not None:
@@ -97,9 +102,7 @@ def stretched(options, steps: int, grid_steps: int):
         if scaled < rounds:  # shorter than a round: rounds shrink to fit it
             rounds = max(1, math.gcd(round(scaled), rounds))
         lr_step = max(rounds, round(scaled / rounds) * rounds)
-    return dataclasses.replace(
-        options, train=dataclasses.replace(train, steps=steps, lr_step=lr_step,
-                                           round_steps=rounds))  # fmt: skip
+    return dataclasses.replace(train, steps=steps, lr_step=lr_step, round_steps=rounds)
 
 
 @dataclasses.dataclass
@@ -123,14 +126,16 @@ def _read_json(path: Path):
         raise InputError(f"{path}: cannot be read ({error})") from None
 
 
-def check_trial(folder: Path, trial: str) -> tuple[GridConfig, dict, dict]:
-    """The grid, the trial's parameters and its last stage-1 state, or one line."""
+def check_trial(folder: Path, trial: str,
+                two_stage: bool = True) -> tuple[GridConfig, dict, dict]:  # fmt: skip
+    """The grid, the trial's parameters and its last stage-1 state, or one line
+    (`two_stage`: the grid must have the two_stage prior, its stage 2 in steps)."""
     trial_dir = folder / f"trial_{trial}"
     if not (folder / GRID_FILE).is_file() or not trial_dir.is_dir():
         raise InputError(f"{trial_dir}: no such trial in a sweep folder")
     grid = load_grid(folder / GRID_FILE)
     params = _read_json(trial_dir / "params.json")["trial"]
-    if "two_stage" not in grid.priors or grid.stage2.steps is None:
+    if two_stage and ("two_stage" not in grid.priors or grid.stage2.steps is None):
         raise InputError(f"{folder / GRID_FILE}: wants the two_stage prior with "
                          "stage 2 budgeted in steps (stage2.steps)")  # fmt: skip
     if score_need(grid, params) is not None:

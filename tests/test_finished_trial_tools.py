@@ -2,10 +2,12 @@
 trained again at several budgets): its schedules by hand, its bad input, and end to
 end on a tiny sweep with the stand-in network, where its row at the grid's own budget
 is the trial's own two-stage prior (the same KID and FID as the sweep's results).
-experiments.latent_fit (each prior's latents against the posterior draws): on the
-same sweep, its latents are the ones the trial decoded (decoded and scored again,
-they give the sweep's KID per prior) and its Frechet distances those of scipy's sqrtm
-on the same arrays."""
+experiments.stage1_budget (its stage 1 trained again): on the same sweep, its row
+at the grid's budget is the trial's own, and stage 1 trained afresh at that budget
+is the trial's stage 1, weight for weight. experiments.latent_fit (each prior's
+latents against the posterior draws): on the same sweep, its latents are the ones
+the trial decoded (decoded and scored again, they give the sweep's KID per prior) and
+its Frechet distances those of scipy's sqrtm on the same arrays."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from experiments import latent_fit, stage2_budget
+from experiments import latent_fit, stage1_budget, stage2_budget
 from fid.features import extract_features
 from fid.sample_metrics import kid
 from sweep.config import GridConfig, resolved_yaml
@@ -50,10 +52,12 @@ def test_a_stretched_schedule_halves_as_many_times_over_the_run():
     assert stage2_budget.stretched(plateau, 40_000, 20_000).train.lr_step is None
 
 
-def _fake_sweep(folder, criterion="random", priors=("two_stage",), outcome="completed"):
+def _fake_sweep(folder, criterion="random", priors=("two_stage",), outcome="completed",
+                stage1=None):  # fmt: skip
     grid = GridConfig.model_validate({
         "name": "s", "grid": {"criterion": [criterion], "seed": [0]},
         "priors": list(priors),
+        "stage1": stage1 or {"epochs": None, "steps": 8, "round_steps": 2},
         "stage2": {"steps": 20, "round_steps": 10}})  # fmt: skip
     (folder / "grid.yaml").write_text(resolved_yaml(grid))
     trial = folder / "trial_abc"
@@ -89,7 +93,11 @@ def finished(tmp_path_factory, cifar_root):
     sweep(storage, "--set", "grid.n_train=[100]", "--set", "grid.criterion=[random]",
           "--set", "priors=[gaussian, gmm, two_stage]", "--set", "stage2.steps=20",
           "--set", "stage2.round_steps=10", "--set", "stage2.hidden=[16, 16, 16]",
-          "--set", "gmm.components=3", "--set", "fid.metrics=[fid, kid]")  # fmt: skip
+          "--set", "gmm.components=3", "--set", "fid.metrics=[fid, kid]",
+          # stage 1 in steps, its rate halved every 4 (stage1_budget stretches it)
+          "--set", "stage1.epochs=null", "--set", "stage1.steps=8",
+          "--set", "stage1.round_steps=2", "--set", "stage1.lr_schedule=step",
+          "--set", "stage1.lr_step=4", "--set", "checkpoint_every=4")  # fmt: skip
     results, _ = tables(storage)
     assert len(results) == 3 and (results["status"] == "ok").all()
     return storage / "smoke", results.set_index("prior")
@@ -192,3 +200,57 @@ def test_posterior_draws_are_one_draw_each_of_distinct_images():
     # sigma 2 per coordinate: the sample sd within 5% (9,000 values: 1.3% sd)
     assert noise.std() == pytest.approx(2.0, rel=0.05)
     assert abs(noise.mean()) < 0.15
+
+
+@pytest.mark.ray
+def test_stage1_budget_retrains_the_trials_own_stage1(
+    finished, tmp_path, cifar_root, monkeypatch
+):
+    folder, results = finished
+    trial_id = results["trial_id"].iloc[0]
+    monkeypatch.setenv("VAE_SWEEP_DATA", str(cifar_root))
+    out = tmp_path / "stage1.json"
+    stage1_budget.main([str(folder), "--trial", trial_id, "--steps", "8,16",
+                        "--out", str(out)])  # fmt: skip
+    rows = pd.DataFrame(json.loads(out.read_text())["rows"]).set_index(
+        ["steps", "prior"])
+    for prior in ("gaussian", "gmm"):  # at the grid's budget: the trial's own
+        own = rows.loc[(8, prior)]
+        assert own["sweep_kid"] == results.loc[prior, "kid"]
+        assert own["kid"] == pytest.approx(results.loc[prior, "kid"], rel=1e-9)
+        assert own["fid"] == pytest.approx(results.loc[prior, "fid"], rel=1e-6)
+        assert own["mse"] == pytest.approx(results.loc[prior, "loss_mse"])
+        assert rows.loc[(16, prior), "kid"] != own["kid"]  # another stage 1
+    assert (rows.loc[16, "lr_step"] == 8).all()  # the schedule stretched: 4 x 16 / 8
+    # trained afresh at the grid's own budget, stage 1 is the trial's
+    grid, params, state = stage2_budget.check_trial(folder, trial_id)
+    trial = stage2_budget.load_trial(folder, trial_id, grid, params, state)
+    # weight for weight (what every other budget's row rests on) at the trial's one
+    # thread (Ray's OMP_NUM_THREADS for a one-CPU trial; at two the sums differ in
+    # the last bits, about 1e-5 of the weights after 8 steps)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, *_ = stage1_budget.trained_stage1(trial, 8)
+    finally:
+        torch.set_num_threads(threads)
+    for name, tensor in trial.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("argv, fake, needle", [
+    (["--priors", "two_stage"], {}, "--priors 'two_stage': choose from gaussian, gmm"),
+    (["--steps", "0"], {}, "at least 1 step"),
+    (["--samples", "3"], {}, "--samples 3: at least 7"),
+    (["--threads", "0"], {}, "--threads 0: at least 1"),
+    ([], {"stage1": {"epochs": 3}}, "budgeted in epochs"),
+    ([], {"criterion": "class_density"}, "reads scores; pick a trial"),
+    ([], {"outcome": "diverged"}, "did not finish (outcome diverged)"),
+])  # fmt: skip
+def test_stage1_budget_bad_input_is_one_line_before_any_work(tmp_path, argv, fake,
+                                                             needle):  # fmt: skip
+    folder = _fake_sweep(tmp_path, **fake)
+    with pytest.raises(InputError) as raised:
+        stage1_budget.main([str(folder), "--trial", "abc", *argv])
+    assert needle in str(raised.value) and "\n" not in str(raised.value)
+    assert not list(folder.glob("*.json"))
