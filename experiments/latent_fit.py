@@ -1,7 +1,7 @@
 """How close does each prior's latent distribution lie to the codes stage 1 decodes?
 
     python -m experiments.latent_fit RESULTS_DIR --trial ID [--trial ID ...] \
-        [--samples N] [--out FILE]
+        [--samples N] [--threads N] [--out FILE]
 
 For each finished trial, each generative prior's latents are drawn exactly as the trial
 drew them (its seeds, its GMM fit, its own saved stage 2, which is loaded, not trained
@@ -26,35 +26,33 @@ prints a line per trial and prior.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from experiments.stage2_budget import FEWEST_SAMPLES, check_trial, load_trial
+from experiments.finished_trial import (
+    add_trial_arguments,
+    check_trial,
+    load_trial,
+    sample_count,
+    use_threads,
+    write_report,
+)
 from fid.distance import frechet_distance
 from fid.stats import statistics
 from sweep.folder import STAGE2_FOLDER
 from vae.priors import PRIORS, PriorContext, prior_seed
 from vae.stage2 import Stage2Checkpoint
-from vae_sweep.cli import Parser, text
+from vae_sweep.cli import Parser
 from vae_sweep.errors import InputError, run_cli
-from vae_sweep.files import atomic_path
 
 CEILING = "recon"  # decodes x_test's encodings: not a distribution to compare
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m experiments.latent_fit", __doc__)
-    parser.add_argument("folder", type=text, metavar="RESULTS_DIR",
-                        help="a sweep folder (<storage>/<name>)")  # fmt: skip
-    parser.add_argument("--trial", type=text, action="append", required=True,
-                        help="a trial id (its folder is trial_<ID>); repeatable")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="latents per prior (default: fid.samples)")  # fmt: skip
-    parser.add_argument("--out", type=text, default=None,
-                        help="the JSON (default <RESULTS_DIR>/latent_fit.json)")
+    add_trial_arguments(parser, steps=None, what="", out="latent_fit.json", many=True)
     return parser
 
 
@@ -105,7 +103,7 @@ def _fit(latents: np.ndarray, draws) -> dict:
 
 def trial_rows(folder: Path, trial_id: str, samples: int | None) -> list[dict]:
     grid, params, state = check_trial(folder, trial_id)
-    n = grid.fid.samples if samples is None else samples
+    n = sample_count(grid, samples)
     trial = load_trial(folder, trial_id, grid, params, state)
     if n > len(trial.means):
         raise InputError(f"--samples {n}: the trial trained on {len(trial.means)} "
@@ -130,10 +128,9 @@ def trial_rows(folder: Path, trial_id: str, samples: int | None) -> list[dict]:
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     folder = Path(args.folder)
-    if args.samples is not None and args.samples < FEWEST_SAMPLES:
-        raise InputError(f"--samples {args.samples}: at least {FEWEST_SAMPLES}")
     for trial_id in args.trial:  # every trial checked before any is read
-        check_trial(folder, trial_id)
+        sample_count(check_trial(folder, trial_id)[0], args.samples)
+    use_threads(args.threads)
     out = Path(args.out) if args.out else folder / "latent_fit.json"
     rows = []
     for trial_id in args.trial:
@@ -143,10 +140,7 @@ def main(argv=None) -> None:
                   f"(floor {row['posterior_floor']:.3g})  total variance "
                   f"{row['total_variance']:.4g} (posterior "
                   f"{row['posterior_total_variance']:.4g})", flush=True)  # fmt: skip
-    with atomic_path(out, suffix=".json") as tmp:
-        Path(tmp).write_text(json.dumps({"folder": str(folder), "rows": rows},
-                                        indent=1) + "\n")  # fmt: skip
-    print(f"written: {out}")
+    write_report(out, {"folder": str(folder), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -31,87 +31,70 @@ stage 1 trained afresh on one thread is the trial's, weight for weight).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from experiments.stage2_budget import (
-    FEWEST_SAMPLES,
-    _budgets,
-    _extractor,
+from experiments.finished_trial import (
+    Scorer,
+    Trial,
+    add_trial_arguments,
+    budgets,
     check_trial,
     load_trial,
+    print_row,
+    sample_count,
     stretched_schedule,
+    use_threads,
+    write_report,
 )
-from fid.cache import FIDCache, cached_features
-from fid.distance import FrechetReference
-from fid.features import extract_features
-from fid.fidelity import fidelity
-from fid.sample_metrics import kid
-from fid.stats import statistics
-from selection.criteria import select
-from sweep.driver import load_data
 from vae.diagnostics import loss_plateau
 from vae.evaluate import latent_summary
 from vae.priors import PriorContext, sample_images
 from vae.trainer import new_trainer
 from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
-from vae_sweep.files import atomic_path
 
 STAGE1_PRIORS = ("gaussian", "gmm")  # what stage 1 alone decides
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = Parser("python -m experiments.stage1_budget", __doc__)
-    parser.add_argument("folder", type=text, metavar="RESULTS_DIR",
-                        help="a sweep folder (<storage>/<name>)")  # fmt: skip
-    parser.add_argument("--trial", type=text, required=True,
-                        help="the trial id (its folder is trial_<ID>)")  # fmt: skip
-    parser.add_argument("--steps", type=text, default="4000,8000,16000",
-                        help="stage-1 budgets in steps, comma-separated")  # fmt: skip
+    add_trial_arguments(parser, steps="4000,8000,16000", what="stage-1",
+                        out="stage1_budget_<ID>.json")  # fmt: skip
     parser.add_argument("--priors", type=text, default="gaussian,gmm",
                         help="priors to score, of gaussian and gmm")  # fmt: skip
-    parser.add_argument("--samples", type=int, default=None,
-                        help="samples per prior and budget (default: fid.samples)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own)")  # fmt: skip
-    parser.add_argument("--out", type=text, default=None,
-                        help="the JSON (default <RESULTS_DIR>/stage1_budget_<ID>.json)")
     return parser
 
 
-def _priors(value: str, grid) -> list[str]:
+def _priors(value: str) -> list[str]:
     priors = [p.strip() for p in value.split(",") if p.strip()]
-    wrong = [p for p in priors if p not in STAGE1_PRIORS]
-    if not priors or wrong:
+    if not priors or any(p not in STAGE1_PRIORS for p in priors):
         raise InputError(f"--priors {value!r}: choose from {', '.join(STAGE1_PRIORS)}")
     return priors
 
 
-def trained_stage1(trial, steps: int):
-    """The trial's stage 1 trained afresh for `steps` (schedule stretched), with its
-    training history."""
+def trained_stage1(trial: Trial, steps: int):
+    """The trial's stage 1 trained afresh for `steps` (schedule stretched): (model,
+    training means, per-round MSEs, final gamma, lr_step)."""
     s = trial.settings
-    train, _ = load_data(trial.grid)
-    chosen = select(s.criterion, train, s.n_train, seed=s.seed, scores=None)
-    subset = torch.from_numpy(train.images[chosen.indices])
     config = stretched_schedule(s.stage1, steps, s.stage1.steps)
-    trainer = new_trainer(s.model, subset, config, loss=s.loss, kl_weight=s.kl_weight)
+    trainer = new_trainer(s.model, torch.from_numpy(trial.subset), config,
+                          loss=s.loss, kl_weight=s.kl_weight)  # fmt: skip
     result = trainer.run()
     if result.outcome != "completed":
         raise RuntimeError(f"stage 1 at {steps} steps: {result.outcome}")
     model = trainer.model.eval()
-    means, _, _ = latent_summary(model, subset.numpy())
-    return model, means, [r.mse for r in result.history], trainer.history[-1].gamma, \
-        config.lr_step  # fmt: skip
+    means, _, _ = latent_summary(model, trial.subset)
+    return (model, means, [r.mse for r in result.history], result.history[-1].gamma,
+            config.lr_step)  # fmt: skip
 
 
-def score_budget(trial, steps: int, state: dict, priors, samples: int, extract, real,
-                 reference: FrechetReference) -> list[dict]:  # fmt: skip
+def score_budget(trial: Trial, steps: int, state: dict, priors, samples: int,
+                 scorer: Scorer) -> list[dict]:  # fmt: skip
+    """Stage 1 at `steps` (the trial's own at its budget) and each prior's samples
+    scored against x_test, a row per prior."""
     started = time.time()
     s = trial.settings
     if steps == s.stage1.steps:  # the trial's own stage 1, as it finished
@@ -125,11 +108,8 @@ def score_budget(trial, steps: int, state: dict, priors, samples: int, extract, 
     rows = []
     for prior in priors:
         ctx = PriorContext(model, means, seed=s.seed, gmm=s.gmm)
-        features = extract(sample_images(prior, ctx, samples))
         rows.append({"steps": steps, "lr_step": lr_step, "prior": prior,
-                     "kid": kid(features, real, seed=s.seed).mean,
-                     "fid": reference.distance(statistics(features)),
-                     **fidelity(real, features).as_dict(),
+                     **scorer.scores(sample_images(prior, ctx, samples)),
                      "mse": float(mses[-1]), "gamma": gamma,
                      "converged": converged, "loss_change": change,
                      "train_seconds": trained})  # fmt: skip
@@ -139,51 +119,30 @@ def score_budget(trial, steps: int, state: dict, priors, samples: int, extract, 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     folder = Path(args.folder)
-    budgets = _budgets(args.steps)
+    steps_asked = budgets(args.steps)
+    priors = _priors(args.priors)
     grid, params, state = check_trial(folder, args.trial, two_stage=False)
-    priors = _priors(args.priors, grid)
     if grid.stage1.steps is None:
         raise InputError(f"{folder}: its stage 1 is budgeted in epochs; this tool "
                          "stretches a step budget (stage1.steps)")  # fmt: skip
-    samples = grid.fid.samples if args.samples is None else args.samples
-    if samples < FEWEST_SAMPLES:
-        raise InputError(f"--samples {samples}: at least {FEWEST_SAMPLES}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads {args.threads}: at least 1")
-        torch.set_num_threads(args.threads)
+    samples = sample_count(grid, args.samples)
+    use_threads(args.threads)
     out = Path(args.out) if args.out else folder / f"stage1_budget_{args.trial}.json"
     trial = load_trial(folder, args.trial, grid, params, state)
-    extractor = _extractor(grid)
-
-    def extract(images):
-        return extract_features(images, extractor, progress=False)
-
-    real = cached_features(FIDCache(), extractor.key, trial.test_images, extract)
-    reference = FrechetReference(statistics(real))
+    scorer = Scorer(trial)
     own = grid.stage1.steps
     rows = []
-    for steps in budgets:
-        for row in score_budget(trial, steps, state, priors, samples, extract, real,
-                                reference):  # fmt: skip
+    for steps in steps_asked:
+        for row in score_budget(trial, steps, state, priors, samples, scorer):
             key = f"kid_{row['prior']}"
             if (steps == own and samples == grid.fid.samples and trial.final
                     and key in trial.final):  # fmt: skip
                 row["sweep_kid"] = trial.final[key]
             rows.append(row)
-            print(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                           for k, v in row.items()), flush=True)  # fmt: skip
+            print_row(row)
     report = {"folder": str(folder), "trial": args.trial, "params": params,
               "samples": samples, "grid_steps": own, "rows": rows}  # fmt: skip
-    with atomic_path(out, suffix=".json") as tmp:
-        Path(tmp).write_text(json.dumps(report, indent=1, default=_plain) + "\n")
-    print(f"written: {out}")
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON: {type(value)}")
+    write_report(out, report)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from experiments import latent_fit, stage1_budget, stage2_budget
+from experiments import finished_trial, latent_fit, stage1_budget, stage2_budget
 from fid.features import extract_features
 from fid.sample_metrics import kid
 from sweep.config import GridConfig, resolved_yaml
@@ -146,9 +146,9 @@ def test_latent_fit_draws_the_trials_own_latents(finished, tmp_path, cifar_root,
     assert (rows["samples"] == 60).all()
     # what it draws: the priors' latents, at the sweep's own count (fid.samples 20)
     # decoded and scored as the sweep scored them, give the sweep's KID
-    grid, params, state = stage2_budget.check_trial(folder, trial_id)
-    trial = stage2_budget.load_trial(folder, trial_id, grid, params, state)
-    extractor = stage2_budget._extractor(grid)
+    grid, params, state = finished_trial.check_trial(folder, trial_id)
+    trial = finished_trial.load_trial(folder, trial_id, grid, params, state)
+    extractor = finished_trial.extractor(grid)
     real = extract_features(trial.test_images, extractor, progress=False)
     means = np.asarray(trial.means, dtype=np.float64)
     log_vars = np.asarray(trial.log_vars, dtype=np.float64)
@@ -223,8 +223,8 @@ def test_stage1_budget_retrains_the_trials_own_stage1(
         assert rows.loc[(16, prior), "kid"] != own["kid"]  # another stage 1
     assert (rows.loc[16, "lr_step"] == 8).all()  # the schedule stretched: 4 x 16 / 8
     # trained afresh at the grid's own budget, stage 1 is the trial's
-    grid, params, state = stage2_budget.check_trial(folder, trial_id)
-    trial = stage2_budget.load_trial(folder, trial_id, grid, params, state)
+    grid, params, state = finished_trial.check_trial(folder, trial_id)
+    trial = finished_trial.load_trial(folder, trial_id, grid, params, state)
     # weight for weight (what every other budget's row rests on) at the trial's one
     # thread (Ray's OMP_NUM_THREADS for a one-CPU trial; at two the sums differ in
     # the last bits, about 1e-5 of the weights after 8 steps)
