@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from functools import partial
 
@@ -69,7 +71,7 @@ from sweep.tracking import TrackingCallback, tracked
 from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.recon_scores import reference_key
-from vae_sweep.errors import InputError
+from vae_sweep.errors import InputError, Terminated
 from vae_sweep.files import content_key
 
 
@@ -409,6 +411,10 @@ def build_tuner(
     )
 
 
+def _terminated(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+
 def run_sweep(
     config: GridConfig,
     trials: list[dict],
@@ -473,6 +479,11 @@ def run_sweep(
     # complete, and the tables would be built from trials that never ran. Tune saves
     # its state as trials report, so --resume continues from the last checkpoints.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # SIGTERM (a scheduler, a pod's eviction, `kill`; a shell's background job also
+    # ignores SIGINT) stops it the same way, instead of Ray's handler's stack dump
+    stop_on_sigterm = threading.current_thread() is threading.main_thread()
+    if stop_on_sigterm:
+        previous = signal.signal(signal.SIGTERM, _terminated)
     # Tune's new output prints its experiment box and paths even at verbose=0; its
     # older reporter at 0 prints nothing, leaving the console to sweep/console.py
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
@@ -480,6 +491,8 @@ def run_sweep(
         results = list(tuner.fit())
     finally:
         GATES.pop(folder, None)
+        if stop_on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
     accounting.lap("tune_fit")
     prerequisites.wait_all()
     accounting.services_stopped()

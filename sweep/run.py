@@ -287,9 +287,9 @@ def main(argv=None) -> None:
             grid_text=text,  # written once the FID service stands, before any trial
             verbose=args.verbose,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Terminated)
         started = read_text(join(folder, GRID_FILE)) is not None
-        raise KeyboardInterrupt(
+        raise type(stop)(
             f"continue with the same command and --resume ({folder})"
             if started
             else "nothing was written; the same command starts afresh"

@@ -160,8 +160,15 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
     assert_same_fids(results, uninterrupted)
 
 
-def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
-    tmp_path, small_cifar, uninterrupted
+@pytest.mark.parametrize("stop, to_group, code, word", [
+    # a terminal's Ctrl-C reaches the whole process group
+    (signal.SIGINT, True, 130, "interrupted"),
+    # a scheduler's or a pod eviction's SIGTERM reaches the driver alone (so does a
+    # `kill`); before, Ray's handler died with a stack dump
+    (signal.SIGTERM, False, 143, "terminated"),
+])  # fmt: skip
+def test_ctrl_c_or_sigterm_stops_the_sweep_with_one_line_and_resume_completes_it(
+    tmp_path, small_cifar, uninterrupted, stop, to_group, code, word
 ):
     folder = tmp_path / "smoke"
     # the driver and its Ray are killed when the test leaves, passed or not
@@ -171,15 +178,18 @@ def test_ctrl_c_stops_the_sweep_with_one_line_and_resume_completes_it(
         deadline = time.time() + 300
         while time.time() < deadline and not list(folder.glob("trial_*/checkpoint_*")):
             time.sleep(0.2)
-        os.killpg(driver.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
+        if to_group:
+            os.killpg(driver.pid, stop)
+        else:
+            os.kill(driver.pid, stop)
         interrupted = time.time()
         _, error = driver.communicate(timeout=120)
-    assert driver.returncode == 130, error[-3000:]
+    assert driver.returncode == code, error[-3000:]
     assert time.time() - interrupted < 20
-    ours = [line for line in error.splitlines() if line.startswith("interrupted")]
-    assert ours == [f"interrupted: continue with the same command and --resume "
+    ours = [line for line in error.splitlines() if line.startswith(word)]
+    assert ours == [f"{word}: continue with the same command and --resume "
                     f"({folder})"], error[-3000:]  # fmt: skip
-    assert "Traceback" not in error
+    assert "Traceback" not in error and "logging.cc" not in error  # Ray's dump
     # no tables from a sweep that did not finish, and no half-written file
     assert not (folder / "results.parquet").exists()
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name]

@@ -14,6 +14,11 @@ from typing import NoReturn
 EXIT_USAGE = 2
 EXIT_TRIALS_FAILED = 1  # the command ran, but some of its work failed (outputs written)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, a pod's eviction, `kill`): stopped as Ctrl-C stops."""
 
 
 class InputError(ValueError):
@@ -31,9 +36,11 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv=None) -> None:
         main(argv)
     except InputError as error:
         fail(str(error))
-    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, no traceback
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, SIGTERM: one line, no traceback
         detail = f": {interrupt}" if str(interrupt) else ""
         if sys.stderr.isatty():  # below a progress bar's unfinished line
             print(file=sys.stderr)
-        print(f"interrupted{detail}", file=sys.stderr)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        terminated = isinstance(interrupt, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}{detail}",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from None
