@@ -411,7 +411,13 @@ def build_tuner(
     )
 
 
+TERMINATED: list[int] = []  # the SIGTERMs this driver received
+
+
 def _terminated(signum, frame):
+    # Ray or Tune may turn the exception raised here into a plain KeyboardInterrupt
+    # (where it lands inside their waits), so the signal is also recorded
+    TERMINATED.append(signum)
     raise Terminated(f"signal {signum}")
 
 

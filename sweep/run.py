@@ -30,7 +30,7 @@ from sweep.storage import check_storage_reachable, is_uri, join, read_text
 from sweep.tracking import check_tracking
 from sweep.trials import expand, settings, trial_name
 from vae_sweep.cli import Parser, positive_number, text
-from vae_sweep.errors import EXIT_TRIALS_FAILED, InputError, run_cli
+from vae_sweep.errors import EXIT_TRIALS_FAILED, InputError, Terminated, run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -265,7 +265,7 @@ def main(argv=None) -> None:
     # the driver's own modules (the trainables, pandas, matplotlib) load only past
     # validation; torch and Ray do not wait that long yet: sweep.cluster and
     # sweep.config import them, so a bad grid takes about 4 s to refuse
-    from sweep.driver import check_local_resources, load_data, run_sweep
+    from sweep.driver import TERMINATED, check_local_resources, load_data, run_sweep
 
     if args.address is None:
         check_local_resources(config)
@@ -289,7 +289,8 @@ def main(argv=None) -> None:
         )
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Terminated)
         started = read_text(join(folder, GRID_FILE)) is not None
-        raise type(stop)(
+        terminated = isinstance(stop, Terminated) or bool(TERMINATED)
+        raise (Terminated if terminated else KeyboardInterrupt)(
             f"continue with the same command and --resume ({folder})"
             if started
             else "nothing was written; the same command starts afresh"
