@@ -84,9 +84,11 @@ def check_trial(folder: Path, trial: str,
     return grid, params, state
 
 
-def load_trial(folder: Path, trial: str, grid, params, state) -> Trial:
+def load_trial(folder: Path, trial: str, grid, params, state, data=None) -> Trial:
+    """`data`: the grid's (x_train, x_test) where the caller has them already (the
+    trials of one sweep share them), else decoded here."""
     s = settings(grid, params, device="cpu")
-    train, test = load_data(grid)
+    train, test = data if data is not None else load_data(grid)
     chosen = select(s.criterion, train, s.n_train, seed=s.seed, scores=None)
     subset = train.images[chosen.indices]
     trainer = new_trainer(s.model, torch.from_numpy(subset), s.stage1, loss=s.loss,

@@ -41,6 +41,7 @@ from experiments.finished_trial import (
 )
 from fid.distance import frechet_distance
 from fid.stats import statistics
+from sweep.driver import load_data
 from sweep.folder import STAGE2_FOLDER
 from vae.priors import PRIORS, PriorContext, prior_seed
 from vae.stage2 import Stage2Checkpoint
@@ -101,10 +102,11 @@ def _fit(latents: np.ndarray, draws) -> dict:
             "mean_norm": float(np.linalg.norm(latents, axis=1).mean())}  # fmt: skip
 
 
-def trial_rows(folder: Path, trial_id: str, samples: int | None) -> list[dict]:
-    grid, params, state = check_trial(folder, trial_id)
-    n = sample_count(grid, samples)
-    trial = load_trial(folder, trial_id, grid, params, state)
+def trial_rows(folder: Path, trial_id: str, checked, n: int, data=None) -> list[dict]:
+    """`checked`: check_trial's (grid, params, state); `data`: the grid's x_train and
+    x_test, shared by the sweep's trials."""
+    grid, params, state = checked
+    trial = load_trial(folder, trial_id, grid, params, state, data)
     if n > len(trial.means):
         raise InputError(f"--samples {n}: the trial trained on {len(trial.means)} "
                          "images")  # fmt: skip
@@ -128,13 +130,16 @@ def trial_rows(folder: Path, trial_id: str, samples: int | None) -> list[dict]:
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
     folder = Path(args.folder)
-    for trial_id in args.trial:  # every trial checked before any is read
-        sample_count(check_trial(folder, trial_id)[0], args.samples)
+    # every trial checked before any is read
+    checked = {trial_id: check_trial(folder, trial_id) for trial_id in args.trial}
+    grid = next(iter(checked.values()))[0]  # one sweep folder: one grid
+    n = sample_count(grid, args.samples)
     use_threads(args.threads)
     out = Path(args.out) if args.out else folder / "latent_fit.json"
+    data = load_data(grid)  # decoded once for all the trials
     rows = []
     for trial_id in args.trial:
-        for row in trial_rows(folder, trial_id, args.samples):
+        for row in trial_rows(folder, trial_id, checked[trial_id], n, data):
             rows.append(row)
             print(f"{trial_id} {row['prior']:10s} frechet {row['frechet']:.4g} "
                   f"(floor {row['posterior_floor']:.3g})  total variance "

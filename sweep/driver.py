@@ -489,6 +489,7 @@ def run_sweep(
     # ignores SIGINT) stops it the same way, instead of Ray's handler's stack dump
     stop_on_sigterm = threading.current_thread() is threading.main_thread()
     if stop_on_sigterm:
+        TERMINATED.clear()  # this sweep's, not an earlier run's in this process
         previous = signal.signal(signal.SIGTERM, _terminated)
     # Tune's new output prints its experiment box and paths even at verbose=0; its
     # older reporter at 0 prints nothing, leaving the console to sweep/console.py
