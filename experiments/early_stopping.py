@@ -2,19 +2,23 @@
 quality of the final ranking.
 
     python -m experiments.early_stopping RUN_DIR... [--replay] [--out DIR]
-        [--prior gaussian] [--top-k 3] [--grace 5,10] [--reduction 2,3,4]
+        [--prior gaussian] [--metric fid|kid|fid_inf] [--top-k 3] [--grace 5,10]
+        [--reduction 2,3,4]
 
 RUN_DIR... are sweeps of one grid under different schedulers; the one with scheduler
 `none` is the exhaustive run every other is measured against. For each run: trials
-run to the end, compute hours, the best final FID it found and its regret against the
+run to the end, compute hours, the best final score it found (`--metric` with
+`--prior`; KID x 1000 as the analysis prints it) and its regret against the
 exhaustive best, Kendall's tau of the final ranking against the exhaustive one (among
 trials finished in both) and the top-k overlap (the share of the exhaustive top k
 that the run also ranks in its top k).
 
 `--replay` also replays ASHA and the median rule offline on the exhaustive run's
-history (`experiments.replay`) for every grace period and reduction factor given, in
-seconds, and checks the replay against each live run: the trials it stopped and the
-epochs it stopped them at must agree, or the report says where and why not.
+history (`experiments.replay`) for every grace period and reduction factor given (the
+schedulers act on the intermediate FID the trials reported, as in the live run; the
+ranking they are judged on is `--metric`'s), and checks the replay against each live
+run: the trials it stopped and the epochs it stopped them at must agree, or the
+report says where and why not.
 
 Writes `early_stopping.md`, `early_stopping.csv`, `replay_check.csv` and
 `early_stopping.png` (compute hours against ranking quality) into `--out` (default:
@@ -36,6 +40,7 @@ from matplotlib.figure import Figure
 from experiments.analysis import _markdown
 from experiments.replay import REPLAYABLE, replay
 from experiments.significance import kendall_tau, regret, top_k_overlap
+from experiments.tables import METRICS
 from sweep.budget import budget_end, budget_unit, in_units
 from sweep.folder import TIMINGS_FILE
 from sweep.reader import Sweep, load_sweeps
@@ -43,6 +48,9 @@ from vae_sweep.checks import at_least, distinct, positive_list, writable_folder
 from vae_sweep.cli import Parser, float_list, int_list, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
+
+# the final scores a ranking can use: lower is better, one number per model
+RANKING_METRICS = ("fid", "kid", "fid_inf")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         "--prior",
         type=text,
         default=None,
-        help="the prior whose final FID ranks the trials (default: the grid's first)",
+        help="the prior whose final score ranks the trials (default: the grid's first)",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=RANKING_METRICS,
+        default="fid",
+        help="the final score that ranks the trials (the analysis's primary metric)",
     )
     parser.add_argument(
         "--top-k",
@@ -125,7 +139,7 @@ def _ranking_row(
         "run": label,
         **counts,
         "hours": hours,
-        "best_fid": best,
+        "best": best,
         "regret": regret(best, best_all),
         "kendall_tau": kendall_tau(
             [finals[t] for t in common], [exhaustive[t] for t in common]
@@ -134,11 +148,15 @@ def _ranking_row(
     }
 
 
-def _finals(sweep: Sweep, prior: str, axes: list[str]) -> tuple[dict, pd.DataFrame]:
+def _finals(sweep: Sweep, prior: str, axes: list[str],
+            metric: str = "fid") -> tuple[dict, pd.DataFrame]:  # fmt: skip
+    """Each finished trial's final `metric` with `prior`, in the units the report
+    prints (KID x 1000), by its axis values; and the prior's rows of every trial."""
     rows = sweep.results[sweep.results["prior"] == prior].copy()
     rows["key"] = axis_key(rows, axes)
-    ok = rows[(rows["status"] == "ok") & rows["fid"].notna()]
-    return dict(zip(ok["key"], ok["fid"].astype(float), strict=True)), rows
+    ok = rows[(rows["status"] == "ok") & rows[metric].notna()]
+    scores = ok[metric].astype(float) * METRICS[metric].scale
+    return dict(zip(ok["key"], scores, strict=True)), rows
 
 
 def _scheduler_label(grid) -> str:
@@ -150,11 +168,12 @@ def _scheduler_label(grid) -> str:
     return f"{s.name}, grace {s.grace_period}, eta {s.reduction_factor:g}"
 
 
-def live_rows(sweeps, exhaustive: Sweep, prior, axes, top_k) -> list[dict]:
-    reference, _ = _finals(exhaustive, prior, axes)
+def live_rows(sweeps, exhaustive: Sweep, prior, axes, top_k,
+              metric: str = "fid") -> list[dict]:  # fmt: skip
+    reference, _ = _finals(exhaustive, prior, axes, metric)
     rows = []
     for sweep in sweeps:
-        finals, frame = _finals(sweep, prior, axes)
+        finals, frame = _finals(sweep, prior, axes, metric)
         trials = frame.drop_duplicates("key")
         counts = {
             "kind": "live",
@@ -175,35 +194,23 @@ def live_rows(sweeps, exhaustive: Sweep, prior, axes, top_k) -> list[dict]:
     return rows
 
 
-def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, stopped_at: dict) -> float:
+def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, outcome) -> float:
     """Seconds of the exhaustive run's trials had they stopped where the replay did:
-    up to the stop's end (wall clock) for a stopped trial, all of it otherwise.
-    Without per-round clocks, the share of its stage-1 budget. Stops are in the
-    budget's unit: epochs, or steps."""
-    history = exhaustive.history
-    total = 0.0
-    time = budget_unit(exhaustive.grid)
+    a stopped trial's time until the report it was stopped at (`outcome.seconds`,
+    from the run's clocks, a resume's downtime left out: replay.report_seconds), the
+    whole of the others'. Without clocks, a stopped trial's share of its stage-1
+    budget. Stops are in the budget's unit: epochs, or steps."""
     end = budget_end(exhaustive.grid)
+    total = 0.0
     for trial in trials.itertuples():
         wall = float(trial.wall_seconds)
-        if trial.trial_id not in stopped_at:
+        stop = outcome.stopped_at.get(trial.trial_id)
+        if stop is None:
             total += wall
-            continue
-        epoch = stopped_at[trial.trial_id]
-        at = history[
-            (history["trial_id"] == trial.trial_id)
-            & (history["phase"] == "stage1")
-            & (history[time] == epoch)
-        ]
-        if (
-            "finished_at" in at
-            and len(at)
-            and pd.notna(trial.started_at)
-            and float(at["finished_at"].iloc[0]) > 0
-        ):
-            total += float(at["finished_at"].iloc[0]) - trial.started_at.timestamp()
+        elif outcome.timed:
+            total += outcome.seconds[trial.trial_id]
         else:
-            total += wall * epoch / end
+            total += wall * stop / end
     return total
 
 
@@ -220,8 +227,9 @@ def replay_settings(grid, grace: list[int] | None, reduction: list[float]):
         }
 
 
-def replay_rows(exhaustive: Sweep, settings, prior, axes, top_k) -> list[dict]:
-    reference, frame = _finals(exhaustive, prior, axes)
+def replay_rows(exhaustive: Sweep, settings, prior, axes, top_k,
+                metric: str = "fid") -> list[dict]:  # fmt: skip
+    reference, frame = _finals(exhaustive, prior, axes, metric)
     trials = frame.drop_duplicates("trial_id")
     key_of = dict(zip(trials["trial_id"], trials["key"], strict=True))
     _, share = _unit(exhaustive.grid)
@@ -230,7 +238,7 @@ def replay_rows(exhaustive: Sweep, settings, prior, axes, top_k) -> list[dict]:
         outcome = replay_exhaustive(exhaustive, **options)
         stopped = {key_of[t] for t in outcome.stopped_at}
         finals = {k: v for k, v in reference.items() if k not in stopped}
-        seconds = _stop_cost(exhaustive, trials, outcome.stopped_at)
+        seconds = _stop_cost(exhaustive, trials, outcome)
         counts = {
             "kind": "replay",
             "trials": len(trials),
@@ -381,7 +389,7 @@ def _concurrency(sweep: Sweep) -> int:
     return max(peak, 1)
 
 
-def plot(table: pd.DataFrame, unit: str, top_k: int) -> Figure:
+def plot(table: pd.DataFrame, unit: str, top_k: int, metric: str = "fid") -> Figure:
     figure = Figure(figsize=(10, 4))
     left, right = figure.subplots(1, 2)
     for kind, marker in (("live", "o"), ("replay", "x")):
@@ -389,7 +397,7 @@ def plot(table: pd.DataFrame, unit: str, top_k: int) -> Figure:
         left.scatter(part["hours"], part["top_k_overlap"], marker=marker, label=kind)
         right.scatter(part["hours"], part["regret"], marker=marker, label=kind)
     left.set_ylabel(f"top-{top_k} overlap with the exhaustive run")
-    right.set_ylabel("regret: best final FID - exhaustive best")
+    right.set_ylabel(f"regret: best final {METRICS[metric].label} - exhaustive best")
     for axis in (left, right):
         axis.set_xlabel(unit)
         axis.grid(True, alpha=0.3)
@@ -428,6 +436,12 @@ def main(argv=None) -> None:
             f"--prior {prior}: not among the grid's priors "
             f"({', '.join(exhaustive.grid.priors)})"
         )
+    scores = exhaustive.results.get(args.metric)
+    if scores is None or scores.isna().all():
+        raise InputError(
+            f"--metric {args.metric}: the exhaustive run has no {args.metric} "
+            f"(its grid's fid.metrics: {', '.join(exhaustive.grid.fid.metrics)})"
+        )
     end, unit = budget_end(exhaustive.grid), budget_unit(exhaustive.grid)
     if args.replay and args.grace and max(args.grace) > end:
         raise InputError(f"--grace {max(args.grace)} is more than the exhaustive "
@@ -444,7 +458,9 @@ def main(argv=None) -> None:
     started = time.time()
     axes = sorted(exhaustive.grid.grid)
     unit, _ = _unit(exhaustive.grid)
-    table = pd.DataFrame(live_rows(sweeps, exhaustive, prior, axes, args.top_k))
+    table = pd.DataFrame(
+        live_rows(sweeps, exhaustive, prior, axes, args.top_k, args.metric)
+    )
     checks, lines = [], []
     if args.replay:
         settings = replay_settings(exhaustive.grid, args.grace, args.reduction)
@@ -452,7 +468,9 @@ def main(argv=None) -> None:
             [
                 table,
                 pd.DataFrame(
-                    replay_rows(exhaustive, settings, prior, axes, args.top_k)
+                    replay_rows(
+                        exhaustive, settings, prior, axes, args.top_k, args.metric
+                    )
                 ),
             ],
             ignore_index=True,
@@ -467,11 +485,12 @@ def main(argv=None) -> None:
                     f"- `{live.name}` ({live.grid.scheduler.name}): not "
                     "replayed (HyperBand pauses and resumes trials in step)"
                 )
+    label = METRICS[args.metric].label
     with replaced_dir(out) as staged:
         table.to_csv(staged / "early_stopping.csv", index=False)
         if checks:
             pd.concat(checks).to_csv(staged / "replay_check.csv", index=False)
-        plot(table, unit, args.top_k).savefig(
+        plot(table, unit, args.top_k, args.metric).savefig(
             staged / "early_stopping.png", dpi=120, bbox_inches="tight"
         )
         command = " ".join(
@@ -484,11 +503,12 @@ def main(argv=None) -> None:
             "# Early stopping",
             "",
             f"Exhaustive run: `{exhaustive.name}` ({exhaustive.folder}). Trials are "
-            f"ranked by their final FID with the `{prior}` prior. Compute in {unit}: "
+            f"ranked by their final {label} with the `{prior}` prior (`best` and "
+            f"`regret` in {label}). Compute in {unit}: "
             "the trials' reserved time (GPU sweeps: the sweep's whole accounting, FID "
             "replicas included); for a replay, the exhaustive run's trials cut at the "
             "epoch the replay stopped them. A replay's finished trials keep their "
-            "exhaustive final FIDs, so its Kendall tau is 1 by construction: its "
+            "exhaustive final scores, so its Kendall tau is 1 by construction: its "
             "ranking quality is the top-k overlap and the regret.",
             "",
             _markdown(table.drop(columns=[])),

@@ -47,6 +47,7 @@ class _Trial:
     final_seconds: float  # its priors and final FIDs, after the last result
     status: str = "PENDING"
     next: int = 0  # the next result it will report
+    timed: bool = False  # durations in seconds from its clocks, else in epochs (steps)
 
 
 @dataclass
@@ -82,11 +83,40 @@ def _timed(frame: pd.DataFrame) -> bool:
     return "finished_at" in frame and bool((frame["finished_at"].fillna(0) > 0).all())
 
 
+# an interval between a trial's reports this many times longer (or shorter) than its
+# median is not time it ran: the sweep was stopped and resumed across it
+RESUME_GAP = 3.0
+
+
+def report_seconds(clock: np.ndarray, start: float,
+                   end: float) -> tuple[np.ndarray, float, float]:  # fmt: skip
+    """A trial's compute seconds until each report, its final phase's (priors,
+    scores), and when it started, from its reports' clocks (`clock`), its start and
+    its end. `start` is `end` less the trial's run time (Tune's time_total_s, which
+    runs on across a resume without the downtime): without a resume the clocks'
+    differences are the answer. A resume (`--resume` after a stop) puts the downtime
+    into one interval and takes it from the first (the start sits that much late):
+    each interval outside 1/RESUME_GAP..RESUME_GAP times the median counts as the
+    median, the final phase as what is left of the run time, the start as the first
+    report less its interval."""
+    steps = np.diff(np.concatenate([[start], clock]))
+    final = max(0.0, end - clock[-1])
+    positive = steps[steps > 0]
+    if not len(positive):
+        return np.zeros_like(steps), end - start, start
+    median = float(np.median(positive))
+    gap = (steps < median / RESUME_GAP) | (steps > median * RESUME_GAP)
+    if not gap.any():
+        return steps, final, start
+    steps = np.where(gap, median, steps)
+    return steps, max(0.0, (end - start) - steps.sum()), clock[0] - steps[0]
+
+
 def build_trials(history: pd.DataFrame, grid: GridConfig,
                  times: pd.DataFrame | None = None) -> list[_Trial]:  # fmt: skip
     """The exhaustive run's trials, in the order it started them, with what each
-    reported and how long each step took. `times`: the trials' `started_at` and
-    `finished_at` (Unix seconds, indexed by trial id), when known."""
+    reported and how long each step took (`report_seconds`). `times`: the trials'
+    `started_at` and `finished_at` (Unix seconds, indexed by trial id), when known."""
     time = budget_unit(grid)
     reported = reported_results(history, grid.eval.every, time)
     timed = _timed(reported) and times is not None
@@ -94,10 +124,9 @@ def build_trials(history: pd.DataFrame, grid: GridConfig,
     for trial_id, rows in reported.groupby("trial_id", sort=False):
         rows = rows.sort_values("epoch")
         if timed and trial_id in times.index:
-            clock = rows["finished_at"].to_numpy(float)
             start, end = times.loc[trial_id, ["started_at", "finished_at"]]
-            steps = np.diff(np.concatenate([[start], clock]))
-            final, first = max(0.0, end - clock[-1]), start
+            clock = rows["finished_at"].to_numpy(float)
+            steps, final, first = report_seconds(clock, float(start), float(end))
         else:  # one unit per epoch (step), priors instant: a synchronous run
             units = rows[time].to_numpy(float)
             steps, final, first = np.diff(np.concatenate([[0.0], units])), 0.0, 0.0
@@ -105,7 +134,10 @@ def build_trials(history: pd.DataFrame, grid: GridConfig,
                     "seconds": float(max(s, 0.0))}
                    for e, t, f, s in zip(rows["epoch"], rows[time], rows[METRIC],
                                          steps, strict=True)]  # fmt: skip
-        trials.append((first, len(trials), _Trial(trial_id, results, final)))
+        clocked = timed and trial_id in times.index
+        trials.append(
+            (first, len(trials), _Trial(trial_id, results, final, timed=clocked))
+        )
     # started first runs first; ties (no clocks) in the history's order
     return [t for _, _, t in sorted(trials, key=lambda x: (x[0], x[1]))]
 
@@ -124,6 +156,10 @@ class ReplayOutcome:
     stopped_at: dict[str, int]
     heard: dict[str, int]
     paused: dict[str, int] = field(default_factory=dict)  # trial id -> pauses
+    # trial id -> the seconds it ran in the replay (its results until it stopped,
+    # and its final phase if it finished), from the exhaustive run's clocks
+    seconds: dict[str, float] = field(default_factory=dict)
+    timed: bool = False  # False: no clocks, `seconds` counts epochs (steps)
 
 
 def replay(grid: GridConfig, history: pd.DataFrame, *, slots: int = 1,
@@ -141,7 +177,7 @@ def replay(grid: GridConfig, history: pd.DataFrame, *, slots: int = 1,
     controller = _Controller(trials)
     for trial in trials:
         judge.on_trial_add(controller, trial)
-    outcome = ReplayOutcome({}, {})
+    outcome = ReplayOutcome({}, {}, timed=bool(trials) and all(t.timed for t in trials))
     arrivals: list[tuple[float, int, _Trial]] = []  # (time, tie-break, trial)
     order = {t.trial_id: i for i, t in enumerate(trials)}
     now, free = 0.0, slots
@@ -161,6 +197,9 @@ def replay(grid: GridConfig, history: pd.DataFrame, *, slots: int = 1,
     start_next()
     while arrivals:
         now, _, trial = heapq.heappop(arrivals)
+        outcome.seconds[trial.trial_id] = outcome.seconds.get(
+            trial.trial_id, 0.0
+        ) + _step(trial)
         if trial.next == len(trial.results):  # its final report, after its priors
             final = {k: v for k, v in trial.results[-1].items() if k != "seconds"}
             judge.on_trial_result(controller, trial, final)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from experiments import analysis, early_stopping
-from experiments.replay import replay
+from experiments.replay import replay, report_seconds
 from experiments.significance import (
     holm,
     kendall_tau,
@@ -24,6 +24,7 @@ from experiments.significance import (
 )
 from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
 from sweep.config import GridConfig, resolved_yaml
+from sweep.reader import load_sweep
 from tests.helpers.commands import assert_one_line_error, run_command
 from vae_sweep.errors import InputError
 
@@ -557,7 +558,7 @@ def test_early_stopping_report_on_synthetic_runs(tmp_path):
     # 7.0 (all seed 1), a regret of 1.0; its top 2 {7.0, 8.0} share one of the
     # exhaustive top 2 {6.0, 7.0}; on the 7 trials both finished the order agrees
     assert asha["finished"] == 7 and asha["stopped"] == 2
-    assert asha["best_fid"] == 7.0 and asha["regret"] == 1.0
+    assert asha["best"] == 7.0 and asha["regret"] == 1.0
     assert asha["top_k_overlap"] == 0.5
     assert asha["kendall_tau"] == pytest.approx(1.0)
     # 9 trials x 60 s of one CPU share (the trials' own wall time)
@@ -570,6 +571,86 @@ def test_early_stopping_report_on_synthetic_runs(tmp_path):
     report = (out / "early_stopping.md").read_text()
     assert "Replay against the live runs" in report
     assert "the exhaustive top 2" in report
+
+
+def test_report_seconds_leave_a_resumes_downtime_out():
+    # a trial reports every 20 s from its start at 90 and takes 100 s after its last
+    # report: 180 s of run time (Tune's time_total_s), so its recorded start is its
+    # end less 180 s
+    clock = np.array([110.0, 130.0, 150.0, 170.0])
+    steps, final, first = report_seconds(clock, 90.0, 270.0)
+    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0] and (final, first) == (100, 90)
+    # stopped after its second report, resumed 1,000 s later: the later clocks and
+    # its end move by 1,000, its recorded start too (270 + 1000 - 180)
+    resumed = np.array([110.0, 130.0, 1150.0, 1170.0])
+    steps, final, first = report_seconds(resumed, 1090.0, 1270.0)
+    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0] and (final, first) == (100, 90)
+    # stopped in its final phase (priors and scores) instead
+    steps, final, first = report_seconds(clock, 1090.0, 1270.0)
+    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0] and (final, first) == (100, 90)
+
+
+def test_a_resumed_exhaustive_run_costs_what_it_ran(tmp_path):
+    """The replay's compute of a sweep stopped and resumed (`--resume`) is that of the
+    same sweep run through: a resume's downtime is no compute. Before, a stopped
+    trial's cost was its stop's clock less its recorded start, which a resume moves
+    late by the downtime: the study's replay read negative hours."""
+    results = synthetic_results()
+    history = synthetic_history(results)
+    # the same run stopped for 1,000 s after every trial's second epoch: the later
+    # clocks, the end and the recorded start (end less the run time) move by 1,000
+    late = pd.Timedelta(seconds=1000)
+    resumed_results = results.assign(started_at=results["started_at"] + late,
+                                     finished_at=results["finished_at"] + late)
+    resumed_history = history.assign(finished_at=np.where(
+        history["epoch"] > 2, history["finished_at"] + 1000, history["finished_at"]))
+    tables = {}
+    runs = {"through": (results, history),
+            "resumed": (resumed_results, resumed_history)}
+    for name, (table, curves) in runs.items():
+        folder = write_sweep(tmp_path / name, results=table, history=curves)
+        out = tmp_path / f"es_{name}"
+        early_stopping.main([str(folder), "--replay", "--grace", "1,2",
+                             "--reduction", "2,3", "--out", str(out)])
+        tables[name] = pd.read_csv(out / "early_stopping.csv").set_index("run")
+    through, resumed = tables["through"], tables["resumed"]
+    assert (through["stopped"] > 0).sum() >= 2  # the settings stop trials
+    pd.testing.assert_series_equal(resumed["stopped"], through["stopped"])
+    pd.testing.assert_series_equal(resumed["hours"], through["hours"])
+    # by hand: a trial runs 10 s per epoch and 20 s after its last (60 s of one CPU),
+    # so one stopped at epoch e cost 10 e s
+    stops = early_stopping.replay_exhaustive(
+        load_sweep(tmp_path / "resumed"), name="asha", grace_period=1,
+        reduction_factor=2).stopped_at
+    assert stops
+    seconds = 60 * (9 - len(stops)) + sum(10 * e for e in stops.values())
+    assert through.loc["replay: asha, grace 1, eta 2", "hours"] == pytest.approx(
+        seconds / 3600)
+
+
+def test_early_stopping_ranks_on_the_metric_asked_for(tmp_path):
+    """--metric kid ranks the trials by their final KID x 1000, as the analysis
+    prints it. Here KID x 1000 = 20 - FID, the reverse of FID's order: gaussian
+    random 10, 8, 6; lowest_recon 11, 10, 7; all 14, 13, 12 over seeds 0-2."""
+    kid = synthetic_results().eval("kid = (20 - fid) / 1000")
+    exhaustive = write_sweep(tmp_path / "none", results=kid)
+    grid = synthetic_grid("asha", scheduler={"name": "asha", "grace_period": 1,
+                                             "reduction_factor": 2})  # fmt: skip
+    stopped = synthetic_results({"all400s0": "stopped", "low100s2": "stopped"})
+    live = write_sweep(tmp_path / "asha", grid=grid,
+                       results=stopped.eval("kid = (20 - fid) / 1000"))
+    out = tmp_path / "es"
+    early_stopping.main([str(exhaustive), str(live), "--metric", "kid", "--top-k", "2",
+                         "--out", str(out)])  # fmt: skip
+    table = pd.read_csv(out / "early_stopping.csv").set_index("run")
+    # the live run lost lowest_recon s2 (7) and all s0 (14): its best is still
+    # random s2's 6 (regret 0; by FID it was 7, regret 1); its top 2 {6, 8} hold one
+    # of the exhaustive {6, 7}
+    asha = table.loc["asha: asha, grace 1, eta 2"]
+    assert asha["best"] == pytest.approx(6.0) and asha["regret"] == pytest.approx(0)
+    assert asha["top_k_overlap"] == 0.5
+    report = (out / "early_stopping.md").read_text()
+    assert "ranked by their final KID x 1000 with the `gaussian` prior" in report
 
 
 def test_the_report_names_the_cheapest_setting_that_keeps_the_answer():
@@ -595,6 +676,8 @@ def test_the_report_names_the_cheapest_setting_that_keeps_the_answer():
     ("prior", "--prior vamp: not among the grid's priors"),
     ("top_k", "--top-k must be at least 1"),
     ("no_fid", "--replay needs a history with an intermediate FID"),
+    ("metric", "--metric kid: the exhaustive run has no kid (its grid's fid.metrics: "
+               "fid)"),
 ])  # fmt: skip
 def test_early_stopping_bad_input_is_one_line(tmp_path, case, needle):
     grid = synthetic_grid("asha", scheduler={"name": "asha", "grace_period": 1})
@@ -607,7 +690,8 @@ def test_early_stopping_bad_input_is_one_line(tmp_path, case, needle):
     live = write_sweep(tmp_path / "asha", grid=grid)
     args = [str(live)] if case == "no_exhaustive" else [str(exhaustive), str(live)]
     args += {"prior": ["--prior", "vamp"], "top_k": ["--top-k", "0"],
-             "no_fid": ["--replay"]}.get(case, [])  # fmt: skip
+             "no_fid": ["--replay"],
+             "metric": ["--metric", "kid"]}.get(case, [])  # fmt: skip
     out = tmp_path / "out"
     _assert_input_error(early_stopping.main, [*args, "--out", str(out)], needle)
     assert not out.exists()
