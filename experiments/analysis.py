@@ -12,6 +12,10 @@ partial) and writes into `--out` (default: `<first RESULTS_DIR>/report`):
   against `random`, each n_train against the full set) with Holm-adjusted p-values;
 - `report.html`: the same report as one page for a browser, its figures embedded;
 - `fid.csv`, `diagnostics.csv`, `comparisons.csv`: the same tables, in full;
+- `comparisons_by_metric.csv`: the same paired comparisons on every metric the sweeps
+  measured (each its own Holm family), the other metrics set side by side in the
+  report: what a choice does to fidelity (precision, density) and diversity (recall,
+  coverage) beside the primary metric;
 - `fid_vs_n_train.png`, `learning_curves.png`, the best and worst trial's sample grid
   (`samples_best.png`, `samples_worst.png`) when the sweep saved them, and for E1/E2
   sweeps `e1.png` / `e2.png` with `e1.csv` / `e2.csv`.
@@ -216,6 +220,7 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
         "",
     ]
     lines += _comparison_lines(compared, test, level, label)
+    lines += _other_comparison_lines(results, keys, test, level, metric, priors, out)
     lines += _makeup_lines(results, keys, out)
     if len(history):
         figures.learning_curves(history).savefig(
@@ -450,6 +455,64 @@ def _comparison_lines(compared: pd.DataFrame, test: str, level: float,
         f"below it is not evidence of no effect).{floor}",
         "",
         _markdown(shown),
+        "",
+    ]
+
+
+def _paired_cell(row, level: float) -> str:
+    """A difference and its interval at the digits its width needs, starred where the
+    Holm-adjusted p-value is below 1 - level."""
+    if row["pairs"] < 2 or pd.isna(row["ci_low"]):
+        if pd.isna(row["difference"]):
+            return "–"
+        return f"{row['difference']:.3g} (1 pair)"
+    places = tables.decimals(row["ci_high"] - row["ci_low"])
+    star = " *" if row["p_holm"] < 1 - level else ""
+    return (f"{row['difference']:.{places}f} [{row['ci_low']:.{places}f}, "
+            f"{row['ci_high']:.{places}f}]{star}")  # fmt: skip
+
+
+def _other_comparison_lines(results, keys, test, level, metric, priors,
+                            out: Path) -> list[str]:  # fmt: skip
+    """The same paired comparisons on every other metric the sweeps measured (each
+    metric its own Holm family, the generative priors only), in one table: what a
+    training-set choice does to fidelity (precision, density) and to diversity
+    (recall, coverage) beside the primary metric. All in `comparisons_by_metric.csv`."""
+    measured = [m for m in tables.METRICS if m in results and results[m].notna().any()]
+    frames = []
+    generated = results[results["prior"].isin(tables.generative(priors))]
+    for name in measured:
+        scaled = generated.assign(
+            **{name: generated[name].astype(float) * tables.METRICS[name].scale})
+        frame = tables.comparisons(scaled, keys, test, level, name)
+        frames.append(frame)
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return []
+    table = pd.concat(frames, ignore_index=True)
+    table.to_csv(out / "comparisons_by_metric.csv", index=False)
+    others = [m for m in measured if m != metric]
+    if not others:
+        return []
+    table["cell"] = [_paired_cell(row, level) for _, row in table.iterrows()]
+    wide = table[table["metric"].isin(others)].pivot_table(
+        index=["label", "prior"], columns="metric", values="cell", aggfunc="first",
+        sort=False)  # fmt: skip
+    wide = wide[[m for m in others if m in wide.columns]].reset_index()
+    wide.columns = ["comparison", "prior",
+                    *(tables.METRICS[m].label for m in wide.columns[2:])]  # fmt: skip
+    return [
+        "## Paired comparisons on the other metrics",
+        "",
+        f"The same pairs (a - b over seeds run on both sides, {level:.0%} interval; "
+        f"the generative priors) on every other metric the sweeps measured: "
+        "precision and density say how many samples look like real images "
+        "(fidelity), recall and coverage how much of the real images the samples "
+        "reach (diversity). Each metric is its own Holm family; `*`: its adjusted "
+        f"p-value is below {1 - level:.2g}. All of it, with `resolvable`: "
+        "`comparisons_by_metric.csv`.",
+        "",
+        _markdown(wide),
         "",
     ]
 

@@ -51,8 +51,10 @@ def paired_difference(a, b, test: str = "t", level: float = 0.95) -> PairedCompa
     if len(difference) < 2:
         return PairedComparison(interval, math.nan, test)
     if test == "t":
-        if np.all(difference == difference[0]):  # no spread: t is undefined
-            p = 1.0 if difference[0] == 0 else 0.0
+        # no spread (to rounding: differences of scores on a grid of 1 / samples
+        # that differ in the last bit): t is undefined
+        if np.ptp(difference) <= 1e-12 * np.abs(difference).max():
+            p = 1.0 if np.all(difference == 0) else 0.0
         else:
             p = float(stats.ttest_1samp(difference, 0.0).pvalue)
     elif test == "permutation":

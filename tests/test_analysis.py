@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,15 @@ def test_paired_t_by_hand():
     assert result.p_value == pytest.approx(1 - 7 / math.sqrt(51), rel=1e-9)
     half = T_975_DF2 * math.sqrt(1 / 3) / math.sqrt(3)
     assert result.difference.low == pytest.approx(7 / 3 - half)
+
+
+def test_differences_equal_to_rounding_have_no_spread():
+    # 0.3 - 0.2 is 0.09999999999999998 in binary: the same difference in every pair
+    # up to its last bit, which scipy's t test reads as catastrophic cancellation
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paired_difference([0.3, 0.2, 0.1], [0.2, 0.1, 0.0]).p_value == 0.0
+        assert paired_difference([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]).p_value == 1.0
 
 
 def test_sign_flip_permutation_by_hand():
@@ -340,6 +350,40 @@ def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
                    & (compared["prior"] == "gaussian")].iloc[0]  # fmt: skip
     # precision = 1 - FID / 100: differences of FID (-1, -2, -1) become +0.01 ...
     assert row["difference"] == pytest.approx(4 / 300)
+
+
+def test_every_measured_metric_is_paired_beside_the_primary(tmp_path):
+    """comparisons_by_metric.csv pairs every metric the sweep measured, each its own
+    Holm family, in the metric's printed units; the report lays the other metrics
+    beside each other. Here precision = 1 - FID / 100, KID = FID / 1000 (printed x
+    1000: FID itself) and recall is the same on both sides of every pair."""
+    results = synthetic_results()
+    results = results.assign(precision=1 - results["fid"] / 100,
+                             kid=results["fid"] / 1000,
+                             recall=0.2 + 0.01 * results["seed"])
+    folder = write_sweep(tmp_path / "syn", results=results)
+    out = tmp_path / "r"
+    analysis.main([str(folder), "--out", str(out)])
+    table = pd.read_csv(out / "comparisons_by_metric.csv")
+    assert set(table["metric"]) == {"fid", "kid", "precision", "recall"}
+    by = {m: part.set_index(["label", "prior"]).sort_index()
+          for m, part in table.groupby("metric")}  # fmt: skip
+    # lowest_recon - random, gaussian: FID differences -1, -2, -1 over the seeds
+    row = ("n=100 lowest_recon vs random", "gaussian")
+    assert by["fid"].loc[row, "difference"] == pytest.approx(-4 / 3)
+    assert by["kid"].loc[row, "difference"] == pytest.approx(-4 / 3)
+    assert by["precision"].loc[row, "difference"] == pytest.approx(4 / 300)
+    assert (by["recall"]["difference"] == 0).all()
+    assert (by["recall"]["p_value"] == 1).all()
+    # a t test does not see an affine change: the same p-values, and the same Holm
+    # adjustment within each metric's own family (recall's all 1 would change it)
+    for name in ("kid", "precision"):
+        np.testing.assert_allclose(by[name]["p_holm"], by["fid"]["p_holm"])
+    report = (out / "report.md").read_text()
+    section = report.split("## Paired comparisons on the other metrics")[1]
+    head = section.split("| comparison | prior |")[1].split("\n")[0]
+    assert head.split("|")[:-1] == [" KID x 1000 ", " precision ", " recall "]
+    assert "| n=100 lowest_recon vs random | gaussian | -1.3" in section
 
 
 def test_a_table5_shaped_sweep_is_set_beside_the_studys_table5(tmp_path):
