@@ -43,6 +43,7 @@ from fid.distance import frechet_distance
 from fid.stats import statistics
 from sweep.driver import load_data
 from sweep.folder import STAGE2_FOLDER
+from sweep.trials import train_size
 from vae.priors import PRIORS, PriorContext, prior_seed
 from vae.stage2 import Stage2Checkpoint
 from vae_sweep.cli import Parser
@@ -107,9 +108,6 @@ def trial_rows(folder: Path, trial_id: str, checked, n: int, data=None) -> list[
     x_test, shared by the sweep's trials."""
     grid, params, state = checked
     trial = load_trial(folder, trial_id, grid, params, state, data)
-    if n > len(trial.means):
-        raise InputError(f"--samples {n}: the trial trained on {len(trial.means)} "
-                         "images")  # fmt: skip
     means = np.asarray(trial.means, dtype=np.float64)
     log_vars = np.asarray(trial.log_vars, dtype=np.float64)
     seed = trial.settings.seed
@@ -134,6 +132,11 @@ def main(argv=None) -> None:
     checked = {trial_id: check_trial(folder, trial_id) for trial_id in args.trial}
     grid = next(iter(checked.values()))[0]  # one sweep folder: one grid
     n = sample_count(grid, args.samples)
+    for trial_id, (_, params, _) in checked.items():  # one draw per training image
+        images = params.get("n_train") or train_size(grid)
+        if n > images:
+            raise InputError(f"--samples {n}: trial {trial_id} trained on {images} "
+                             "images")  # fmt: skip
     use_threads(args.threads)
     out = Path(args.out) if args.out else folder / "latent_fit.json"
     data = load_data(grid)  # decoded once for all the trials

@@ -53,7 +53,7 @@ def test_a_stretched_schedule_halves_as_many_times_over_the_run():
 
 
 def _fake_sweep(folder, criterion="random", priors=("two_stage",), outcome="completed",
-                stage1=None):  # fmt: skip
+                stage1=None, n_train=None):  # fmt: skip
     grid = GridConfig.model_validate({
         "name": "s", "grid": {"criterion": [criterion], "seed": [0]},
         "priors": list(priors),
@@ -62,8 +62,8 @@ def _fake_sweep(folder, criterion="random", priors=("two_stage",), outcome="comp
     (folder / "grid.yaml").write_text(resolved_yaml(grid))
     trial = folder / "trial_abc"
     (trial / "checkpoint_000000").mkdir(parents=True)
-    (trial / "params.json").write_text(json.dumps(
-        {"trial": {"criterion": criterion, "seed": 0, "n_train": None}}))  # fmt: skip
+    params = {"criterion": criterion, "seed": 0, "n_train": n_train}
+    (trial / "params.json").write_text(json.dumps({"trial": params}))
     torch.save({"outcome": outcome}, trial / "checkpoint_000000" / "trial.pt")
     return folder
 
@@ -179,6 +179,10 @@ def test_latent_fit_draws_the_trials_own_latents(finished, tmp_path, cifar_root,
     (["--trial", "abc"], {"outcome": "stopped"}, "did not finish (outcome stopped)"),
     (["--trial", "abc", "--trial", "nope"], {}, "no such trial"),
     (["--trial", "abc"], {"criterion": "k_center"}, "reads scores; pick a trial"),
+    (["--trial", "abc", "--samples", "101"], {"n_train": 100},
+     "--samples 101: trial abc trained on 100 images"),
+    (["--trial", "abc", "--samples", "50001"], {},  # n_train None: the whole x_train
+     "--samples 50001: trial abc trained on 50000 images"),
 ])  # fmt: skip
 def test_latent_fit_bad_input_is_one_line_before_any_work(tmp_path, argv, fake,
                                                            needle):  # fmt: skip
