@@ -1,0 +1,163 @@
+"""Does an answer hold at another budget? Two analysis reports' paired comparisons,
+side by side.
+
+    python -m experiments.agreement REPORT_A REPORT_B [--labels A,B]
+        [--metrics kid,precision,...] [--out DIR]
+
+REPORT_A and REPORT_B are `experiments.analysis` output folders (each with its
+`comparisons_by_metric.csv`), for instance the same arms trained at 4,000 and at
+8,000 stage-1 steps. For every comparison both hold (the same label, e.g. `n=5000
+class_density vs random`, prior and metric) it sets the two differences with their
+intervals side by side and reads each interval's direction: `-` (wholly below 0),
+`+` (wholly above) or `0` (it holds 0: no direction resolved); `agree` where the two
+directions are the same. Whether `-` is better depends on the metric (lower FID and
+KID, higher precision, recall, density, coverage).
+
+Writes `agreement.md` and `agreement.csv` into `--out` (default:
+`<REPORT_A>/agreement`), whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from experiments.analysis import _markdown
+from experiments.tables import METRICS, decimals
+from vae_sweep.checks import writable_folder
+from vae_sweep.cli import Parser, text
+from vae_sweep.errors import InputError, run_cli
+from vae_sweep.files import replaced_dir
+
+TABLE = "comparisons_by_metric.csv"
+JOIN = ["comparison", "label", "prior", "metric"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = Parser("python -m experiments.agreement", __doc__)
+    parser.add_argument("reports", type=text, nargs=2, metavar="REPORT",
+                        help="two experiments.analysis output folders")  # fmt: skip
+    parser.add_argument("--labels", type=text, default="A,B",
+                        help="what tells the two apart, comma-separated")  # fmt: skip
+    parser.add_argument("--metrics", type=text, default=None,
+                        help="metrics to set side by side (default: every one both "
+                        "reports paired on)")  # fmt: skip
+    parser.add_argument("--out", type=text, default=None,
+                        help="the folder written (default: <REPORT_A>/agreement)")
+    return parser
+
+
+def direction(low: float, high: float) -> str:
+    """`-` or `+` where the interval excludes 0 on that side, `0` where it holds 0
+    (or there is no interval: fewer than two pairs)."""
+    if pd.isna(low) or pd.isna(high):
+        return "0"
+    if high < 0:
+        return "-"
+    if low > 0:
+        return "+"
+    return "0"
+
+
+def _cell(difference: float, low: float, high: float) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "–" if pd.isna(difference) else f"{difference:.3g} (no interval)"
+    places = decimals(high - low)
+    return f"{difference:.{places}f} [{low:.{places}f}, {high:.{places}f}]"
+
+
+def _read(folder: str) -> pd.DataFrame:
+    path = Path(folder) / TABLE
+    if not path.is_file():
+        raise InputError(f"{folder}: no {TABLE} (an experiments.analysis report "
+                         "folder)")  # fmt: skip
+    return pd.read_csv(path)
+
+
+def side_by_side(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """One row per comparison both tables hold, in A's order."""
+    keep = [*JOIN, "pairs", "difference", "ci_low", "ci_high", "p_holm"]
+    joined = a[keep].merge(b[keep], on=JOIN, suffixes=("_a", "_b"), sort=False)
+    joined = joined[joined["metric"].isin(metrics)]
+    for side in ("a", "b"):
+        joined[f"direction_{side}"] = [
+            direction(lo, hi)
+            for lo, hi in zip(joined[f"ci_low_{side}"], joined[f"ci_high_{side}"],
+                              strict=True)  # fmt: skip
+        ]
+    joined["agree"] = joined["direction_a"] == joined["direction_b"]
+    order = {m: i for i, m in enumerate(metrics)}
+    return joined.sort_values("metric", key=lambda m: m.map(order),
+                              kind="stable").reset_index(drop=True)  # fmt: skip
+
+
+def _summary(table: pd.DataFrame, labels: list[str]) -> list[str]:
+    resolved = table[table["direction_a"] != "0"]
+    held = int((resolved["direction_b"] == resolved["direction_a"]).sum())
+    return [
+        f"{len(table)} comparisons in both; the directions agree in "
+        f"{int(table['agree'].sum())}. Of the {len(resolved)} that {labels[0]} "
+        f"resolves (an interval excluding 0), {held} hold in {labels[1]}."
+    ]
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    labels = [part.strip() for part in args.labels.split(",")]
+    if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
+        raise InputError(f"--labels {args.labels!r}: two different names, "
+                         "comma-separated")  # fmt: skip
+    a, b = (_read(folder) for folder in args.reports)
+    both = [m for m in METRICS if m in set(a["metric"]) & set(b["metric"])]
+    metrics = both
+    if args.metrics is not None:
+        metrics = [m.strip() for m in args.metrics.split(",")]
+        missing = [m for m in metrics if m not in both]
+        if missing:
+            raise InputError(f"--metrics: {', '.join(missing)} not paired in both "
+                             f"reports (both have {', '.join(both)})")  # fmt: skip
+    out = Path(args.out) if args.out else Path(args.reports[0]) / "agreement"
+    writable_folder(out, f"--out {out}")
+    table = side_by_side(a, b, metrics)
+    if table.empty:
+        raise InputError("the two reports hold no comparison in common")
+    shown = pd.DataFrame({
+        "metric": [METRICS[m].label for m in table["metric"]],
+        "comparison": table["label"],
+        "prior": table["prior"],
+        labels[0]: [_cell(*r) for r in zip(table["difference_a"], table["ci_low_a"],
+                                           table["ci_high_a"], strict=True)],
+        labels[1]: [_cell(*r) for r in zip(table["difference_b"], table["ci_low_b"],
+                                           table["ci_high_b"], strict=True)],
+        "directions": table["direction_a"] + " / " + table["direction_b"],
+        "agree": table["agree"].map({True: "yes", False: "no"}),
+    })  # fmt: skip
+    command = " ".join(["python -m experiments.agreement",
+                        *(sys.argv[1:] if argv is None else argv)])  # fmt: skip
+    report = [
+        f"# {labels[0]} beside {labels[1]}",
+        "",
+        f"The paired comparisons of `{args.reports[0]}` ({labels[0]}) and "
+        f"`{args.reports[1]}` ({labels[1]}): a - b over seeds with its interval, as "
+        "each report computed them. Directions: `-` the interval lies below 0, `+` "
+        "above, `0` it holds 0.",
+        "",
+        *_summary(table, labels),
+        "",
+        _markdown(shown),
+        "",
+        "---",
+        "",
+        f"Written by `{command}`.",
+    ]
+    with replaced_dir(out) as staged:
+        table.to_csv(staged / "agreement.csv", index=False)
+        (staged / "agreement.md").write_text("\n".join(report) + "\n")
+    print(f"report: {out / 'agreement.md'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
