@@ -17,12 +17,18 @@ CRITERION_COLOURS = {
     "lowest_mahalanobis": "C2",
     "highest_mahalanobis": "C5",
     "class_balanced": "C3",
+    "class_density": "C6",
+    "k_center": "C8",
+    "knn_density": "C9",
+    "lowest_prototype": "navy",
+    "highest_prototype": "goldenrod",
     FULL_SET: "black",
 }
+UNLISTED_COLOUR = "C7"  # grey: a criterion the table does not know
 
 
 def _colour(criterion: str) -> str:
-    return CRITERION_COLOURS.get(criterion, "C7")
+    return CRITERION_COLOURS.get(criterion, UNLISTED_COLOUR)
 
 
 def fid_against_n_train(long: pd.DataFrame, priors: list[str], *,

@@ -11,8 +11,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 
 from experiments import analysis, early_stopping
+from experiments.figures import CRITERION_COLOURS, UNLISTED_COLOUR
 from experiments.replay import replay, report_seconds
 from experiments.significance import (
     holm,
@@ -24,6 +26,7 @@ from experiments.significance import (
     top_k_overlap,
 )
 from experiments.tables import comparisons, fid_table, row_keys, wide_fid_table
+from selection.criteria import CRITERIA
 from sweep.config import GridConfig, resolved_yaml
 from sweep.reader import load_sweep
 from tests.helpers.commands import assert_one_line_error, run_command
@@ -332,6 +335,13 @@ def test_the_best_and_worst_trials_memorization_grids_are_shown(tmp_path):
         seed = int(results.loc[results["trial_id"] == trial, "seed"].iloc[0])
         assert f"(share of copies {seed / 100:.3g})" in report
         assert f"![memorization](memorization_{label}.png)" in report
+
+
+def test_every_criterion_draws_in_a_colour_of_its_own():
+    # the study's learning curves drew class_density and k_center in the same grey
+    colours = [to_rgb(CRITERION_COLOURS.get(c, UNLISTED_COLOUR)) for c in CRITERIA]
+    assert len(set(colours)) == len(CRITERIA)
+    assert to_rgb(UNLISTED_COLOUR) not in colours
 
 
 def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
