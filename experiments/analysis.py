@@ -16,8 +16,10 @@ partial) and writes into `--out` (default: `<first RESULTS_DIR>/report`):
   measured (each its own Holm family), the other metrics set side by side in the
   report: what a choice does to fidelity (precision, density) and diversity (recall,
   coverage) beside the primary metric;
-- `fid_vs_n_train.png`, `learning_curves.png`, the best and worst trial's sample grid
-  (`samples_best.png`, `samples_worst.png`) when the sweep saved them, and for E1/E2
+- `fid_vs_n_train.png` (one per metric measured), `learning_curves.png`,
+  `precision_recall.png` and `density_coverage.png` where measured, the best and
+  worst trial's sample grid (`samples_best.png`, `samples_worst.png`) when the sweep
+  saved them, and for E1/E2
   sweeps `e1.png` / `e2.png` with `e1.csv` / `e2.csv`.
 
 The folder is written whole or not at all.
@@ -290,26 +292,33 @@ def _table5_lines(sweep: Sweep, results: pd.DataFrame, level: float) -> list[str
 
 
 def _precision_recall_lines(results, keys, priors, level, out: Path) -> list[str]:
-    """Fidelity against diversity: precision against recall per training-set choice
-    and generative prior (the recon ceiling left out)."""
-    if not {"precision", "recall"} <= set(results) or results["recall"].isna().all():
-        return []
+    """Fidelity against diversity per training-set choice and generative prior (the
+    recon ceiling left out): precision against recall, and density against coverage
+    (Naeem et al.'s versions, which outliers among the real images sway less)."""
     generative = tables.generative(priors)
-    long = {m: tables.fid_table(results[results["prior"].isin(generative)], keys,
-                                level, metric=m)
-            for m in ("precision", "recall")}  # fmt: skip
-    figures.precision_recall(long["precision"], long["recall"], generative).savefig(
-        out / "precision_recall.png", dpi=120, bbox_inches="tight")  # fmt: skip
-    return [
-        "## Fidelity against diversity",
-        "",
-        "Precision (the share of generated samples inside the real samples' k = 3 "
-        "neighbourhoods) against recall (the share of real samples inside the "
-        "generated ones'), Kynkäänniemi et al. 2019, on the FID's own features.",
-        "",
-        "![precision and recall](precision_recall.png)",
-        "",
-    ]
+    lines = []
+    for (fidelity, diversity), name, told in (
+        (("precision", "recall"), "precision_recall.png",
+         "Precision (the share of generated samples inside the real samples' k = 3 "
+         "neighbourhoods) against recall (the share of real samples inside the "
+         "generated ones'), Kynkäänniemi et al. 2019, on the FID's own features."),
+        (("density", "coverage"), "density_coverage.png",
+         "Density (the number of real samples' k = 5 neighbourhoods a generated "
+         "sample falls in, averaged over the samples and divided by k) against "
+         "coverage (the share of real samples whose neighbourhood holds a generated "
+         "one), Naeem et al. 2020, which outliers among the real samples sway "
+         "less; DeVries et al. 2020 measure both pairs."),
+    ):  # fmt: skip
+        if not {fidelity, diversity} <= set(results) or results[diversity].isna().all():
+            continue
+        long = {m: tables.fid_table(results[results["prior"].isin(generative)], keys,
+                                    level, metric=m)
+                for m in (fidelity, diversity)}  # fmt: skip
+        figures.fidelity_diversity(long[fidelity], long[diversity], generative,
+                                   (fidelity, diversity)).savefig(
+            out / name, dpi=120, bbox_inches="tight")  # fmt: skip
+        lines += [told, "", f"![{fidelity} and {diversity}]({name})", ""]
+    return ["## Fidelity against diversity", "", *lines] if lines else []
 
 
 def _makeup_lines(results: pd.DataFrame, keys: list[str], out: Path) -> list[str]:

@@ -145,27 +145,36 @@ def learning_curves(history: pd.DataFrame) -> Figure:
 
 def precision_recall(precision: pd.DataFrame, recall: pd.DataFrame,
                      priors: list[str]) -> Figure:  # fmt: skip
-    """A panel per prior: each training-set choice at (recall, precision), the mean
-    over seeds with its 95% interval on both axes; marker size grows with n_train."""
+    """Precision (fidelity) against recall (diversity): `fidelity_diversity`."""
+    return fidelity_diversity(precision, recall, priors, ("precision", "recall"))
+
+
+def fidelity_diversity(fidelity: pd.DataFrame, diversity: pd.DataFrame,
+                       priors: list[str], names: tuple[str, str]) -> Figure:
+    """A panel per prior: each training-set choice at (diversity, fidelity), the mean
+    over seeds with its 95% interval on both axes; marker size grows with n_train.
+    `names`: the two metrics (precision and recall, or density and coverage), whose
+    long tables (`tables.fid_table`) are given."""
+    fidelity_name, diversity_name = names
     figure = Figure(figsize=(4.2 * len(priors), 3.9))
     axes = np.atleast_1d(figure.subplots(1, len(priors), sharex=True, sharey=True))
     keys = ["n_train", "criterion", "prior"]
-    both = precision.merge(recall, on=keys, suffixes=("_p", "_r"))
+    both = fidelity.merge(diversity, on=keys, suffixes=("_f", "_d"))
     sizes = sorted(set(both["n_train"]))
     for axis, prior in zip(axes, priors, strict=True):
-        cells = both[(both["prior"] == prior) & (both["seeds_p"] > 0)]
-        for row in cells.itertuples():
-            x, y = row.recall_mean, row.precision_mean
+        cells = both[(both["prior"] == prior) & (both["seeds_f"] > 0)]
+        for _, row in cells.iterrows():
+            x, y = row[f"{diversity_name}_mean"], row[f"{fidelity_name}_mean"]
             axis.errorbar(
                 x, y,
-                xerr=[[x - row.ci_low_r], [row.ci_high_r - x]],
-                yerr=[[y - row.ci_low_p], [row.ci_high_p - y]],
-                fmt="o", color=_colour(row.criterion), capsize=2,
-                markersize=4 + 3 * sizes.index(row.n_train),
-                label=f"{row.criterion}, n={int(row.n_train):,}",
+                xerr=[[x - row["ci_low_d"]], [row["ci_high_d"] - x]],
+                yerr=[[y - row["ci_low_f"]], [row["ci_high_f"] - y]],
+                fmt="o", color=_colour(row["criterion"]), capsize=2,
+                markersize=4 + 3 * sizes.index(row["n_train"]),
+                label=f"{row['criterion']}, n={int(row['n_train']):,}",
             )  # fmt: skip
-        axis.set_xlabel("recall (diversity)")
-        axis.set_ylabel("precision (fidelity)")
+        axis.set_xlabel(f"{diversity_name} (diversity)")
+        axis.set_ylabel(f"{fidelity_name} (fidelity)")
         axis.set_title(f"{prior} prior")
         axis.grid(True, alpha=0.3)
         # recalls near 1e-4 would print as -0.0006-0.0004... run together

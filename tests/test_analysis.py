@@ -355,6 +355,16 @@ def test_precision_and_recall_tabulate_higher_is_better_and_draw(tmp_path):
     report = (out / "report.md").read_text()
     assert "## precision (mean [95% Student-t interval] over n seeds; higher" in report
     assert (tmp_path / "r" / "precision_recall.png").stat().st_size > 0
+    # no density or coverage measured: no such figure
+    assert "density_coverage.png" not in report
+    assert not (out / "density_coverage.png").exists()
+    # with them, density against coverage beside precision against recall
+    both = write_sweep(tmp_path / "prdc", results=results.assign(
+        density=results["precision"] / 2, coverage=results["recall"] / 2))
+    analysis.main([str(both), "--out", str(tmp_path / "d")])
+    report = (tmp_path / "d" / "report.md").read_text()
+    assert "![density and coverage](density_coverage.png)" in report
+    assert (tmp_path / "d" / "density_coverage.png").stat().st_size > 0
     compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
     row = compared[(compared["criterion"] == "lowest_recon")
                    & (compared["prior"] == "gaussian")].iloc[0]  # fmt: skip
