@@ -277,6 +277,8 @@ EARLY_STOPPING = [
         "--grace: 1 is given",
     ),
     (["{study}", "--out", "{out}", "--prior", ""], "--prior: expected a value"),
+    (["{study}", "--out", "{out}", "--metric", "precision"],
+     "--metric: invalid choice: 'precision' (choose from 'fid', 'kid', 'fid_inf')"),
 ]
 
 SHARED = ["--set", "storage_shared=true"]  # storage that every node sees
