@@ -49,6 +49,8 @@ from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
 
 REPORT = "report.md"
+# what a sweep rebuilt from Tune's state lacks: the driver writes it with the tables
+NOT_RECORDED = "not recorded in the tables (a sweep rebuilt from Tune's state)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,7 +148,7 @@ def _setup_lines(sweep: Sweep, results: pd.DataFrame) -> list[str]:
         f"{grid.stage1.lr}, loss {grid.stage1.loss}.",
         f"- Priors: {', '.join(grid.priors)}; FID on {grid.fid.samples} samples per "
         f"prior; metrics {', '.join(grid.fid.metrics)}; network "
-        f"{first.get('fid_network', 'unknown')}.",
+        f"{first.get('fid_network') or NOT_RECORDED}.",
         f"- Mahalanobis space: {grid.selection.mahalanobis_space} (covariance "
         f"{grid.selection.mahalanobis_covariance}); the literature's criteria: "
         f"{grid.selection.space}; recon reference VAE "
@@ -273,14 +275,15 @@ def _table5_lines(sweep: Sweep, results: pd.DataFrame, level: float) -> list[str
     if shown.empty:
         return []
     samples = sorted({int(s) for s in done["fid_samples"].dropna()})
-    encoding = done["data_encoding"].iloc[0] if "data_encoding" in done else "unknown"
+    encoding = done["data_encoding"].iloc[0] if "data_encoding" in done else None
+    copy = f"a {encoding} copy" if encoding else f"a copy ({NOT_RECORDED})"
     return [
         "## The study's Table 5 beside this sweep",
         "",
         "The thesis's FIDs (Ravaglia 2019, Table 5; experiments/published) next to "
         "the mean of this sweep's seeds for the same training-set choice and prior. "
         "Absolute values differ for reasons that have nothing to do with the "
-        f"question: this sweep read a {encoding} copy of CIFAR-10 (the thesis the "
+        f"question: this sweep read {copy} of CIFAR-10 (the thesis the "
         f"lossless one), scored {', '.join(map(str, samples))} samples per prior (the "
         f"thesis 10,000; FID grows as samples shrink), trained a pool of {pool:,} "
         "images with its own model width and budget (the thesis 50,000, the full "

@@ -480,6 +480,9 @@ def test_a_sweep_with_missing_trials_is_reported_partial(tmp_path):
     analysis.main([str(folder), "--out", str(tmp_path / "r")])
     report = (tmp_path / "r" / "report.md").read_text()
     assert "PARTIAL; 6 of 9 trials reported" in report
+    # the driver's facts (network, data encoding) are not in these tables: said so
+    assert "network not recorded in the tables (a sweep rebuilt from" in report
+    assert "unknown" not in report
 
 
 @pytest.mark.parametrize("case, needle", [
