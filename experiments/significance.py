@@ -52,9 +52,12 @@ def paired_difference(a, b, test: str = "t", level: float = 0.95) -> PairedCompa
         return PairedComparison(interval, math.nan, test)
     if test == "t":
         # no spread (to rounding: differences of scores on a grid of 1 / samples
-        # that differ in the last bit): t is undefined
+        # that differ in the last bit): t is undefined, and the exact sign-flip
+        # test answers instead (2 / 2^n where every difference is the same nonzero
+        # value, 1 where all are 0): a coarse score that moved by one grid step on
+        # both seeds is no evidence at 2 pairs
         if np.ptp(difference) <= 1e-12 * np.abs(difference).max():
-            p = 1.0 if np.all(difference == 0) else 0.0
+            p = sign_flip_p_value(difference)
         else:
             p = float(stats.ttest_1samp(difference, 0.0).pvalue)
     elif test == "permutation":
@@ -73,14 +76,15 @@ def resolvable_difference(difference, level: float = 0.95,
     detects with probability `power`, at these pairs' count and the spread of their
     differences (the observed standard deviation taken as the true one): the delta
     at which the noncentral t's two tails beyond the critical value hold `power`.
-    NaN with fewer than two pairs; 0 when the differences do not vary."""
+    NaN with fewer than two pairs, and where the differences do not vary (to
+    rounding): an observed spread of 0 says nothing of the design's power."""
     d = np.asarray([v for v in difference if v is not None and np.isfinite(v)], float)
     n = len(d)
     if n < 2:
         return math.nan
     spread = float(d.std(ddof=1))
-    if spread == 0:
-        return 0.0
+    if np.ptp(d) <= 1e-12 * np.abs(d).max():
+        return math.nan
     df, critical = n - 1, stats.t.ppf(0.5 + level / 2, n - 1)
 
     def shortfall(effect: float) -> float:  # effect in standard deviations
