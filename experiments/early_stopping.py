@@ -159,6 +159,19 @@ def _finals(sweep: Sweep, prior: str, axes: list[str],
     return dict(zip(ok["key"], scores, strict=True)), rows
 
 
+def _check_metric(sweep: Sweep, metric: str, prior: str, exhaustive: bool) -> None:
+    """Every run ranks its finished trials by `metric` with `prior`, or one line."""
+    results = sweep.results
+    finished = results[(results["status"] == "ok") & (results["prior"] == prior)]
+    if metric in results and (finished.empty or finished[metric].notna().any()):
+        return
+    run = "the exhaustive run" if exhaustive else f"{sweep.folder}"
+    raise InputError(
+        f"--metric {metric}: {run} has no {metric} for the {prior} prior (its "
+        f"grid's fid.metrics: {', '.join(sweep.grid.fid.metrics)})"
+    )
+
+
 def _scheduler_label(grid) -> str:
     s = grid.scheduler
     if s.name == "none":
@@ -197,7 +210,7 @@ def live_rows(sweeps, exhaustive: Sweep, prior, axes, top_k,
 def _stop_cost(exhaustive: Sweep, trials: pd.DataFrame, outcome) -> float:
     """Seconds of the exhaustive run's trials had they stopped where the replay did:
     a stopped trial's time until the report it was stopped at (`outcome.seconds`,
-    from the run's clocks, a resume's downtime left out: replay.report_seconds), the
+    from the run's clocks, a resume's downtime left out: replay.round_seconds), the
     whole of the others'. Without clocks, a stopped trial's share of its stage-1
     budget. Stops are in the budget's unit: epochs, or steps."""
     end = budget_end(exhaustive.grid)
@@ -436,12 +449,8 @@ def main(argv=None) -> None:
             f"--prior {prior}: not among the grid's priors "
             f"({', '.join(exhaustive.grid.priors)})"
         )
-    scores = exhaustive.results.get(args.metric)
-    if scores is None or scores.isna().all():
-        raise InputError(
-            f"--metric {args.metric}: the exhaustive run has no {args.metric} "
-            f"(its grid's fid.metrics: {', '.join(exhaustive.grid.fid.metrics)})"
-        )
+    for sweep in sweeps:
+        _check_metric(sweep, args.metric, prior, sweep is exhaustive)
     end, unit = budget_end(exhaustive.grid), budget_unit(exhaustive.grid)
     if args.replay and args.grace and max(args.grace) > end:
         raise InputError(f"--grace {max(args.grace)} is more than the exhaustive "

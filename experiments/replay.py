@@ -83,50 +83,81 @@ def _timed(frame: pd.DataFrame) -> bool:
     return "finished_at" in frame and bool((frame["finished_at"].fillna(0) > 0).all())
 
 
-# an interval between a trial's reports this many times longer (or shorter) than its
-# median is not time it ran: the sweep was stopped and resumed across it
+# a round that took this many times its stage's median round, and at least
+# RESUME_SECONDS more, spans a stop and a resume (a resume alone takes Ray that long)
 RESUME_GAP = 3.0
+RESUME_SECONDS = 30.0
 
 
-def report_seconds(clock: np.ndarray, start: float,
-                   end: float) -> tuple[np.ndarray, float, float]:  # fmt: skip
-    """A trial's compute seconds until each report, its final phase's (priors,
-    scores), and when it started, from its reports' clocks (`clock`), its start and
-    its end. `start` is `end` less the trial's run time (Tune's time_total_s, which
+def _without_gaps(intervals: np.ndarray) -> tuple[np.ndarray, float]:
+    """Round intervals with each resume gap set to the median round, and the time
+    taken out."""
+    if not len(intervals):
+        return intervals, 0.0
+    median = float(np.median(intervals))
+    gap = (intervals > RESUME_GAP * median) & (intervals > median + RESUME_SECONDS)
+    return np.where(gap, median, intervals), float((intervals - median)[gap].sum())
+
+
+def round_seconds(stage1: np.ndarray, stage2: np.ndarray, start: float,
+                  end: float) -> tuple[np.ndarray, float, float]:  # fmt: skip
+    """A trial's compute seconds per stage-1 round, its final phase's (stage 2, the
+    priors, the scores) and when it started, from its rounds' clocks (`stage1`,
+    `stage2`: each round's finished_at), its recorded start and its end.
+
+    The recorded start is `end` less the trial's run time (Tune's time_total_s, which
     runs on across a resume without the downtime): without a resume the clocks'
-    differences are the answer. A resume (`--resume` after a stop) puts the downtime
-    into one interval and takes it from the first (the start sits that much late):
-    each interval outside 1/RESUME_GAP..RESUME_GAP times the median counts as the
-    median, the final phase as what is left of the run time, the start as the first
-    report less its interval."""
-    steps = np.diff(np.concatenate([[start], clock]))
-    final = max(0.0, end - clock[-1])
-    positive = steps[steps > 0]
-    if not len(positive):
-        return np.zeros_like(steps), end - start, start
-    median = float(np.median(positive))
-    gap = (steps < median / RESUME_GAP) | (steps > median * RESUME_GAP)
-    if not gap.any():
-        return steps, final, start
-    steps = np.where(gap, median, steps)
-    return steps, max(0.0, (end - start) - steps.sum()), clock[0] - steps[0]
+    differences are the answer. A stop and `--resume` put the downtime into one
+    interval between rounds and move the recorded start that much late, out of the
+    first round. So an interval after the first round (in either stage) of more than
+    RESUME_GAP times its stage's median round, and RESUME_SECONDS over it, counts as
+    the median, and what it had over goes back to the first round. A first round
+    still at or below 0 s (a shorter downtime) takes the median round, and what that
+    adds comes out of the stage-1 round furthest over the median, where it fits;
+    the final phase is what is left of the run time (downtime after the last round
+    shows nowhere else)."""
+    first = stage1[0] - start
+    rounds, excess = _without_gaps(np.diff(stage1))
+    if len(stage2):  # the first stage-2 interval starts at stage 1's last round
+        excess += _without_gaps(np.diff(np.concatenate([[stage1[-1]], stage2])))[1]
+    first += excess
+    if first <= 0 and len(rounds):
+        median = float(np.median(rounds))
+        missing, longest = median - first, int(np.argmax(rounds))
+        if rounds[longest] - median >= missing:
+            rounds[longest] -= missing
+        first = median
+    steps = np.concatenate([[max(first, 0.0)], rounds])
+    final = max(0.0, (end - start) - steps.sum())
+    return steps, final, stage1[0] - steps[0]
 
 
 def build_trials(history: pd.DataFrame, grid: GridConfig,
                  times: pd.DataFrame | None = None) -> list[_Trial]:  # fmt: skip
     """The exhaustive run's trials, in the order it started them, with what each
-    reported and how long each step took (`report_seconds`). `times`: the trials'
-    `started_at` and `finished_at` (Unix seconds, indexed by trial id), when known."""
+    reported and how long each report took (`round_seconds`, summed over the rounds
+    since the last report). `times`: the trials' `started_at` and `finished_at` (Unix
+    seconds, indexed by trial id), when known."""
     time = budget_unit(grid)
     reported = reported_results(history, grid.eval.every, time)
     timed = _timed(reported) and times is not None
     trials = []
     for trial_id, rows in reported.groupby("trial_id", sort=False):
         rows = rows.sort_values("epoch")
-        if timed and trial_id in times.index:
+        clocked = timed and trial_id in times.index
+        if clocked:
             start, end = times.loc[trial_id, ["started_at", "finished_at"]]
-            clock = rows["finished_at"].to_numpy(float)
-            steps, final, first = report_seconds(clock, float(start), float(end))
+            own = history[history["trial_id"] == trial_id]
+            one = own[own["phase"] == "stage1"].sort_values("epoch")
+            two = own[own["phase"] == "stage2"].sort_values("epoch")
+            two = two["finished_at"].dropna().to_numpy(float) if len(two) else []
+            seconds, final, first = round_seconds(
+                one["finished_at"].to_numpy(float), np.asarray(two, float),
+                float(start), float(end))  # fmt: skip
+            # seconds until each report: the rounds up to it, less those before
+            spent = dict(zip(one["epoch"], np.cumsum(seconds), strict=True))
+            upto = np.array([spent[e] for e in rows["epoch"]])
+            steps = np.diff(np.concatenate([[0.0], upto]))
         else:  # one unit per epoch (step), priors instant: a synchronous run
             units = rows[time].to_numpy(float)
             steps, final, first = np.diff(np.concatenate([[0.0], units])), 0.0, 0.0
@@ -134,7 +165,6 @@ def build_trials(history: pd.DataFrame, grid: GridConfig,
                     "seconds": float(max(s, 0.0))}
                    for e, t, f, s in zip(rows["epoch"], rows[time], rows[METRIC],
                                          steps, strict=True)]  # fmt: skip
-        clocked = timed and trial_id in times.index
         trials.append(
             (first, len(trials), _Trial(trial_id, results, final, timed=clocked))
         )

@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgb
 
 from experiments import analysis, early_stopping
 from experiments.figures import CRITERION_COLOURS, UNLISTED_COLOUR
-from experiments.replay import replay, report_seconds
+from experiments.replay import replay, round_seconds
 from experiments.significance import (
     holm,
     kendall_tau,
@@ -645,21 +645,58 @@ def test_early_stopping_report_on_synthetic_runs(tmp_path):
     assert "the exhaustive top 2" in report
 
 
-def test_report_seconds_leave_a_resumes_downtime_out():
-    # a trial reports every 20 s from its start at 90 and takes 100 s after its last
-    # report: 180 s of run time (Tune's time_total_s), so its recorded start is its
-    # end less 180 s
-    clock = np.array([110.0, 130.0, 150.0, 170.0])
-    steps, final, first = report_seconds(clock, 90.0, 270.0)
-    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0] and (final, first) == (100, 90)
-    # stopped after its second report, resumed 1,000 s later: the later clocks and
-    # its end move by 1,000, its recorded start too (270 + 1000 - 180)
-    resumed = np.array([110.0, 130.0, 1150.0, 1170.0])
-    steps, final, first = report_seconds(resumed, 1090.0, 1270.0)
-    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0] and (final, first) == (100, 90)
-    # stopped in its final phase (priors and scores) instead
-    steps, final, first = report_seconds(clock, 1090.0, 1270.0)
-    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0] and (final, first) == (100, 90)
+@pytest.mark.parametrize("case", ["through", "in stage 1", "in stage 2",
+                                  "after stage 2"])  # fmt: skip
+def test_round_seconds_leave_a_resumes_downtime_out(case):
+    """A trial from t = 90: 4 stage-1 rounds of 20 s, 3 stage-2 rounds of 10 s, then
+    70 s of scores: 180 s of run time (Tune's time_total_s), so its recorded start is
+    its end less 180 s. Stopped for 1,000 s somewhere and resumed, every clock after
+    the stop moves by 1,000; each case must read as the trial run through."""
+    one = np.array([110.0, 130.0, 150.0, 170.0])
+    two = np.array([180.0, 190.0, 200.0])
+    end = 270.0
+    if case == "in stage 1":  # after round 2
+        one[2:] += 1000
+        two += 1000
+        end += 1000
+    elif case == "in stage 2":  # after its round 1
+        two[1:] += 1000
+        end += 1000
+    elif case == "after stage 2":  # while scoring: no round shows it
+        end += 1000
+    steps, final, first = round_seconds(one, two, end - 180.0, end)
+    assert steps.tolist() == [20.0, 20.0, 20.0, 20.0]
+    assert (final, first) == (100.0, 90.0)
+
+
+def test_round_seconds_find_a_stage2_stop_after_a_long_set_up():
+    # from t = 0 a first round of 300 s (set-up), 20 s rounds, 10 s stage-2 rounds
+    # with a 100 s stop after the first, 100 s of scores: 470 s of run time, ending
+    # at 570, so recorded from 100; the first round still reads 200 s, and only the
+    # stage-2 gap says where its other 100 s went. The final phase: 30 + 100 s
+    one = np.array([300.0, 320.0, 340.0])
+    two = np.array([350.0, 460.0, 470.0])
+    steps, final, first = round_seconds(one, two, 100.0, 570.0)
+    assert steps.tolist() == [300.0, 20.0, 20.0] and (final, first) == (130.0, 0.0)
+
+
+def test_round_seconds_keep_an_ordinary_trials_own_clocks():
+    # a long first round (set-up) and an uneven one, no resume: the clocks' own
+    # differences, whatever the median
+    steps, final, first = round_seconds(np.array([300.0, 320.0, 345.0, 360.0]),
+                                        np.array([]), 0.0, 400.0)  # fmt: skip
+    assert steps.tolist() == [300.0, 20.0, 25.0, 15.0] and (final, first) == (40, 0)
+
+
+def test_round_seconds_find_a_downtime_shorter_than_the_gap_rule():
+    # 100 s rounds from t = 0, a 150 s stop before round 3 (2.5 times the median,
+    # under RESUME_GAP), 100 s of scores: run time 500 s, recorded start 650 - 500;
+    # the first round reads -50 s: it takes the median, and the 150 s come out of
+    # the round that holds the downtime
+    steps, final, first = round_seconds(np.array([100.0, 200.0, 450.0, 550.0]),
+                                        np.array([]), 150.0, 650.0)  # fmt: skip
+    assert steps.tolist() == [100.0, 100.0, 100.0, 100.0]
+    assert (final, first) == (100.0, 0.0)
 
 
 def test_a_resumed_exhaustive_run_costs_what_it_ran(tmp_path):
@@ -748,8 +785,11 @@ def test_the_report_names_the_cheapest_setting_that_keeps_the_answer():
     ("prior", "--prior vamp: not among the grid's priors"),
     ("top_k", "--top-k must be at least 1"),
     ("no_fid", "--replay needs a history with an intermediate FID"),
-    ("metric", "--metric kid: the exhaustive run has no kid (its grid's fid.metrics: "
-               "fid)"),
+    ("metric", "--metric kid: the exhaustive run has no kid for the gaussian prior "
+               "(its grid's fid.metrics: fid)"),
+    ("metric_gmm_only", "--metric kid: the exhaustive run has no kid for the "
+                        "gaussian prior"),
+    ("metric_live", "--metric kid: {live} has no kid for the gaussian prior"),
 ])  # fmt: skip
 def test_early_stopping_bad_input_is_one_line(tmp_path, case, needle):
     grid = synthetic_grid("asha", scheduler={"name": "asha", "grace_period": 1})
@@ -758,12 +798,19 @@ def test_early_stopping_bad_input_is_one_line(tmp_path, case, needle):
         history = synthetic_history(synthetic_results()).drop(
             columns="fid_intermediate"
         )
-    exhaustive = write_sweep(tmp_path / "none", history=history)
+    results = synthetic_results()
+    kid = results.assign(kid=results["fid"] / 1000)
+    with_kid = {"metric_live": kid,
+                "metric_gmm_only": kid.assign(kid=kid["kid"].where(
+                    kid["prior"] == "gmm"))}.get(case)  # fmt: skip
+    exhaustive = write_sweep(tmp_path / "none", history=history, results=with_kid)
     live = write_sweep(tmp_path / "asha", grid=grid)
     args = [str(live)] if case == "no_exhaustive" else [str(exhaustive), str(live)]
     args += {"prior": ["--prior", "vamp"], "top_k": ["--top-k", "0"],
-             "no_fid": ["--replay"],
-             "metric": ["--metric", "kid"]}.get(case, [])  # fmt: skip
+             "no_fid": ["--replay"]}.get(case, [])  # fmt: skip
+    if case.startswith("metric"):
+        args += ["--metric", "kid"]
+    needle = needle.format(live=live)
     out = tmp_path / "out"
     _assert_input_error(early_stopping.main, [*args, "--out", str(out)], needle)
     assert not out.exists()
