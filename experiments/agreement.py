@@ -9,9 +9,12 @@ REPORT_A and REPORT_B are `experiments.analysis` output folders (each with its
 8,000 stage-1 steps. For every comparison both hold (the same label, e.g. `n=5000
 class_density vs random`, prior and metric) it sets the two differences with their
 intervals side by side and reads each interval's direction: `-` (wholly below 0),
-`+` (wholly above) or `0` (it holds 0: no direction resolved); `agree` where the two
-directions are the same. Whether `-` is better depends on the metric (lower FID and
-KID, higher precision, recall, density, coverage).
+`+` (wholly above), `0` (it holds 0, or has no width: no spread, nothing resolved)
+or `–` (no interval: fewer than two pairs); `agree` where both have an interval and
+the two directions are the same. The intervals are each report's own, unadjusted;
+the summary also counts what holds after Holm's adjustment (`p_holm`). Whether `-`
+is better depends on the metric (lower FID and KID, higher precision, recall,
+density, coverage). The two reports must have used the same level and test.
 
 Writes `agreement.md` and `agreement.csv` into `--out` (default:
 `<REPORT_A>/agreement`), whole or not at all.
@@ -34,6 +37,9 @@ from vae_sweep.files import replaced_dir
 
 TABLE = "comparisons_by_metric.csv"
 JOIN = ["comparison", "label", "prior", "metric"]
+COLUMNS = [*JOIN, "pairs", "difference", "ci_low", "ci_high", "p_holm", "level",
+           "test"]  # fmt: skip
+SHOWN = ("metric", "comparison", "prior", "directions", "agree")  # the table's own
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,8 +58,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def direction(low: float, high: float) -> str:
     """`-` or `+` where the interval excludes 0 on that side, `0` where it holds 0
-    (or there is no interval: fewer than two pairs)."""
+    or has no width (differences with no spread: nothing resolved), `–` where there
+    is none (fewer than two pairs)."""
     if pd.isna(low) or pd.isna(high):
+        return "–"
+    if high - low <= 1e-12 * max(abs(low), abs(high)):
         return "0"
     if high < 0:
         return "-"
@@ -74,7 +83,27 @@ def _read(folder: str) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{folder}: no {TABLE} (an experiments.analysis report "
                          "folder)")  # fmt: skip
-    return pd.read_csv(path)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a table ({str(e).splitlines()[0]})") from None
+    missing = [c for c in COLUMNS if c not in table]
+    if missing:
+        raise InputError(f"{path}: missing columns {', '.join(missing)} (written by "
+                         "an older experiments.analysis? run it again)")  # fmt: skip
+    return table
+
+
+def _same_settings(a: pd.DataFrame, b: pd.DataFrame, folders: list[str]) -> None:
+    """Intervals at different levels, or from different tests, do not compare."""
+    for column in ("level", "test"):
+        values = [sorted(set(t[column].dropna())) for t in (a, b)]
+        if values[0] != values[1]:
+            raise InputError(
+                f"the reports differ in their {column} ({folders[0]}: "
+                f"{', '.join(map(str, values[0]))}; {folders[1]}: "
+                f"{', '.join(map(str, values[1]))}): run experiments.analysis on "
+                "both alike")
 
 
 def side_by_side(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -88,19 +117,28 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str]) -> pd.Dat
             for lo, hi in zip(joined[f"ci_low_{side}"], joined[f"ci_high_{side}"],
                               strict=True)  # fmt: skip
         ]
-    joined["agree"] = joined["direction_a"] == joined["direction_b"]
+    both = (joined["direction_a"] != "–") & (joined["direction_b"] != "–")
+    joined["agree"] = (joined["direction_a"] == joined["direction_b"]).where(both)
     order = {m: i for i, m in enumerate(metrics)}
     return joined.sort_values("metric", key=lambda m: m.map(order),
                               kind="stable").reset_index(drop=True)  # fmt: skip
 
 
-def _summary(table: pd.DataFrame, labels: list[str]) -> list[str]:
-    resolved = table[table["direction_a"] != "0"]
+def _summary(table: pd.DataFrame, labels: list[str], level: float) -> list[str]:
+    both = table[table["agree"].notna()]
+    resolved = both[both["direction_a"].isin(["-", "+"])]
     held = int((resolved["direction_b"] == resolved["direction_a"]).sum())
+    alpha = 1 - level
+    holm = both[both["p_holm_a"] < alpha]
+    held_holm = int(((holm["p_holm_b"] < alpha)
+                     & (holm["direction_b"] == holm["direction_a"])).sum())  # fmt: skip
     return [
-        f"{len(table)} comparisons in both; the directions agree in "
-        f"{int(table['agree'].sum())}. Of the {len(resolved)} that {labels[0]} "
-        f"resolves (an interval excluding 0), {held} hold in {labels[1]}."
+        f"{len(table)} comparisons in both, {len(both)} with an interval on both "
+        f"sides (two pairs or more); their directions agree in "
+        f"{int(both['agree'].sum())}. Of the {len(resolved)} that {labels[0]} "
+        f"resolves (its unadjusted interval excludes 0), {held} hold in "
+        f"{labels[1]}; of the {len(holm)} that stay below {alpha:.2g} after Holm's "
+        f"adjustment in {labels[0]}, {held_holm} do in {labels[1]} too."
     ]
 
 
@@ -110,7 +148,12 @@ def main(argv=None) -> None:
     if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
         raise InputError(f"--labels {args.labels!r}: two different names, "
                          "comma-separated")  # fmt: skip
+    taken = [name for name in labels if name in SHOWN or "|" in name]
+    if taken:
+        raise InputError(f"--labels {args.labels!r}: {taken[0]!r} is a column name "
+                         "of the table or holds '|'")  # fmt: skip
     a, b = (_read(folder) for folder in args.reports)
+    _same_settings(a, b, args.reports)
     both = [m for m in METRICS if m in set(a["metric"]) & set(b["metric"])]
     metrics = both
     if args.metrics is not None:
@@ -133,7 +176,7 @@ def main(argv=None) -> None:
         labels[1]: [_cell(*r) for r in zip(table["difference_b"], table["ci_low_b"],
                                            table["ci_high_b"], strict=True)],
         "directions": table["direction_a"] + " / " + table["direction_b"],
-        "agree": table["agree"].map({True: "yes", False: "no"}),
+        "agree": table["agree"].map({True: "yes", False: "no"}).fillna("–"),
     })  # fmt: skip
     command = " ".join(["python -m experiments.agreement",
                         *(sys.argv[1:] if argv is None else argv)])  # fmt: skip
@@ -145,7 +188,7 @@ def main(argv=None) -> None:
         "each report computed them. Directions: `-` the interval lies below 0, `+` "
         "above, `0` it holds 0.",
         "",
-        *_summary(table, labels),
+        *_summary(table, labels, float(a["level"].dropna().iloc[0])),
         "",
         _markdown(shown),
         "",

@@ -259,6 +259,7 @@ def _comparison(family, n_train, criterion, prior, label, pairs, test, level,
                                             level),  # fmt: skip
         "metric": metric,
         "test": test,
+        "level": level,
         "p_value": result.p_value,
     }
 
