@@ -84,9 +84,12 @@ def _timed(frame: pd.DataFrame) -> bool:
 
 
 # a round that took this many times its stage's median round, and at least
-# RESUME_SECONDS more, spans a stop and a resume (a resume alone takes Ray that long)
+# RESUME_SECONDS more, spans a stop and a resume (a stop, a new driver and Ray's
+# start take that long; a round slowed by a busy machine does not: the study's
+# rounds tripled to 66 s under a test run beside it). A shorter stop shows as a
+# first round at or below 0 s, which round_seconds also mends
 RESUME_GAP = 3.0
-RESUME_SECONDS = 30.0
+RESUME_SECONDS = 120.0
 
 
 def _without_gaps(intervals: np.ndarray) -> tuple[np.ndarray, float]:

@@ -671,12 +671,13 @@ def test_round_seconds_leave_a_resumes_downtime_out(case):
 
 def test_round_seconds_find_a_stage2_stop_after_a_long_set_up():
     # from t = 0 a first round of 300 s (set-up), 20 s rounds, 10 s stage-2 rounds
-    # with a 100 s stop after the first, 100 s of scores: 470 s of run time, ending
-    # at 570, so recorded from 100; the first round still reads 200 s, and only the
-    # stage-2 gap says where its other 100 s went. The final phase: 30 + 100 s
+    # with a 300 s stop after the first, 100 s of scores: 470 s of run time, ending
+    # at 770, so recorded from 300; the first round reads 0 s, and only the stage-2
+    # gap says that 300 s went there, not one median round. The final phase: 30 +
+    # 100 s
     one = np.array([300.0, 320.0, 340.0])
-    two = np.array([350.0, 460.0, 470.0])
-    steps, final, first = round_seconds(one, two, 100.0, 570.0)
+    two = np.array([350.0, 660.0, 670.0])
+    steps, final, first = round_seconds(one, two, 300.0, 770.0)
     assert steps.tolist() == [300.0, 20.0, 20.0] and (final, first) == (130.0, 0.0)
 
 
@@ -686,6 +687,14 @@ def test_round_seconds_keep_an_ordinary_trials_own_clocks():
     steps, final, first = round_seconds(np.array([300.0, 320.0, 345.0, 360.0]),
                                         np.array([]), 0.0, 400.0)  # fmt: skip
     assert steps.tolist() == [300.0, 20.0, 25.0, 15.0] and (final, first) == (40, 0)
+
+
+def test_round_seconds_leave_a_round_slowed_by_a_busy_machine():
+    # the study's rounds of about 20 s took 66 s while a test run shared its cores:
+    # no stop, so the clocks stand as they are
+    steps, final, first = round_seconds(np.array([20.0, 40.0, 106.0, 126.0]),
+                                        np.array([]), 0.0, 200.0)  # fmt: skip
+    assert steps.tolist() == [20.0, 20.0, 66.0, 20.0] and (final, first) == (74, 0)
 
 
 def test_round_seconds_find_a_downtime_shorter_than_the_gap_rule():

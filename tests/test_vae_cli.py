@@ -58,6 +58,9 @@ def test_cli_writes_checkpoint_metrics_and_sample_grids(fake_data, tmp_path):
     stage2 = metrics["stage2"]  # the same names as the sweep's result columns
     assert stage2["stage2_epochs_run"] == 2 and stage2["stage2_outcome"] == "completed"
     assert stage2["stage2_loss_mse"] == stage2["stage2_history"][-1]["loss_mse"]
+    clocks = [r["finished_at"] for r in stage2["stage2_history"]]  # for the replay
+    assert clocks == sorted(clocks)
+    assert clocks[0] > metrics["history"][-1]["finished_at"]  # after stage 1's
     assert 0 <= stage2["stage2_inactive_dims"] <= stage2["stage2_latent_dim"]
     assert metrics["gmm"]["gmm_converged"] in (True, False)
     for name in ("stage1.pt", "stage2.pt", "loss.png"):

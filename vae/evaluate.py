@@ -57,7 +57,10 @@ def stage2_summary(fit: Stage2Fit) -> dict:
     final = fit.result.final
     history = [
         {"epoch": r.epoch, "step": r.step, "images_seen": r.images_seen,
-         "loss_mse": r.mse, "objective": r.loss, "lr": r.lr, "gamma": r.gamma}
+         "loss_mse": r.mse, "objective": r.loss, "lr": r.lr, "gamma": r.gamma,
+         # its clock, as stage 1's rounds carry theirs: a replay of the sweep finds
+         # a stop and resume in stage 2 from it (experiments.replay.round_seconds)
+         "finished_at": r.finished_at}
         for r in fit.result.history
     ]  # fmt: skip
     converged, change = loss_plateau(r.mse for r in fit.result.history)
