@@ -29,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.analysis import _markdown
-from experiments.tables import METRICS, decimals
+from experiments.significance import no_spread
+from experiments.tables import METRICS, interval_text
 from vae_sweep.checks import writable_folder
 from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
@@ -62,7 +63,7 @@ def direction(low: float, high: float) -> str:
     is none (fewer than two pairs)."""
     if pd.isna(low) or pd.isna(high):
         return "–"
-    if high - low <= 1e-12 * max(abs(low), abs(high)):
+    if no_spread([low, high]):
         return "0"
     if high < 0:
         return "-"
@@ -74,8 +75,7 @@ def direction(low: float, high: float) -> str:
 def _cell(difference: float, low: float, high: float) -> str:
     if pd.isna(low) or pd.isna(high):
         return "–" if pd.isna(difference) else f"{difference:.3g} (no interval)"
-    places = decimals(high - low)
-    return f"{difference:.{places}f} [{low:.{places}f}, {high:.{places}f}]"
+    return interval_text(difference, low, high)
 
 
 def _read(folder: str) -> pd.DataFrame:

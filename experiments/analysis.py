@@ -186,9 +186,8 @@ def analyse_vae(sweeps: list[Sweep], out: Path, test: str, level: float,
     priors = list(dict.fromkeys(p for s in sweeps for p in s.grid.priors))
     diagnostics = tables.diagnostics_table(results, keys, level)
     # in the units the report prints the metric in (KID x 1000), as its header says
-    scale = tables.METRICS[metric].scale
-    scaled = results.assign(**{metric: results[metric].astype(float) * scale})
-    compared = _comparisons(scaled, keys, test, level, metric, priors)
+    compared = _comparisons(tables.in_printed_units(results, metric), keys, test,
+                            level, metric, priors)  # fmt: skip
     diagnostics.to_csv(out / "diagnostics.csv", index=False)
     compared.to_csv(out / "comparisons.csv", index=False)
     label = tables.METRICS[metric].label
@@ -371,7 +370,7 @@ def _metric_lines(results, keys, priors, level, out: Path, metric: str) -> list[
     """A metric's tables (generative priors; the recon ceiling apart), its CSV and,
     for the primary metric, its figure against n_train."""
     spec = tables.METRICS[metric]
-    scaled = results.assign(**{metric: results[metric].astype(float) * spec.scale})
+    scaled = tables.in_printed_units(results, metric)
     long = tables.fid_table(scaled, keys, level, metric=metric)
     long.to_csv(out / f"{metric}.csv", index=False)
     generative = tables.generative(priors)
@@ -478,10 +477,8 @@ def _paired_cell(row, level: float) -> str:
         if pd.isna(row["difference"]):
             return "–"
         return f"{row['difference']:.3g} (1 pair)"
-    places = tables.decimals(row["ci_high"] - row["ci_low"])
     star = " *" if row["p_holm"] < 1 - level else ""
-    return (f"{row['difference']:.{places}f} [{row['ci_low']:.{places}f}, "
-            f"{row['ci_high']:.{places}f}]{star}")  # fmt: skip
+    return tables.interval_text(row["difference"], row["ci_low"], row["ci_high"]) + star
 
 
 def _other_comparison_lines(results, keys, test, level, metric, priors,
@@ -494,10 +491,8 @@ def _other_comparison_lines(results, keys, test, level, metric, priors,
     frames = []
     generated = results[results["prior"].isin(tables.generative(priors))]
     for name in measured:
-        scaled = generated.assign(
-            **{name: generated[name].astype(float) * tables.METRICS[name].scale})
-        frame = tables.comparisons(scaled, keys, test, level, name)
-        frames.append(frame)
+        scaled = tables.in_printed_units(generated, name)
+        frames.append(tables.comparisons(scaled, keys, test, level, name))
     frames = [f for f in frames if len(f)]
     if not frames:
         return []

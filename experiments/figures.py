@@ -143,12 +143,6 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     return figure
 
 
-def precision_recall(precision: pd.DataFrame, recall: pd.DataFrame,
-                     priors: list[str]) -> Figure:  # fmt: skip
-    """Precision (fidelity) against recall (diversity): `fidelity_diversity`."""
-    return fidelity_diversity(precision, recall, priors, ("precision", "recall"))
-
-
 def fidelity_diversity(fidelity: pd.DataFrame, diversity: pd.DataFrame,
                        priors: list[str], names: tuple[str, str]) -> Figure:
     """A panel per prior: each training-set choice at (diversity, fidelity), the mean

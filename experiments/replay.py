@@ -144,18 +144,18 @@ def build_trials(history: pd.DataFrame, grid: GridConfig,
     time = budget_unit(grid)
     reported = reported_results(history, grid.eval.every, time)
     timed = _timed(reported) and times is not None
+    rounds = dict(tuple(history.groupby("trial_id", sort=False))) if timed else {}
     trials = []
     for trial_id, rows in reported.groupby("trial_id", sort=False):
         rows = rows.sort_values("epoch")
         clocked = timed and trial_id in times.index
         if clocked:
             start, end = times.loc[trial_id, ["started_at", "finished_at"]]
-            own = history[history["trial_id"] == trial_id]
-            one = own[own["phase"] == "stage1"].sort_values("epoch")
-            two = own[own["phase"] == "stage2"].sort_values("epoch")
-            two = two["finished_at"].dropna().to_numpy(float) if len(two) else []
+            own = rounds[trial_id].sort_values("epoch")
+            one = own[own["phase"] == "stage1"]
+            two = own.loc[own["phase"] == "stage2", "finished_at"].dropna()
             seconds, final, first = round_seconds(
-                one["finished_at"].to_numpy(float), np.asarray(two, float),
+                one["finished_at"].to_numpy(float), two.to_numpy(float),
                 float(start), float(end))  # fmt: skip
             # seconds until each report: the rounds up to it, less those before
             spent = dict(zip(one["epoch"], np.cumsum(seconds), strict=True))

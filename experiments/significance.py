@@ -40,6 +40,13 @@ class PairedComparison:
     test: str
 
 
+def no_spread(values) -> bool:
+    """The values are all equal, to rounding (scores on a grid of 1 / samples whose
+    differences differ in the last bit): no spread to test or scale by."""
+    values = np.asarray(values, float)
+    return bool(np.ptp(values) <= 1e-12 * np.abs(values).max())
+
+
 def paired_difference(a, b, test: str = "t", level: float = 0.95) -> PairedComparison:
     """a - b over paired values (the same seed), with a two-sided test of zero mean
     difference: `t` (paired t test) or `permutation` (exact sign flips)."""
@@ -56,7 +63,7 @@ def paired_difference(a, b, test: str = "t", level: float = 0.95) -> PairedCompa
         # test answers instead (2 / 2^n where every difference is the same nonzero
         # value, 1 where all are 0): a coarse score that moved by one grid step on
         # both seeds is no evidence at 2 pairs
-        if np.ptp(difference) <= 1e-12 * np.abs(difference).max():
+        if no_spread(difference):
             p = sign_flip_p_value(difference)
         else:
             p = float(stats.ttest_1samp(difference, 0.0).pvalue)
@@ -82,9 +89,9 @@ def resolvable_difference(difference, level: float = 0.95,
     n = len(d)
     if n < 2:
         return math.nan
-    spread = float(d.std(ddof=1))
-    if np.ptp(d) <= 1e-12 * np.abs(d).max():
+    if no_spread(d):
         return math.nan
+    spread = float(d.std(ddof=1))
     df, critical = n - 1, stats.t.ppf(0.5 + level / 2, n - 1)
 
     def shortfall(effect: float) -> float:  # effect in standard deviations

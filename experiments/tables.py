@@ -101,6 +101,20 @@ def decimals(spread: float) -> int:
     return min(6, max(2, 1 - math.floor(math.log10(spread))))
 
 
+def interval_text(value: float, low: float, high: float,
+                  places: int | None = None) -> str:  # fmt: skip
+    """`value [low, high]` at `places` decimals (default: what the interval's width
+    needs, `decimals`)."""
+    places = decimals(high - low) if places is None else places
+    return f"{value:.{places}f} [{low:.{places}f}, {high:.{places}f}]"
+
+
+def in_printed_units(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`frame` with `metric` as the report prints it (value x its scale: KID x
+    1000)."""
+    return frame.assign(**{metric: frame[metric].astype(float) * METRICS[metric].scale})
+
+
 def _cell(row, metric: str) -> str:
     mean = getattr(row, f"{metric}_mean")
     if row.seeds == 0:
@@ -110,7 +124,7 @@ def _cell(row, metric: str) -> str:
         return f"{mean:.{d}f} (1 seed)"
     width = row.ci_high - row.ci_low
     d = decimals(width if width > 0 else abs(mean))  # equal seeds: the value's own
-    return f"{mean:.{d}f} [{row.ci_low:.{d}f}, {row.ci_high:.{d}f}] n={row.seeds}"
+    return f"{interval_text(mean, row.ci_low, row.ci_high, d)} n={row.seeds}"
 
 
 def wide_fid_table(long: pd.DataFrame, keys: list[str], priors: list[str],
