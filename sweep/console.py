@@ -20,6 +20,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ray import tune
@@ -31,6 +32,9 @@ from sweep.trials import settings, trial_name
 LOG_EVERY_S = 60.0  # a file or pipe gets the overall line this often, at most
 REDRAW_EVERY_S = 1.0  # a terminal's block is redrawn this often, at most
 FINISHED_SHOWN = 5  # the last finished trials kept in a terminal's block
+# what the overall line calls each kind of prerequisite still computing
+PREREQUISITE_LABELS = {"features": "x_train's FID features",
+                       "recon": "reference VAEs"}  # fmt: skip
 
 
 def duration(seconds: float) -> str:
@@ -85,7 +89,8 @@ class ConsoleView(tune.Callback):
 
     def __init__(self, config: GridConfig, trials: list[dict], *, stream=None,
                  terminal: bool | None = None, clock=time.monotonic,
-                 size: tuple[int, int] | None = None):  # fmt: skip
+                 size: tuple[int, int] | None = None,
+                 waiting: Callable[[], dict[str, int]] | None = None):  # fmt: skip
         self.priors = list(config.priors) if config.kind == "vae" else []
         self.rows: dict[str, Row] = {}
         for params in trials:
@@ -94,6 +99,8 @@ class ConsoleView(tune.Callback):
             self.rows[name] = Row(name, budget, unit, trial_seconds(config, params))
         self._stream, self._terminal, self.clock = stream, terminal, clock
         self._size = size  # (columns, lines); None: the terminal's own
+        # the prerequisites not ready yet, by kind (sweep.prerequisites.waiting_for)
+        self.waiting = waiting
         self.begun = self.clock()
         self.most_at_once = 1
         self._drawn_lines = 0
@@ -215,7 +222,20 @@ class ConsoleView(tune.Callback):
                 f"{duration(now - self.begun)}")  # fmt: skip
         if c["running"] or c["pending"]:
             line += f", about {duration(self.remaining_s(now))} left"
-        return line
+        return line + self.prerequisites_text()
+
+    def prerequisites_text(self) -> str:
+        """What the sweep still computes before the trials that need it (reference
+        VAEs, x_train's features, criterion scores): otherwise a sweep busy with
+        them would read as trials pending for no reason."""
+        waiting = self.waiting() if self.waiting is not None else {}
+        if not waiting:
+            return ""
+        parts = []
+        for kind, count in sorted(waiting.items()):
+            label = PREREQUISITE_LABELS.get(kind, f"{kind} scores")
+            parts.append(label if count == 1 else f"{label} ({count})")
+        return "; computing first: " + ", ".join(parts)
 
     def _write(self, lines: list[str]) -> None:
         self.stream.write("".join(f"{line}\n" for line in lines))

@@ -63,6 +63,7 @@ from sweep.prerequisites import (
     recon_task,
     score_need,
     trial_needs,
+    waiting_for,
 )
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
@@ -351,7 +352,9 @@ def build_tuner(
         tune.with_resources(function, resources), grid=config, data=data
     )
     callbacks = [TrackingCallback(config, folder)] if tracked(config) else []
-    console = None if verbose else ConsoleView(config, trials)
+    console = None if verbose else ConsoleView(
+        config, trials, waiting=partial(waiting_for, folder)
+    )
     if console is not None:
         callbacks.append(console)
     if resume and tune.Tuner.can_restore(folder):

@@ -57,6 +57,13 @@ FEATURE_CHUNK = 5000  # x_train images per feature call to the FID service
 GATES: dict[str, Prerequisites] = {}
 
 
+def waiting_for(gate: str) -> dict[str, int]:
+    """The prerequisites of the sweep at `gate` not ready yet, by kind (for the
+    console); {} when it has none, or none is live in this driver."""
+    prerequisites = GATES.get(gate)
+    return prerequisites.waiting() if prerequisites is not None else {}
+
+
 def _span(started: float) -> dict:
     """When a task ran, for the sweep's accounting (and to check the overlap)."""
     return {"started_at": started, "finished_at": time.time(),
@@ -199,6 +206,16 @@ class Prerequisites:
             if not job.done:
                 ray.wait([job.scores])
                 self._finish(kind, job)
+
+    def waiting(self) -> dict[str, int]:
+        """The prerequisites not ready yet, counted by kind (`recon`, `k_center`,
+        `features`, ...: a key's part before its content hash)."""
+        counts: dict[str, int] = {}
+        for key in self.jobs:
+            if not self.ready(key):
+                kind = key.split("-")[0]
+                counts[kind] = counts.get(kind, 0) + 1
+        return counts
 
     def refs(self) -> dict[str, ray.ObjectRef]:
         return {kind: job.scores for kind, job in self.jobs.items()}

@@ -91,6 +91,18 @@ def test_a_log_gets_one_line_per_event_and_the_overall_line(tmp_path):
     assert len(console.stream.getvalue().splitlines()) == 7
 
 
+def test_the_overall_line_names_the_prerequisites_still_computing():
+    waiting = {"recon": 5, "features": 1, "k_center": 2, "mahalanobis": 1}
+    console = ConsoleView(CONFIG, expand(CONFIG), stream=io.StringIO(),
+                          terminal=False, clock=Clock(),
+                          waiting=lambda: waiting)  # fmt: skip
+    assert console.overall(1000.0).endswith(
+        "; computing first: x_train's FID features, k_center scores (2), "
+        "mahalanobis scores, reference VAEs (5)")  # fmt: skip
+    waiting.clear()  # all ready: the line is the plain one again
+    assert console.overall(1000.0).endswith("left")
+
+
 def test_a_resume_counts_the_trials_that_ended_before_it():
     console, clock = view(terminal=False)
     first, second, third = (trial(n) for n in (100, 200, 300))

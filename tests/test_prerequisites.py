@@ -11,7 +11,13 @@ import pytest
 
 from selection.criteria import ScoreBook
 from sweep.cluster import start_local
-from sweep.prerequisites import GATES, GatedTrials, Prerequisites
+from sweep.prerequisites import (
+    FEATURES,
+    GATES,
+    GatedTrials,
+    Prerequisites,
+    waiting_for,
+)
 from tests.helpers.sweeps import sweep, sweep_env, tables
 
 ray = pytest.importorskip("ray")
@@ -72,6 +78,30 @@ def test_scores_are_computed_once_cached_and_then_ready_at_once(local_ray, tmp_p
     other = Prerequisites(ScoreBook({"recon": ("key-2", None)}, cache_dir=tmp_path))
     other.start("recon", launch)  # another key (other data or recipe): computed
     assert len(launches) == 2
+
+
+def test_the_console_learns_which_prerequisites_are_still_computing(local_ray,
+                                                                    tmp_path):
+    keys = ["recon-0a1b2c3d", "recon-4e5f6a7b", "mahalanobis-8c9d0e1f", FEATURES]
+    prerequisites = Prerequisites(
+        ScoreBook({key: (key, None) for key in keys}, cache_dir=tmp_path)
+    )
+    signal = _Signal.options(max_concurrency=4).remote()
+    prerequisites.start("mahalanobis-8c9d0e1f",  # ready at once
+                        lambda: _scores_when.remote([], [1.0]))  # fmt: skip
+    ray.wait([prerequisites.refs()["mahalanobis-8c9d0e1f"]])
+    for key in ("recon-0a1b2c3d", "recon-4e5f6a7b", FEATURES):
+        prerequisites.start(key, lambda: _scores_when.remote(
+            [signal.wait.remote()], [2.0]), persist=False)  # fmt: skip
+    GATES["gate/sweep"] = prerequisites
+    try:
+        assert waiting_for("gate/sweep") == {"recon": 2, "features": 1}
+        assert waiting_for("another/sweep") == {}  # none live in this driver
+        ray.get(signal.fire.remote())
+        prerequisites.wait_all()
+        assert waiting_for("gate/sweep") == {}
+    finally:
+        GATES.pop("gate/sweep")
 
 
 def test_a_failed_prerequisite_releases_its_trials_with_the_error(local_ray, tmp_path):
