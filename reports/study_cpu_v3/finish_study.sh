@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# After the four sweeps of run_study.sh: their tables into reports/study_cpu_v3/, then
+# every analysis the README lists. Run from the repository root:
+#     bash reports/study_cpu_v3/finish_study.sh RESULTS     (RESULTS: the sweeps' storage)
+set -euo pipefail
+results=${1:?usage: finish_study.sh RESULTS (the folder holding the four sweeps)}
+R=reports/study_cpu_v3
+for pair in study_cpu_v3:sweep study_cpu_v3_quarter:quarter \
+            study_cpu_v3_ceiling:ceiling study_cpu_v3_double:double; do
+    src=$results/${pair%%:*}
+    dst=$R/${pair##*:}
+    mkdir -p "$dst"
+    cp "$src"/{grid.yaml,results.parquet,history.parquet,timings.json} "$dst"/
+    rm -rf "$dst/samples" && cp -r "$src/samples" "$dst/samples"
+done
+python -m experiments.analysis $R/sweep $R/quarter --metric kid --out $R/analysis
+python -m experiments.analysis $R/ceiling --metric kid --out $R/ceiling_analysis
+python -m experiments.analysis $R/double --metric kid --out $R/double_analysis
+python -m experiments.agreement $R/analysis $R/double_analysis \
+    --labels "4000 steps,8000 steps" --out $R/agreement
+python -m experiments.early_stopping $R/sweep --replay --prior gaussian --metric kid \
+    --grace 1000,2000 --reduction 2,3,4 --out $R/early_stopping
