@@ -4,7 +4,10 @@
 # repository root, in the background:
 #     nohup bash reports/study_cpu_v3/run_study.sh >> results/study_cpu_v3.log 2>&1 &
 set -u
+cd "$(dirname "$0")/../.."  # the repository root: the grid's storage is ./results
+[ -e .venv/bin/activate ] && . .venv/bin/activate
 export VAE_SWEEP_DATA=${VAE_SWEEP_DATA:-$(cd .. && pwd)/shared/data/cifar10-jpeg}
+export VAE_SWEEP_CACHE=${VAE_SWEEP_CACHE:-$PWD/.cache}  # carry.sh carries its scores
 G=grids/study_cpu_v3.yaml
 run() {  # the sweep's name, then its --set options
     local name=$1
