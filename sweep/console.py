@@ -228,7 +228,10 @@ class ConsoleView(tune.Callback):
         """What the sweep still computes before the trials that need it (reference
         VAEs, x_train's features, criterion scores): otherwise a sweep busy with
         them would read as trials pending for no reason."""
-        waiting = self.waiting() if self.waiting is not None else {}
+        try:
+            waiting = self.waiting() if self.waiting is not None else {}
+        except Exception:  # noqa: BLE001 - a progress line never ends the sweep
+            waiting = {}
         if not waiting:
             return ""
         parts = []

@@ -102,6 +102,12 @@ def test_the_overall_line_names_the_prerequisites_still_computing():
     waiting.clear()  # all ready: the line is the plain one again
     assert console.overall(1000.0).endswith("left")
 
+    def broken():
+        raise OSError("the score cache is full")
+
+    console.waiting = broken  # a progress line never ends the sweep
+    assert console.overall(1000.0).endswith("left")
+
 
 def test_a_resume_counts_the_trials_that_ended_before_it():
     console, clock = view(terminal=False)

@@ -87,8 +87,9 @@ def test_the_console_learns_which_prerequisites_are_still_computing(local_ray,
         ScoreBook({key: (key, None) for key in keys}, cache_dir=tmp_path)
     )
     signal = _Signal.options(max_concurrency=4).remote()
-    prerequisites.start("mahalanobis-8c9d0e1f",  # ready at once
-                        lambda: _scores_when.remote([], [1.0]))  # fmt: skip
+    released = [ray.put(None)]  # ready at once
+    prerequisites.start("mahalanobis-8c9d0e1f",
+                        lambda: _scores_when.remote(released, [1.0]))  # fmt: skip
     ray.wait([prerequisites.refs()["mahalanobis-8c9d0e1f"]])
     for key in ("recon-0a1b2c3d", "recon-4e5f6a7b", FEATURES):
         prerequisites.start(key, lambda: _scores_when.remote(
@@ -96,6 +97,10 @@ def test_the_console_learns_which_prerequisites_are_still_computing(local_ray,
     GATES["gate/sweep"] = prerequisites
     try:
         assert waiting_for("gate/sweep") == {"recon": 2, "features": 1}
+        # the console's poll finished the ready one as the searcher would: cached
+        assert prerequisites.jobs["mahalanobis-8c9d0e1f"].error is None
+        np.testing.assert_array_equal(
+            prerequisites.book.cached("mahalanobis-8c9d0e1f"), [1.0])
         assert waiting_for("another/sweep") == {}  # none live in this driver
         ray.get(signal.fire.remote())
         prerequisites.wait_all()
