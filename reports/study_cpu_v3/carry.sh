@@ -6,8 +6,9 @@
 #     bash reports/study_cpu_v3/carry.sh restore RUN    before starting it again
 # RUN: the checkout the sweeps run in (its results/ folder is the grid's storage, kept
 # at the same absolute path on both machines; its .cache/ the cache run_study.sh
-# uses). `save` packs into reports/study_cpu_v3/carry/results.tar.gz what a --resume
-# needs and the report reads: each sweep folder in RUN/results (Tune's experiment
+# uses). `save` copies into reports/study_cpu_v3/carry/ what a --resume needs and the
+# report reads, as plain files (git keeps a file that did not change between two
+# saves once, so a finished trial's sample grids cost the repository once): each sweep folder in RUN/results (Tune's experiment
 # state, the trials' results, sample grids, the tables, the log) with the newest
 # checkpoint of each unfinished trial only (a finished trial is never restored; its
 # checkpoints, ~3 MB each, and its stage-2 state stay behind; a resume starts a trial
@@ -30,7 +31,6 @@ save)
             "(kill -TERM its driver) and wait for Ray to end" >&2
         exit 2
     fi
-    mkdir -p "$carry"
     left_behind=$(mktemp)
     # the finished trials' checkpoints and stage-2 states, by Tune's own record
     python - "$run/results" >"$left_behind" <<'PY'
@@ -57,20 +57,26 @@ PY
     echo "results/*/prerequisites/*.pt" >>"$left_behind"
     echo "carry.sh: leaving behind $(grep -c "/checkpoint_\*$" "$left_behind") finished" \
         "trials' checkpoints"
-    members=(results)
-    [ -d "$run/.cache/scores" ] && members+=(.cache/scores)
-    tar -C "$run" -czf "$carry/results.tar.gz.tmp" --exclude-from="$left_behind" \
-        "${members[@]}"
+    rm -rf "$carry.tmp" && mkdir -p "$carry.tmp"
+    tar -C "$run" -cf - --exclude-from="$left_behind" results \
+        | tar -C "$carry.tmp" -xf -
+    # as carry/scores: git ignores every folder named .cache
+    if [ -d "$run/.cache/scores" ]; then
+        cp -r "$run/.cache/scores" "$carry.tmp/scores"
+    fi
     rm -f "$left_behind"
-    mv "$carry/results.tar.gz.tmp" "$carry/results.tar.gz"
-    ls -la "$carry/results.tar.gz"
+    rm -rf "$carry" && mv "$carry.tmp" "$carry"
+    du -sh "$carry"
     ;;
 restore)
     if [ -e "$run/results" ] && [ -n "$(ls -A "$run/results")" ]; then
         echo "carry.sh: $run/results is not empty; restore into a fresh checkout" >&2
         exit 2
     fi
-    tar -C "$run" -xzf "$carry/results.tar.gz"
+    tar -C "$carry" -cf - results | tar -C "$run" -xf -
+    if [ -d "$carry/scores" ]; then
+        mkdir -p "$run/.cache" && cp -r "$carry/scores" "$run/.cache/scores"
+    fi
     ls "$run/results"
     ;;
 *)
