@@ -145,6 +145,11 @@ def print_plan(config: GridConfig, trials: list[dict], layout) -> None:
         f"{_duration(cost['reference_hours'])}; FID replicas busy "
         f"{_duration(cost['fid_service_hours'])})",
     ]
+    if cost["core_hours"]:
+        lines.append(
+            f"  CPU: {cost['core_hours']:.1f} core-hours of work on {layout.cpus:g} "
+            f"CPUs that the trials and the FID replicas share"
+        )
     if layout.gpus:
         lines.append(
             f"  GPU-hours: about {cost['gpu_hours_total']:.2f} (trials "

@@ -129,6 +129,30 @@ def test_cost_estimate_waits_for_the_reference_vae(tmp_path):
     assert cost["stage1_images"] == 2 * 10 * 2 + 100
 
 
+def test_cost_estimate_of_a_cpu_grid_counts_the_cores_its_work_shares(tmp_path):
+    text = ("name: t\ndata: {train_limit: 100, test_limit: 10}\n"
+            "grid: {n_train: [10, 20]}\nstage1: {epochs: 2}\n"
+            "fid: {samples: 20}\npriors: [gaussian]\nresources: {cpu: 0.5}\n"
+            "fid_service: {cpu: 1, threads: 2}\nestimate: {train_images_per_s: 10,"
+            " fid_images_per_s: 5}\n")  # fmt: skip
+    config = load_grid(_grid(tmp_path, text))
+    trials = expand(config)
+    layout = slots(config, len(trials), cpus=2)
+    assert layout.count == 2 and layout.cpus == 2  # (2 - 1 for the replica) / 0.5
+    cost = estimate(config, trials, layout)
+    # by the slots: the x_test statistics 10 / 5 = 2 s, then n=10 (20 images / 10 +
+    # 20 FID images / 5 = 6 s) beside n=20 (4 + 4 = 8 s): done at 10 s. By the
+    # cores: training 2 + 4 = 6 s on one thread, the network (10 + 2 x 20 images)
+    # / 5 = 10 s on two: 26 CPU-seconds on 2 CPUs, 13 s
+    assert cost["core_hours"] * 3600 == pytest.approx(26)
+    assert cost["wall_hours"] * 3600 == pytest.approx(13)
+    # a replica on one thread: 16 CPU-seconds, 8 s on 2 CPUs; the slots' 10 s stand
+    one = load_grid(_grid(tmp_path, text.replace("threads: 2", "threads: 1")))
+    cost = estimate(one, trials, slots(one, len(trials), cpus=2))
+    assert cost["core_hours"] * 3600 == pytest.approx(16)
+    assert cost["wall_hours"] * 3600 == pytest.approx(10)
+
+
 def test_cost_cluster_size_is_checked(tmp_path):
     config = load_grid(_grid(tmp_path, "name: t\nresources: {gpu: 0.5}\n"
                              "fid_service: {gpu: 1}\n"))  # fmt: skip
