@@ -205,8 +205,8 @@ def _core_seconds(config: GridConfig, work: list[tuple[float, float, float]],
     rates, service = config.estimate, config.fid_service
     trial_threads = max(1, math.floor(config.resources.cpu))
     replica_threads = min(service.threads or max(1, math.floor(service.cpu)), cpus)
-    training = sum(train / rates.train_images_per_s
-                   + stage2 / rates.stage2_vectors_per_s
+    # a trial's seconds without its network work
+    training = sum(_seconds(config, (train, stage2, 0.0))
                    for train, stage2, _ in work) + reference_seconds  # fmt: skip
     return (training * trial_threads
             + fid_images / rates.fid_images_per_s * replica_threads)  # fmt: skip
