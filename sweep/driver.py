@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
 from contextlib import contextmanager
 from functools import partial
 
@@ -67,12 +65,13 @@ from sweep.prerequisites import (
 )
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
+from sweep.stopping import stops_on_signals
 from sweep.storage import join, write_bytes
 from sweep.tracking import TrackingCallback, tracked
 from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.recon_scores import reference_key
-from vae_sweep.errors import InputError, Terminated
+from vae_sweep.errors import InputError
 from vae_sweep.files import content_key
 
 
@@ -414,16 +413,6 @@ def build_tuner(
     )
 
 
-TERMINATED: list[int] = []  # the SIGTERMs this driver received
-
-
-def _terminated(signum, frame):
-    # Ray or Tune may turn the exception raised here into a plain KeyboardInterrupt
-    # (where it lands inside their waits), so the signal is also recorded
-    TERMINATED.append(signum)
-    raise Terminated(f"signal {signum}")
-
-
 def run_sweep(
     config: GridConfig,
     trials: list[dict],
@@ -483,26 +472,14 @@ def run_sweep(
                         retry_errored=retry_errored, address=address,
                         verbose=verbose)  # fmt: skip
     GATES[folder] = prerequisites
-    # Ctrl-C stops the sweep at once as a KeyboardInterrupt (sweep.run: one line,
-    # exit 130). Tune's own handler would instead end fit() as if the sweep were
-    # complete, and the tables would be built from trials that never ran. Tune saves
-    # its state as trials report, so --resume continues from the last checkpoints.
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    # SIGTERM (a scheduler, a pod's eviction, `kill`; a shell's background job also
-    # ignores SIGINT) stops it the same way, instead of Ray's handler's stack dump
-    stop_on_sigterm = threading.current_thread() is threading.main_thread()
-    if stop_on_sigterm:
-        TERMINATED.clear()  # this sweep's, not an earlier run's in this process
-        previous = signal.signal(signal.SIGTERM, _terminated)
     # Tune's new output prints its experiment box and paths even at verbose=0; its
     # older reporter at 0 prints nothing, leaving the console to sweep/console.py
     os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
     try:
-        results = list(tuner.fit())
+        with stops_on_signals():  # SIGTERM: Tune saves its state, then Terminated
+            results = list(tuner.fit())
     finally:
         GATES.pop(folder, None)
-        if stop_on_sigterm:
-            signal.signal(signal.SIGTERM, previous)
     accounting.lap("tune_fit")
     prerequisites.wait_all()
     accounting.services_stopped()

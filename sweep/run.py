@@ -270,7 +270,8 @@ def main(argv=None) -> None:
     # the driver's own modules (the trainables, pandas, matplotlib) load only past
     # validation; torch and Ray do not wait that long yet: sweep.cluster and
     # sweep.config import them, so a bad grid takes about 4 s to refuse
-    from sweep.driver import TERMINATED, check_local_resources, load_data, run_sweep
+    from sweep.driver import check_local_resources, load_data, run_sweep
+    from sweep.stopping import TERMINATED
 
     if args.address is None:
         check_local_resources(config)

@@ -161,43 +161,62 @@ def test_resume_after_driver_sigkill_runs_only_what_is_left(
 
 
 @pytest.mark.parametrize("stop, to_group, code, word", [
-    # a terminal's Ctrl-C reaches the whole process group
+    # a terminal's Ctrl-C reaches the whole process group, and stops it at once
     (signal.SIGINT, True, 130, "interrupted"),
     # a scheduler's or a pod eviction's SIGTERM reaches the driver alone (so does a
-    # `kill`); before, Ray's handler died with a stack dump
+    # `kill`); before, Ray's handler died with a stack dump. Sent the moment a trial
+    # has finished: Tune saves its state before it stops (sweep/stopping.py), where
+    # its periodic save (every 10 s or more) would not have caught up
     (signal.SIGTERM, False, 143, "terminated"),
 ])  # fmt: skip
 def test_ctrl_c_or_sigterm_stops_the_sweep_with_one_line_and_resume_completes_it(
     tmp_path, small_cifar, uninterrupted, stop, to_group, code, word
 ):
     folder = tmp_path / "smoke"
+    errors = tmp_path / "stderr.txt"
     # the driver and its Ray are killed when the test leaves, passed or not
-    with started(sweep_command(tmp_path, *INTERRUPTIBLE), cwd=ROOT, env=sweep_env(),
-                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                 text=True) as driver:  # fmt: skip
-        deadline = time.time() + 300
-        while time.time() < deadline and not list(folder.glob("trial_*/checkpoint_*")):
-            time.sleep(0.2)
+    with errors.open("w") as stderr, started(
+        sweep_command(tmp_path, *INTERRUPTIBLE), cwd=ROOT, env=sweep_env(),
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
+    ) as driver:  # fmt: skip
+        if stop == signal.SIGINT:  # mid-trial
+            deadline = time.time() + 300
+            while time.time() < deadline and not list(folder.glob("trial_*/check*")):
+                time.sleep(0.2)
+        else:  # the console's line for the first trial that finished (done)
+            for line in driver.stdout:
+                if re.match(r"\[[0-9hms]+\] done ", line):
+                    break
         if to_group:
             os.killpg(driver.pid, stop)
         else:
             os.kill(driver.pid, stop)
         interrupted = time.time()
-        _, error = driver.communicate(timeout=120)
+        driver.communicate(timeout=120)
+    error = errors.read_text()
     assert driver.returncode == code, error[-3000:]
     assert time.time() - interrupted < 20
     ours = [line for line in error.splitlines() if line.startswith(word)]
     assert ours == [f"{word}: continue with the same command and --resume "
                     f"({folder})"], error[-3000:]  # fmt: skip
     assert "Traceback" not in error and "logging.cc" not in error  # Ray's dump
+    assert "Tuner.restore" not in error  # Tune's advice, not ours
     # no tables from a sweep that did not finish, and no half-written file
     assert not (folder / "results.parquet").exists()
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
+    finished = _finished_trials(folder)
+    if stop == signal.SIGTERM:  # Tune's state, saved at the stop, says so
+        state = max(folder.glob("experiment_state-*.json")).read_text()
+        statuses = re.findall(r'status\\": \\"([A-Z]+)', state)
+        assert len(statuses) == 3 and "TERMINATED" in statuses, statuses
+        assert statuses.count("TERMINATED") == len(finished), statuses
     sweep(tmp_path, *INTERRUPTIBLE, "--resume")
     results, history = tables(tmp_path)
     assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 3
     assert len(history) == 3 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
     assert_same_fids(results, uninterrupted)
+    for trial in finished:  # a trial finished before the stop did not run again
+        assert _final_reports(folder / trial) == 1, trial
 
 
 def test_resume_retries_errored_trials_only_when_asked(tmp_path, small_cifar):

@@ -1,0 +1,79 @@
+"""sweep/stopping.py without Ray: a first SIGTERM inside fit() asks Tune's loop to end
+(its SIGUSR1 handler), a second stops at once, and a fit() a SIGTERM ended raises
+Terminated. Tune's handler is stood in for by a function from its module; the whole
+sweep under SIGTERM is in tests/test_sweep_faults.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from sweep.stopping import TUNE_MODULE, stops_on_signals
+from vae_sweep.errors import Terminated
+
+
+def tune_like_handler(calls: list):
+    def signal_interrupt_tune_run(sig, frame):  # what fit() installs for SIGUSR1
+        calls.append(sig)
+
+    signal_interrupt_tune_run.__module__ = TUNE_MODULE
+    return signal_interrupt_tune_run
+
+
+def deliver(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.05)  # Python runs the handler at the next bytecode boundary
+
+
+@pytest.fixture
+def usr1_restored():
+    before = signal.getsignal(signal.SIGUSR1)
+    yield
+    signal.signal(signal.SIGUSR1, before)
+
+
+def test_first_sigterm_in_fit_asks_tune_to_stop_and_the_sweep_then_ends(usr1_restored):
+    calls, reached_the_end = [], False
+    term, usr1 = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
+    with pytest.raises(Terminated), stops_on_signals():
+        signal.signal(signal.SIGUSR1, tune_like_handler(calls))  # fit() began
+        deliver(signal.SIGTERM)
+        reached_the_end = True  # the loop goes on to its end
+    assert calls == [signal.SIGTERM] and reached_the_end
+    # both handlers are put back on leaving
+    assert signal.getsignal(signal.SIGTERM) is term
+    assert signal.getsignal(signal.SIGUSR1) is usr1
+
+
+def test_second_sigterm_stops_at_once(usr1_restored):
+    calls = []
+    with pytest.raises(Terminated), stops_on_signals():
+        signal.signal(signal.SIGUSR1, tune_like_handler(calls))
+        deliver(signal.SIGTERM)
+        deliver(signal.SIGTERM)
+        pytest.fail("the second SIGTERM did not stop it")
+    assert calls == [signal.SIGTERM]
+
+
+def test_sigterm_before_tunes_loop_or_from_an_earlier_fit_stops_at_once(usr1_restored):
+    # no fit() has installed its handler yet
+    with pytest.raises(Terminated), stops_on_signals():
+        deliver(signal.SIGTERM)
+        pytest.fail("a SIGTERM before fit() did not stop it")
+    # an earlier fit()'s handler, still installed (Tune never removes it), is stale
+    calls = []
+    signal.signal(signal.SIGUSR1, tune_like_handler(calls))
+    with pytest.raises(Terminated), stops_on_signals():
+        deliver(signal.SIGTERM)
+        pytest.fail("a stale handler took the SIGTERM")
+    assert calls == []
+
+
+def test_a_fit_without_a_signal_ends_normally(usr1_restored):
+    before = signal.getsignal(signal.SIGTERM)
+    with stops_on_signals():
+        signal.signal(signal.SIGUSR1, tune_like_handler([]))
+    assert signal.getsignal(signal.SIGTERM) is before
