@@ -173,7 +173,13 @@ def test_a_sweep_on_s3_is_killed_resumes_and_completes(s3, small_cifar):
     for info in filesystem.get_file_info(fs.FileSelector(folder, recursive=True)):
         if info.path.endswith("/result.json"):
             with filesystem.open_input_stream(info.path) as stream:
-                assert_resumed_log(stream.read().decode(), last_epoch=6)
+                # final_may_be_lost: one sync uploads Tune's state and the trials'
+                # logs as separate files, and the kill can land between them: the
+                # state (a trial finished: the resume skips it) in the bucket, its log's
+                # final line not. Seen once in a clean clone; the tables, from Tune's
+                # state, have the trial's final results (asserted above)
+                assert_resumed_log(stream.read().decode(), last_epoch=6,
+                                   final_may_be_lost=True)  # fmt: skip
 
 
 def test_credentials_never_come_from_the_grid(tmp_path):

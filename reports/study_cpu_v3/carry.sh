@@ -17,8 +17,9 @@
 # results/*/prerequisites, stay behind: with the scores cached no run reads them).
 # The FID network's features of x_test and of the pool are not carried (about
 # 200 MB): the next run computes them again (about 30 minutes).
-# A trial that ended in the last ~10 s before the stop may not be in Tune's saved
-# state yet and runs again from its last checkpoint: stop when none just ended.
+# Stop the driver with one SIGTERM: it lets Tune save its state before it ends (from
+# 4602f08; before, a trial that ended in the last ~10 s ran again from its last
+# checkpoint), and Ray ends with it.
 set -euo pipefail
 what=${1:?usage: carry.sh save|restore RUN}
 run=$(cd "${2:?usage: carry.sh save|restore RUN}" && pwd)
