@@ -6,8 +6,11 @@ SIGINT) asks Tune to stop: Tune ends its loop after the step in flight, writes i
 experiment state one last time (a trial that finished a moment before is recorded as
 finished, not re-run from its last checkpoint, as it was when Tune's periodic save,
 every 10 s or more, had not caught up), and stops the trials in flight; then the sweep
-ends as Ctrl-C ends it, one line and exit 143, no tables. A second SIGTERM, or one
-before Tune's loop runs, stops it at once.
+ends as Ctrl-C ends it, one line and exit 143, no tables. A second SIGTERM, one before
+Tune's loop runs, or GRACE_S without the loop ending (Tune waits up to 600 s, deaf to
+the request, while no trial can start: those waiting for criterion scores) stops it
+at once. A trial whose final report Tune has logged but whose end it has not yet seen
+(one step later) is still recorded as running, and runs its final phase again.
 
 Ctrl-C stops it at once as a KeyboardInterrupt (sweep.run: one line, exit 130): a
 terminal's Ctrl-C reaches the whole process group, Ray's workers with the driver, and
@@ -30,10 +33,24 @@ from vae_sweep.errors import Terminated
 
 TERMINATED: list[int] = []  # the SIGTERMs this driver received
 _BEFORE_FIT: list = [None]  # SIGUSR1's handler before fit(): an earlier fit's is stale
+_TIMERS: list[threading.Timer] = []  # the second SIGTERM a first one sends itself
 
 # Tune's loop ends when its handler of SIGUSR1 (installed in every fit()) sets the
 # event the loop polls; it then logs warnings meant for its own Ctrl-C
 TUNE_MODULE = "ray.tune.tune"
+GRACE_S = 20.0  # within the usual grace before SIGKILL (Kubernetes, Slurm: 30 s)
+# Tune's words at such a stop, which speak of Ctrl-C and Tuner.restore: sweep.run says
+# what to do. Anything else it logs (a failed last save) is kept.
+TUNE_STOP_WORDS = ("Stop signal received", "Experiment has been interrupted",
+                   "Training has been interrupted", "Trials did not complete")
+
+
+class _TunesStopWords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(TUNE_STOP_WORDS)
+
+
+_FILTER = _TunesStopWords()
 
 
 def tune_stop_handler() -> Callable | None:
@@ -49,9 +66,11 @@ def _terminated(signum, frame):
     TERMINATED.append(signum)
     stop_tune = tune_stop_handler()
     if len(TERMINATED) == 1 and stop_tune is not None:
-        # its warnings speak of Ctrl-C and Tuner.restore; sweep.run says what to do
-        logging.getLogger(TUNE_MODULE).setLevel(logging.CRITICAL)
         stop_tune(signum, frame)
+        again = threading.Timer(GRACE_S, os.kill, (os.getpid(), signum))
+        again.daemon = True
+        _TIMERS.append(again)
+        again.start()
         return
     # Ray or Tune may turn the exception raised here into a plain KeyboardInterrupt
     # (where it lands inside their waits), so the signal is also recorded above
@@ -68,14 +87,17 @@ def stops_on_signals() -> Iterator[None]:
         yield
         return
     TERMINATED.clear()  # this sweep's, not an earlier run's in this process
-    tune_level = logging.getLogger(TUNE_MODULE).level
-    previous_term = signal.signal(signal.SIGTERM, _terminated)
     previous_usr1 = _BEFORE_FIT[0] = signal.getsignal(signal.SIGUSR1)
+    previous_term = signal.signal(signal.SIGTERM, _terminated)
+    tune_log = logging.getLogger(TUNE_MODULE)
+    tune_log.addFilter(_FILTER)
     try:
         yield
     finally:
+        while _TIMERS:
+            _TIMERS.pop().cancel()
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGUSR1, previous_usr1)
-        logging.getLogger(TUNE_MODULE).setLevel(tune_level)
+        tune_log.removeFilter(_FILTER)
     if TERMINATED:  # fit() returned because a SIGTERM asked Tune to stop
         raise Terminated(f"signal {TERMINATED[0]}")

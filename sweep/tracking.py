@@ -35,6 +35,7 @@ from ray import tune
 from sweep.config import GridConfig
 from sweep.folder import SAMPLES_FOLDER, copies_file, sample_grid_file
 from sweep.grid_file import flat_keys
+from sweep.stopping import TERMINATED
 from sweep.storage import fetch, join
 from vae_sweep.errors import InputError
 
@@ -85,7 +86,9 @@ class Tracker(Protocol):
 
     def finish(self, key: str, files: list[Path], failed: bool) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, interrupted: bool = False) -> None:
+        """End the sweep's run or group; `interrupted`: a SIGTERM stopped the sweep
+        (its unfinished trials' runs are left as stopped, for --resume to reopen)."""
 
 
 def trackers(config: GridConfig, folder: str) -> list[Tracker]:
@@ -220,5 +223,7 @@ class TrackingCallback(tune.Callback):
         self._finish(trial, failed=True)
 
     def on_experiment_end(self, trials, **info):
+        # Tune ends its loop on a SIGTERM too (sweep/stopping.py), not only at the end
+        interrupted = bool(TERMINATED)
         for backend in self.backends:
-            backend.close()
+            backend.close(interrupted)

@@ -144,8 +144,8 @@ class MLflowTracker:
             self.client.log_artifact(run, str(path))
         self.client.set_terminated(run, "FAILED" if failed else "FINISHED")
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
         for run in self.runs.values():  # trials the sweep stopped before their end
             self.client.set_terminated(run, "KILLED")
         self.runs.clear()
-        self.client.set_terminated(self.parent, "FINISHED")
+        self.client.set_terminated(self.parent, "KILLED" if interrupted else "FINISHED")

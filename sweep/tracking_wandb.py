@@ -93,7 +93,7 @@ class WandbTracker:
             run.log(images, step=run.step)
         run.finish(exit_code=1 if failed else 0)
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:  # a group has no status
         for run in self.runs.values():
             run.finish(exit_code=1)
         self.runs.clear()

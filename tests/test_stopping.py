@@ -5,12 +5,14 @@ sweep under SIGTERM is in tests/test_sweep_faults.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
 
 import pytest
 
+from sweep import stopping
 from sweep.stopping import TUNE_MODULE, stops_on_signals
 from vae_sweep.errors import Terminated
 
@@ -73,7 +75,46 @@ def test_sigterm_before_tunes_loop_or_from_an_earlier_fit_stops_at_once(usr1_res
 
 
 def test_a_fit_without_a_signal_ends_normally(usr1_restored):
-    before = signal.getsignal(signal.SIGTERM)
+    term, usr1 = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGUSR1)
     with stops_on_signals():
         signal.signal(signal.SIGUSR1, tune_like_handler([]))
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signal.SIGTERM) is term
+    assert signal.getsignal(signal.SIGUSR1) is usr1
+
+
+def test_a_loop_deaf_to_the_request_is_stopped_after_the_grace(
+    usr1_restored, monkeypatch
+):
+    # Tune waits up to 600 s for a trial it can start, not polling the stop event
+    monkeypatch.setattr(stopping, "GRACE_S", 0.3)
+    calls, started = [], time.time()
+    with pytest.raises(Terminated), stops_on_signals():
+        signal.signal(signal.SIGUSR1, tune_like_handler(calls))
+        deliver(signal.SIGTERM)
+        while time.time() - started < 10:  # the wait
+            time.sleep(0.05)
+        pytest.fail("the grace passed and the sweep went on")
+    assert calls == [signal.SIGTERM] and time.time() - started < 5
+
+
+def test_a_stopped_fit_leaves_no_timer_behind(usr1_restored, monkeypatch):
+    monkeypatch.setattr(stopping, "GRACE_S", 0.3)
+    with pytest.raises(Terminated), stops_on_signals():
+        signal.signal(signal.SIGUSR1, tune_like_handler([]))
+        deliver(signal.SIGTERM)  # the loop ends at once
+    time.sleep(0.6)  # a timer left running would send SIGTERM to this process now
+
+
+def test_tunes_words_about_its_own_ctrl_c_are_dropped_and_the_rest_kept(caplog):
+    tune_log = logging.getLogger(TUNE_MODULE)
+    words = ["Stop signal received (e.g. via SIGINT/Ctrl+C), ending Ray Tune run.",
+             "Experiment has been interrupted, but the most recent state was saved.\n"
+             "Resume experiment with: Tuner.restore(path=...)",
+             "Trials did not complete: [vae_trial_1]"]  # fmt: skip
+    failed = "Experiment state snapshotting failed:"
+    with caplog.at_level(logging.WARNING, logger=TUNE_MODULE):
+        with stops_on_signals():
+            for text in [*words, failed]:
+                tune_log.warning(text)
+        tune_log.warning(words[0])  # after the sweep: Tune's own again
+    assert [r.getMessage() for r in caplog.records] == [failed, words[0]]

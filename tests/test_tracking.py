@@ -304,3 +304,50 @@ def test_a_folder_uri_is_a_sqlite_store_with_its_artifacts_beside_it(tmp_path):
     artifacts = client.list_artifacts(trial.info.run_id)
     assert [a.path for a in artifacts] == ["metrics.json"]
     assert (folder / "artifacts" / "grid").is_dir()
+
+
+def test_a_sweep_stopped_by_sigterm_leaves_its_run_killed_and_a_resume_reopens_it(
+    tmp_path,
+):
+    from sweep.config import MLflowSection
+    from sweep.tracking_mlflow import MLflowTracker
+
+    folder = tmp_path / "runs"
+    tracker = MLflowTracker(MLflowSection(uri=str(folder)), "grid", "abc", "/sweep")
+    tracker.open("abctrial1", "n_train=5", {"n_train": "5"})
+    tracker.close(interrupted=True)  # Tune's end of a sweep a SIGTERM stopped
+    client = _client(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("grid").experiment_id
+
+    def statuses():
+        runs = client.search_runs([experiment])
+        return {run.info.run_name: run.info.status for run in runs}
+
+    assert statuses() == {"grid": "KILLED", "n_train=5": "KILLED"}
+    again = MLflowTracker(MLflowSection(uri=str(folder)), "grid", "abc", "/sweep")
+    again.open("abctrial1", "n_train=5", {"n_train": "5"})
+    assert statuses() == {"grid": "RUNNING", "n_train=5": "RUNNING"}
+    again.finish("abctrial1", [], failed=False)
+    again.close()
+    assert statuses() == {"grid": "FINISHED", "n_train=5": "FINISHED"}
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_the_callback_tells_the_trackers_whether_a_sigterm_ended_the_sweep(stopped):
+    from sweep.stopping import TERMINATED  # what the driver's SIGTERM handler fills
+    from sweep.tracking import TrackingCallback
+
+    closed = []
+
+    class Backend:
+        def close(self, interrupted=False):
+            closed.append(interrupted)
+
+    callback = TrackingCallback(GridConfig(name="x"), "/sweep")
+    callback.backends = [Backend(), Backend()]
+    TERMINATED[:] = [signal.SIGTERM] if stopped else []
+    try:
+        callback.on_experiment_end(trials=[])
+    finally:
+        TERMINATED.clear()
+    assert closed == [stopped, stopped]
