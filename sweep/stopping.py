@@ -43,11 +43,17 @@ GRACE_S = 20.0  # within the usual grace before SIGKILL (Kubernetes, Slurm: 30 s
 # what to do. Anything else it logs (a failed last save) is kept.
 TUNE_STOP_WORDS = ("Stop signal received", "Experiment has been interrupted",
                    "Training has been interrupted", "Trials did not complete")
+# and after such a stop, a line for each trial not started yet (a resume starts them)
+UNSTARTED_WORDS = "Failed to fetch metrics"
+TUNE_LOGGERS = (TUNE_MODULE, "ray.tune.analysis.experiment_analysis")
 
 
 class _TunesStopWords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(TUNE_STOP_WORDS)
+        message = record.getMessage()
+        if message.startswith(TUNE_STOP_WORDS):
+            return False
+        return not (TERMINATED and message.startswith(UNSTARTED_WORDS))
 
 
 _FILTER = _TunesStopWords()
@@ -89,8 +95,8 @@ def stops_on_signals() -> Iterator[None]:
     TERMINATED.clear()  # this sweep's, not an earlier run's in this process
     previous_usr1 = _BEFORE_FIT[0] = signal.getsignal(signal.SIGUSR1)
     previous_term = signal.signal(signal.SIGTERM, _terminated)
-    tune_log = logging.getLogger(TUNE_MODULE)
-    tune_log.addFilter(_FILTER)
+    for name in TUNE_LOGGERS:
+        logging.getLogger(name).addFilter(_FILTER)
     try:
         yield
     finally:
@@ -98,6 +104,7 @@ def stops_on_signals() -> Iterator[None]:
             _TIMERS.pop().cancel()
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGUSR1, previous_usr1)
-        tune_log.removeFilter(_FILTER)
+        for name in TUNE_LOGGERS:
+            logging.getLogger(name).removeFilter(_FILTER)
     if TERMINATED:  # fit() returned because a SIGTERM asked Tune to stop
         raise Terminated(f"signal {TERMINATED[0]}")

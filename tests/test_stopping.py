@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import time
+from contextlib import nullcontext
 
 import pytest
 
@@ -118,3 +119,19 @@ def test_tunes_words_about_its_own_ctrl_c_are_dropped_and_the_rest_kept(caplog):
                 tune_log.warning(text)
         tune_log.warning(words[0])  # after the sweep: Tune's own again
     assert [r.getMessage() for r in caplog.records] == [failed, words[0]]
+
+
+@pytest.mark.parametrize("stopped", [False, True])
+def test_trials_without_results_are_listed_unless_a_sigterm_stopped_the_sweep(
+    stopped, caplog, usr1_restored
+):
+    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    unstarted = "Failed to fetch metrics for 7 trial(s):\n- n_train=5000,seed=1: ..."
+    ends = pytest.raises(Terminated) if stopped else nullcontext()
+    with caplog.at_level(logging.WARNING, logger=analysis.name), ends, \
+            stops_on_signals():  # fmt: skip
+        signal.signal(signal.SIGUSR1, tune_like_handler([]))
+        if stopped:
+            deliver(signal.SIGTERM)
+        analysis.warning(unstarted)  # fit() returns Tune's analysis
+    assert [r.getMessage() for r in caplog.records] == ([] if stopped else [unstarted])
