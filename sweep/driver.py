@@ -65,7 +65,7 @@ from sweep.prerequisites import (
 )
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
-from sweep.stopping import stops_on_signals
+from sweep.stopping import ANALYSIS_LOGGER, stops_on_signals
 from sweep.storage import join, write_bytes
 from sweep.tracking import TrackingCallback, tracked
 from sweep.trainable import SweepData, share, vae_trial
@@ -287,7 +287,7 @@ def _selection(spec: dict) -> dict:
 def _unstarted_trials_unlisted():
     """Reading a sweep's state, Tune warns of each trial with no result yet, one
     line per trial (25 on a resume of study_cpu_v3): a resume expects them."""
-    analysis = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    analysis = logging.getLogger(ANALYSIS_LOGGER)
     level = analysis.level
     analysis.setLevel(logging.ERROR)
     try:

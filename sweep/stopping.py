@@ -45,7 +45,8 @@ TUNE_STOP_WORDS = ("Stop signal received", "Experiment has been interrupted",
                    "Training has been interrupted", "Trials did not complete")
 # and after such a stop, a line for each trial not started yet (a resume starts them)
 UNSTARTED_WORDS = "Failed to fetch metrics"
-TUNE_LOGGERS = (TUNE_MODULE, "ray.tune.analysis.experiment_analysis")
+ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"  # lists trials sans results
+TUNE_LOGGERS = (TUNE_MODULE, ANALYSIS_LOGGER)
 
 
 class _TunesStopWords(logging.Filter):
