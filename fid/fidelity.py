@@ -43,8 +43,15 @@ class Fidelity:
 
 
 def as_tensor(features: np.ndarray, device) -> torch.Tensor:
-    """Features as a float64 tensor on `device`: exact distances at any size."""
-    return torch.as_tensor(np.asarray(features), dtype=torch.float64, device=device)
+    """Features as a float64 tensor on `device`: exact distances at any size.
+
+    A read-only array (Ray hands the actor's features out of its object store that way)
+    is copied, not shared: torch warns on sharing one, and nothing here writes to it.
+    """
+    array = np.asarray(features, dtype=np.float64)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.as_tensor(array, device=device)
 
 
 def row_blocks(rows: int, columns: int):

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from prdc import compute_prdc
 
 from fid import fidelity as fidelity_module
 from fid.fidelity import DC_K, PR_K, fidelity, knn_radii
+from tests.helpers.data import ROOT
 
 
 def _peer(real, fake) -> dict:
@@ -57,3 +61,24 @@ def test_matches_prdc_at_full_size_in_blocks(rng, monkeypatch):
 def test_too_few_samples_are_refused(rng):
     with pytest.raises(ValueError, match="at least 6 samples on each side"):
         fidelity(rng.standard_normal((5, 2)), rng.standard_normal((50, 2)))
+
+
+def test_read_only_features_are_copied_without_torch_warning():
+    # Ray hands the FID actor's features out as read-only arrays; torch warns once per
+    # process on sharing one (its warning shows in every trial's log), so the check runs
+    # in a fresh interpreter with the warning made an error
+    code = (
+        "import numpy as np, torch\n"
+        "from fid.fidelity import as_tensor\n"
+        "for dtype in (np.float64, np.float32):\n"
+        "    a = np.arange(12, dtype=dtype).reshape(3, 4)\n"
+        "    a.flags.writeable = False\n"
+        "    t = as_tensor(a, 'cpu')\n"
+        "    assert t.dtype == torch.float64\n"
+        "    assert np.array_equal(t.numpy(), a.astype(np.float64))\n"
+        "    t[0, 0] = -1.0\n"
+        "    assert a[0, 0] == 0\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
