@@ -114,10 +114,10 @@ class Sizes:
     """How much each check does: a GPU's full run, or --quick's tiny one."""
 
     def __init__(self, quick: bool):
-        self.fid_images = 64 if quick else 2000
+        self.fid_images = 16 if quick else 2000
         self.fid_batch = 16 if quick else 200
         self.compare_images = 8 if quick else 64  # GPU against CPU features
-        self.train_steps = 3 if quick else 60  # timed, after as many warm-up steps
+        self.train_steps = 1 if quick else 60  # timed, after as many warm-up steps
         self.train_images = 300 if quick else 12_000
         self.stage2_steps = 20 if quick else 400
 
