@@ -252,10 +252,13 @@ def replay_rows(exhaustive: Sweep, settings, prior, axes, top_k,
         stopped = {key_of[t] for t in outcome.stopped_at}
         finals = {k: v for k, v in reference.items() if k not in stopped}
         seconds = _stop_cost(exhaustive, trials, outcome)
+        # a trial the exhaustive run did not finish (a partial run's) is finished in
+        # no replay: one that the replay leaves alone is counted in neither column
+        ended = set(trials.loc[trials["status"] == "ok", "key"])
         counts = {
             "kind": "replay",
             "trials": len(trials),
-            "finished": len(trials) - len(stopped),
+            "finished": len(ended - stopped),
             "stopped": len(stopped),
         }
         label = _scheduler_label(

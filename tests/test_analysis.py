@@ -887,3 +887,27 @@ def test_concurrency_allows_for_whole_second_clocks_only_where_they_are():
     precise = pd.DataFrame({"started_at": [at(0), at(9.5)],
                             "finished_at": [at(10.25), at(20.25)]})  # fmt: skip
     assert _concurrency(SimpleNamespace(trials=precise)) == 2
+
+
+def test_a_replay_of_a_partial_run_counts_its_unfinished_trials_apart(tmp_path):
+    """A sweep read while it runs (or stopped): a trial without its end is not
+    finished in a replay that does not stop it, as in the run's own row. Before,
+    every trial the replay left alone counted as finished."""
+    results = synthetic_results({"all400s0": "unfinished"})
+    history = synthetic_history(results)
+    history = history[(history["trial_id"] != "all400s0") | (history["epoch"] <= 2)]
+    folder = write_sweep(tmp_path / "partial", results=results, history=history)
+    out = tmp_path / "es"
+    early_stopping.main([str(folder), "--replay", "--grace", "2", "--reduction", "2",
+                         "--out", str(out)])  # fmt: skip
+    table = pd.read_csv(out / "early_stopping.csv").set_index("run")
+    row = table.loc["syn: none (exhaustive)"]
+    assert (row["trials"], row["finished"], row["stopped"]) == (9, 8, 0)
+    stops = early_stopping.replay_exhaustive(
+        load_sweep(folder), name="asha", grace_period=2, reduction_factor=2
+    ).stopped_at
+    assert "all400s0" not in stops  # at epoch 2 it is the best of its rung
+    ok = set(results.loc[results["status"] == "ok", "trial_id"])
+    row = table.loc["replay: asha, grace 2, eta 2"]
+    assert (row["trials"], row["finished"], row["stopped"]) == (
+        9, len(ok - set(stops)), len(stops))  # fmt: skip
