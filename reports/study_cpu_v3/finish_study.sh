@@ -18,5 +18,10 @@ python -m experiments.analysis $R/ceiling --metric kid --out $R/ceiling_analysis
 python -m experiments.analysis $R/double --metric kid --out $R/double_analysis
 python -m experiments.agreement $R/analysis $R/double_analysis \
     --labels "4000 steps,8000 steps" --out $R/agreement
+# the thesis's equal-epoch comparison: the whole pool at 8,000 steps (80 epochs)
+# against each half at 4,000 (80 epochs), paired by seed
+python -m experiments.cross_sweep $R/double $R/sweep --arm criterion=all \
+    --against n_train=5000 --labels "all at 8000 steps,halves at 4000 steps" \
+    --metric kid --out $R/equal_epochs
 python -m experiments.early_stopping $R/sweep --replay --prior gaussian --metric kid \
     --grace 1000,2000 --reduction 2,3,4 --out $R/early_stopping
