@@ -17,7 +17,9 @@ is better depends on the metric (lower FID and KID, higher precision, recall,
 density, coverage). The two reports must have used the same level and test.
 
 Writes `agreement.md` and `agreement.csv` into `--out` (default:
-`<REPORT_A>/agreement`), whole or not at all.
+`<REPORT_A>/agreement`), whole or not at all,
+replacing an earlier report: an existing `--out` must be empty or hold
+`agreement.md`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pandas as pd
 from experiments.analysis import _markdown
 from experiments.significance import no_spread
 from experiments.tables import METRICS, interval_text
-from vae_sweep.checks import writable_folder
+from vae_sweep.checks import report_folder
 from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
@@ -163,7 +165,7 @@ def main(argv=None) -> None:
             raise InputError(f"--metrics: {', '.join(missing)} not paired in both "
                              f"reports (both have {', '.join(both)})")  # fmt: skip
     out = Path(args.out) if args.out else Path(args.reports[0]) / "agreement"
-    writable_folder(out, f"--out {out}")
+    report_folder(out, f"--out {out}", "agreement.md", inputs=args.reports)
     table = side_by_side(a, b, metrics)
     if table.empty:
         raise InputError("the two reports hold no comparison in common")

@@ -22,7 +22,9 @@ partial) and writes into `--out` (default: `<first RESULTS_DIR>/report`):
   saved them, and for E1/E2
   sweeps `e1.png` / `e2.png` with `e1.csv` / `e2.csv`.
 
-The folder is written whole or not at all.
+The folder is written whole or not at all, replacing an earlier report; an
+existing `--out` must be empty or hold `report.md` (a sweep, the storage above
+one, or a folder of other files is refused).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from experiments.significance import POWER
 from fid.sample_metrics import KID_SUBSET_SIZE
 from sweep.folder import SAMPLES_FOLDER, copies_file, sample_grid_file
 from sweep.reader import Sweep, load_sweeps
-from vae_sweep.checks import writable_folder
+from vae_sweep.checks import report_folder
 from vae_sweep.cli import Parser, finite_float, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
@@ -610,7 +612,7 @@ def main(argv=None) -> None:
     if len({Path(f).resolve() for f in args.folders}) < len(args.folders):
         raise InputError("the same sweep folder is given twice")
     out = Path(args.out) if args.out else Path(args.folders[0]) / "report"
-    writable_folder(out, f"--out {out}")
+    report_folder(out, f"--out {out}", "report.md", inputs=args.folders)
     started = time.time()
     sweeps = load_sweeps(args.folders)
     kinds = {s.grid.kind for s in sweeps}

@@ -23,11 +23,12 @@ finds with 80% probability at this pair count and spread), on `--metric` and eve
 other metric both sweeps measured. Each arm's stage-1 budget is listed beside it:
 optimizer steps, and passes over its training images (epochs).
 
-The two sweeps must score alike (the same kind, data and FID settings: their
-numbers mean the same); what else differs between them (the budget, the model) is
-listed at the top of the report. Only finished trials enter. Writes
-`cross_sweep.md` and `cross_sweep.csv` into `--out` (default: `<SWEEP_A>/cross_sweep`),
-whole or not at all.
+The two sweeps must score alike (the same kind, pool and reference sizes, sample
+count, reference and feature network: their numbers mean the same); the base
+settings in which they differ (the budget, the model) are listed at the top of the
+report. Only finished trials enter. Writes `cross_sweep.md` and `cross_sweep.csv`
+into `--out` (default: `<SWEEP_A>/cross_sweep`), whole or not at all, replacing an
+earlier report: an existing `--out` must be empty or hold `cross_sweep.md`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ import numpy as np
 import pandas as pd
 
 from experiments.analysis import _markdown
-from experiments.significance import holm, paired_difference, resolvable_difference
+from experiments.significance import (
+    holm,
+    no_spread,
+    paired_difference,
+    resolvable_difference,
+)
 from experiments.tables import (
     METRICS,
     generative,
@@ -49,16 +55,21 @@ from experiments.tables import (
     row_keys,
 )
 from sweep.reader import Sweep, comparable_key, load_sweep
-from vae_sweep.checks import writable_folder
+from vae_sweep.checks import report_folder
 from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
 
-# what decides what a score means: the two sweeps must agree on it (the FID batch
-# size only sets how many images go through the network at once)
+# what decides what a score means, which the two sweeps must share: the kind, the
+# pool and reference sizes, the sample count, the reference and the network. Not:
+# where the data lie, how many images go through the network at once, which other
+# metrics were measured beside, how many bootstrap resamples made the intervals
 SCORE_KEYS = ("kind", "data", "fid")
-UNSCORED = {("fid", "batch_size")}
+UNSCORED = {"data.root", "data.download", "fid.batch_size", "fid.metrics",
+            "fid.bootstrap"}  # fmt: skip
 TABLE = "cross_sweep.csv"
+# the report table's own columns, which --labels may not take
+SHOWN = ("against", "prior", "pairs", "A - B", "resolvable", "p_holm")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,12 +142,12 @@ def score_differences(a: Sweep, b: Sweep) -> list[str]:
     """The score-defining settings in which the two sweeps differ (dotted keys)."""
     first, second = comparable_key(a.grid), comparable_key(b.grid)
     return [key for key in _dotted_differences(first, second)
-            if key.split(".")[0] in SCORE_KEYS
-            and tuple(key.split(".")[:2]) not in UNSCORED]  # fmt: skip
+            if key.split(".")[0] in SCORE_KEYS and key not in UNSCORED]
 
 
 def recipe_differences(a: Sweep, b: Sweep) -> list[str]:
-    """`key: A value / B value` for each other setting in which they differ."""
+    """`key: A value / B value` for each other base setting in which they differ
+    (grid axes, which set them per arm, are not among them)."""
     first, second = comparable_key(a.grid), comparable_key(b.grid)
     return [f"{key}: {_lookup(first, key)} / {_lookup(second, key)}"
             for key in _dotted_differences(first, second)
@@ -175,6 +186,28 @@ def _arm_label(row: pd.Series, keys: list[str]) -> str:
     return " ".join(f"{k}={row[k]}" for k in keys)
 
 
+def hashable_keys(results: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`results` with list-valued axis columns (model.encoder_channels, ...) as
+    tuples, which pandas can group on."""
+    def freeze(value):
+        return tuple(value) if isinstance(value, list | tuple | np.ndarray) else value
+
+    return results.assign(**{k: results[k].map(freeze) for k in keys})
+
+
+def check_one_trial_per_seed(rows: pd.DataFrame, keys: list[str], side: str) -> None:
+    """Each arm holds one trial per seed: two (an axis the results do not tell
+    apart) would pair as a cross product."""
+    trials = rows.drop_duplicates("trial_id")
+    repeated = trials[trials.duplicated([*keys, "seed"], keep=False)]
+    if len(repeated):
+        first = repeated.iloc[0]
+        raise InputError(f"{side}: {_arm_label(first, keys)} holds "
+                         f"{int((repeated['seed'] == first['seed']).sum())} trials "
+                         f"of seed {first['seed']} (an axis its results do not "
+                         "record?): pairing by seed needs one")  # fmt: skip
+
+
 def compare(a_rows: pd.DataFrame, b_rows: pd.DataFrame, b_keys: list[str],
             metrics: list[str], test: str, level: float) -> pd.DataFrame:  # fmt: skip
     """A's arm against each of B's arms, per prior and metric, paired by seed."""
@@ -197,7 +230,7 @@ def compare(a_rows: pd.DataFrame, b_rows: pd.DataFrame, b_keys: list[str],
                 d = result.difference
                 rows.append({
                     "metric": metric, "against": label, "prior": prior,
-                    "pairs": d.n, "seeds": ",".join(map(str, pairs["seed"])),
+                    "pairs": d.n, "seeds": ",".join(map(str, sorted(pairs["seed"]))),
                     "a_mean": float(a_values.mean()), "b_mean": float(b_values.mean()),
                     "difference": d.mean, "ci_low": d.low, "ci_high": d.high,
                     "resolvable": resolvable_difference(a_values - b_values, level),
@@ -227,30 +260,49 @@ def main(argv=None) -> None:
     if not arm:
         raise InputError("--arm: KEY=VALUE pairs, comma-separated")
     against = parse_selection("--against", args.against)
+    out = Path(args.out) if args.out else Path(args.sweeps[0]) / "cross_sweep"
+    report_folder(out, f"--out {out}", "cross_sweep.md", inputs=args.sweeps)
     a, b = (load_sweep(folder) for folder in args.sweeps)
-    if a.grid.kind != "vae" or b.grid.kind != "vae":
-        raise InputError("cross_sweep compares VAE sweeps (kind vae)")
+    for folder, sweep in zip(args.sweeps, (a, b), strict=True):
+        if sweep.grid.kind != "vae":
+            raise InputError(f"{folder}: a {sweep.grid.kind} sweep; cross_sweep "
+                             "compares VAE sweeps (kind vae)")  # fmt: skip
     differing = score_differences(a, b)
     if differing:
         raise InputError(f"{args.sweeps[1]}: its scores do not compare with "
                          f"{args.sweeps[0]}'s (their grids differ in "
                          f"{', '.join(differing)})")  # fmt: skip
+    if args.labels is None and a.name == b.name:
+        raise InputError(f"both sweeps are named {a.name}: tell them apart with "
+                         "--labels A,B")  # fmt: skip
     labels = ([p.strip() for p in args.labels.split(",")] if args.labels
               else [a.name, b.name])  # fmt: skip
     if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
         raise InputError(f"--labels {args.labels!r}: two different names, "
                          "comma-separated")  # fmt: skip
+    taken = [name for name in labels if name in SHOWN or "|" in name]
+    if taken:
+        raise InputError(f"--labels {args.labels!r}: {taken[0]!r} is a column name "
+                         "of the table or holds '|'")  # fmt: skip
     a_keys = row_keys(a.results, set(a.grid.grid))
     b_keys = row_keys(b.results, set(b.grid.grid))
-    a_rows = select(a.results, "--arm", arm, a_keys, a.folder)
+    a_results = hashable_keys(a.results, a_keys)
+    b_results = hashable_keys(b.results, b_keys)
+    a_rows = select(a_results, "--arm", arm, a_keys, a.folder)
     arms = a_rows.drop_duplicates(a_keys)
     if len(arms) > 1:
         found = "; ".join(_arm_label(r, a_keys) for _, r in arms.iterrows())
         raise InputError(f"--arm {args.arm}: {len(arms)} arms of {a.folder} match "
                          f"({found}): name one")  # fmt: skip
-    b_rows = select(b.results, "--against", against, b_keys, b.folder) if against \
-        else b.results  # fmt: skip
+    b_rows = select(b_results, "--against", against, b_keys, b.folder) if against \
+        else b_results  # fmt: skip
+    check_one_trial_per_seed(a_rows, a_keys, args.sweeps[0])
+    check_one_trial_per_seed(b_rows, b_keys, args.sweeps[1])
     priors = generative(sorted(set(a_rows["prior"]) & set(b_rows["prior"])))
+    if not priors:
+        raise InputError(f"no generative prior in both the arm ("
+                         f"{', '.join(sorted(set(a_rows['prior'])))}) and the arms "
+                         f"compared with ({', '.join(sorted(set(b_rows['prior'])))})")
     a_rows, b_rows = (r[r["prior"].isin(priors)] for r in (a_rows, b_rows))
     measured = [m for m in METRICS if m in a_rows and m in b_rows
                 and a_rows[m].notna().any() and b_rows[m].notna().any()]  # fmt: skip
@@ -258,8 +310,6 @@ def main(argv=None) -> None:
         raise InputError(f"--metric {args.metric}: not measured in both sweeps "
                          f"(both have {', '.join(measured) or 'none'})")  # fmt: skip
     metrics = [args.metric] + [m for m in measured if m != args.metric]
-    out = Path(args.out) if args.out else Path(args.sweeps[0]) / "cross_sweep"
-    writable_folder(out, f"--out {out}")
     table = compare(a_rows, b_rows, b_keys, metrics, args.test, args.level)
     if table.empty:
         raise InputError("no seed was run to its end in both the arm and the arms "
@@ -269,6 +319,16 @@ def main(argv=None) -> None:
         table.to_csv(staged / TABLE, index=False)
         (staged / "cross_sweep.md").write_text(report)
     print(f"report: {out / 'cross_sweep.md'}")
+
+
+def _difference_text(difference: float, low: float, high: float) -> str:
+    """`d [low, high]`; with one pair, or no spread (every seed's difference the
+    same), the value alone, said so: a zero-width interval claims no certainty."""
+    if not np.isfinite(low):
+        return f"{difference:.3g} (one pair)"
+    if no_spread([low, high]):
+        return f"{difference:.3g} (no spread)"
+    return interval_text(difference, low, high)
 
 
 def _report(args, argv, a: Sweep, b: Sweep, labels, a_rows, b_rows, a_keys, b_keys,
@@ -286,14 +346,21 @@ def _report(args, argv, a: Sweep, b: Sweep, labels, a_rows, b_rows, a_keys, b_ke
         "",
         f"`{a.folder}` ({labels[0]}) and `{b.folder}` ({labels[1]}): the first's arm "
         f"{arm} against each arm of the second, paired by seed (A - B over the seeds "
-        f"both ran to their end), {args.level:.0%} interval, {args.test} test, "
-        "Holm's adjustment over each metric's comparisons (`p_holm`). `resolvable`: "
-        "the smallest true difference the test finds with 80% probability at this "
-        "pair count and spread.",
+        f"both ran to their end; the two means are over those seeds), "
+        f"{args.level:.0%} interval, {args.test} test, Holm's adjustment over each "
+        "metric's comparisons (`p_holm`; `*` below "
+        f"{alpha:.2g}). `resolvable`: the smallest true difference a paired t test "
+        "finds with 80% probability at this pair count and spread. Values as "
+        "printed (KID x 1000), in the CSV too.",
         "",
-        "The sweeps differ in: " + ("; ".join(recipe) if recipe else "nothing but "
-                                    "their names and axes") + ".",  # fmt: skip
+        "The sweeps' base settings differ in: " + ("; ".join(recipe) if recipe
+                                                   else "nothing but their names "
+                                                   "and axes") + ".",  # fmt: skip
     ]
+    if args.test == "permutation":
+        lines += ["", "The intervals and `resolvable` are the paired t test's; the "
+                  "exact sign-flip test's p-value is never below 2 / 2^n at n pairs "
+                  "(0.0625 at 5)."]  # fmt: skip
     partial = sorted({str(s.folder) for s in (a, b) if s.rebuilt})
     if partial:
         lines += ["", f"PARTIAL: {' and '.join(partial)} "
@@ -307,7 +374,7 @@ def _report(args, argv, a: Sweep, b: Sweep, labels, a_rows, b_rows, a_keys, b_ke
             "against": group["against"], "prior": group["prior"],
             "pairs": group["pairs"],
             labels[0]: group["a_mean"], labels[1]: group["b_mean"],
-            "A - B": [interval_text(d, lo, hi) if np.isfinite(lo) else f"{d:.3g}"
+            "A - B": [_difference_text(d, lo, hi)
                       for d, lo, hi in zip(group["difference"], group["ci_low"],
                                            group["ci_high"], strict=True)],
             "resolvable": group["resolvable"], "p_holm": group["p_holm"],

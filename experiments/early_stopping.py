@@ -22,7 +22,9 @@ report says where and why not.
 
 Writes `early_stopping.md`, `early_stopping.csv`, `replay_check.csv` and
 `early_stopping.png` (compute hours against ranking quality) into `--out` (default:
-`<exhaustive RUN_DIR>/early_stopping`), whole or not at all.
+`<exhaustive RUN_DIR>/early_stopping`), whole or not at all,
+replacing an earlier report: an existing `--out` must be empty or hold
+`early_stopping.md`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from experiments.tables import METRICS
 from sweep.budget import budget_end, budget_unit, in_units
 from sweep.folder import TIMINGS_FILE
 from sweep.reader import Sweep, load_sweeps
-from vae_sweep.checks import at_least, distinct, positive_list, writable_folder
+from vae_sweep.checks import at_least, distinct, positive_list, report_folder
 from vae_sweep.cli import Parser, float_list, int_list, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
@@ -445,7 +447,7 @@ def main(argv=None) -> None:
         )
     exhaustive = exhaustive[0]
     out = Path(args.out) if args.out else exhaustive.folder / "early_stopping"
-    writable_folder(out, f"--out {out}")
+    report_folder(out, f"--out {out}", "early_stopping.md", inputs=args.folders)
     prior = args.prior or exhaustive.grid.priors[0]
     if prior not in exhaustive.grid.priors:
         raise InputError(

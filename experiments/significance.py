@@ -102,6 +102,8 @@ def resolvable_difference(difference, level: float = 0.95,
         lower = float(np.nan_to_num(stats.nct.cdf(-critical, df, shift), nan=0.0))
         return upper + lower - power
 
+    if shortfall(0.0) >= 0:  # alpha >= power (level 0.2 or less): a test that
+        return 0.0  # rejects that often finds even no difference 80% of the time
     high = 1.0
     while shortfall(high) < 0:
         high *= 2

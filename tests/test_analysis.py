@@ -225,6 +225,14 @@ def test_resolvable_difference_is_statsmodels_power_solution(difference):
     assert math.isnan(resolvable_difference([0.3 - 0.2, 0.1]))  # to rounding
 
 
+def test_resolvable_difference_is_zero_where_the_level_rejects_that_often():
+    """At level 0.1 (alpha 0.9, a slip for alpha 0.1) a test rejects 90% of the time
+    with no difference at all: every delta, 0 included, is found with 80% power
+    (before: brentq found no sign change and raised)."""
+    assert resolvable_difference([2.0, 3.0, 2.0], level=0.1) == 0.0
+    assert resolvable_difference([2.0, 3.0, 2.0], level=0.25) > 0
+
+
 def test_resolvable_difference_is_detected_at_its_power(rng):
     """Simulated: pairs whose true mean difference is the resolvable one reject at a
     rate of 80% (5 pairs, unit spread; the resolvable delta for the true spread)."""
@@ -911,3 +919,23 @@ def test_a_replay_of_a_partial_run_counts_its_unfinished_trials_apart(tmp_path):
     row = table.loc["replay: asha, grace 2, eta 2"]
     assert (row["trials"], row["finished"], row["stopped"]) == (
         9, len(ok - set(stops)), len(stops))  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["analysis", "early_stopping"])
+def test_out_never_replaces_a_sweep_or_a_folder_of_other_files(tmp_path, command):
+    """The report folder is replaced whole: --out set to the sweep itself, to the
+    storage above it, or to a folder of other files would have deleted them."""
+    main = {"analysis": analysis.main, "early_stopping": early_stopping.main}[command]
+    folder = write_sweep(tmp_path / "storage" / "syn")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    for out, needle in [(folder, "would replace"), (folder.parent, "would replace"),
+                        (notes, "a folder holding other files")]:  # fmt: skip
+        with pytest.raises(InputError, match=needle):
+            main([str(folder), "--out", str(out)])
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "grid.yaml", "history.parquet", "results.parquet"]  # fmt: skip
+    assert (notes / "todo.txt").read_text() == "mine"
+    main([str(folder), "--out", str(tmp_path / "report")])
+    main([str(folder), "--out", str(tmp_path / "report")])  # its own: replaced

@@ -84,7 +84,7 @@ def test_each_half_against_the_whole_pool_by_hand(sweeps, tmp_path):
     # the budgets: 32 steps of 100 over 400 images, 16 over 100
     assert "| 8 epochs | n_train=400 criterion=all | 32 steps, 8 epochs |" in report
     assert "| 4 epochs | n_train=100 criterion=random | 16 steps, 16 epochs |" in report
-    assert "The sweeps differ in: stage1.epochs: 8 / 4." in report
+    assert "The sweeps' base settings differ in: stage1.epochs: 8 / 4." in report
     assert "## FID (lower is better)" in report and "PARTIAL" not in report
 
 
@@ -111,6 +111,52 @@ def _bad(tmp_path, case: str) -> list[str]:
     return [str(a), str(b)]
 
 
+def test_scores_measured_alike_compare_whatever_else_was_measured(tmp_path):
+    """Sweeps that differ in which other metrics they measured, their bootstrap and
+    where their data lie still score alike; an arm whose every seed differs by the
+    same amount shows the value with no interval (not a zero-width one)."""
+    a = write_sweep(tmp_path / "a", grid=synthetic_grid("a"))
+    other = synthetic_grid("b", fid={"samples": 50, "metrics": ["fid", "kid"],
+                                     "bootstrap": 20},
+                           data={"train_limit": 400, "root": str(tmp_path)})
+    shifted = synthetic_results()
+    shifted["fid"] = shifted["fid"] + 0.5
+    b = write_sweep(tmp_path / "b", grid=other, results=shifted)
+    out = tmp_path / "out"
+    cross_sweep.main([str(a), str(b), "--arm", "criterion=all", "--level", "0.1",
+                      "--out", str(out)])  # fmt: skip
+    report = (out / "cross_sweep.md").read_text()
+    assert "| n_train=400 criterion=all | gaussian | 3 | 7 | 7.5 | -0.5 (no spread) |" \
+        in report  # fmt: skip
+    # level 0.1 (alpha 0.9, a slip for alpha 0.1): every delta has 80% power
+    table = pd.read_csv(out / cross_sweep.TABLE)
+    assert (table.loc[table["against"].str.contains("random"), "resolvable"] == 0).all()
+
+
+def test_out_never_replaces_a_sweep_or_a_folder_of_other_files(sweeps, tmp_path):
+    """The report folder is replaced whole: --out set to a sweep, to the folder
+    holding the sweeps, or to one with other files in it would delete them."""
+    a, b = sweeps
+    args = [a, b, "--arm", "criterion=all"]
+    kept = sorted(p.name for p in tmp_path.rglob("*"))
+    for out, needle in [(b, "would replace"), (str(tmp_path), "would replace"),
+                        (str(tmp_path / "short" / ".."), "would replace")]:  # fmt: skip
+        with pytest.raises(InputError, match=needle):
+            cross_sweep.main([*args, "--out", out])
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    with pytest.raises(InputError, match="a folder holding other files"):
+        cross_sweep.main([*args, "--out", str(notes)])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted([*kept, "notes",
+                                                                  "todo.txt"])
+    # an earlier report is replaced, and so is an empty folder
+    for out in (tmp_path / "report", tmp_path / "report", tmp_path / "empty"):
+        out.mkdir(exist_ok=True)
+        cross_sweep.main([*args, "--out", str(out)])
+        assert (out / "cross_sweep.md").is_file()
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--arm", "criterion=all"], "its scores do not compare with"),  # case "scores"
     (["--arm", "width=3"], "--arm: width is not an arm's key"),
@@ -124,6 +170,8 @@ def _bad(tmp_path, case: str) -> list[str]:
     (["--arm", "criterion=all", "--metric", "kid"], "--metric kid: not measured in "
                                                      "both sweeps (both have fid)"),
     (["--arm", "criterion=all", "--level", "1.5"], "--level 1.5"),
+    (["--arm", "criterion=all", "--labels", "prior,B"], "'prior' is a column name"),
+    (["--arm", "criterion=all", "--labels", "a|b,c"], "'a|b' is a column name"),
 ])  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, extra, needle):
     folders = _bad(tmp_path, "scores" if "compare" in needle else "")
@@ -141,3 +189,29 @@ def test_the_command_exits_2_with_one_line(tmp_path):
     folders = _bad(tmp_path, "")
     result = run_command("experiments.cross_sweep", *folders, "--arm", "seed=0")
     assert_one_line_error(result, "--arm: seed is not an arm's key")
+
+
+def test_two_trials_of_one_seed_in_an_arm_are_refused(tmp_path):
+    """An axis the results do not record leaves two trials per seed in an arm: paired
+    by seed they would make a cross product."""
+    twice = synthetic_results()
+    copy = twice[twice["criterion"] == "random"].assign(
+        trial_id=lambda t: t["trial_id"] + "x")
+    a = write_sweep(tmp_path / "a", grid=synthetic_grid("a"))
+    b = write_sweep(tmp_path / "b", grid=synthetic_grid("b"),
+                    results=pd.concat([twice, copy]))  # fmt: skip
+    with pytest.raises(InputError, match="holds 2 trials of seed 0"):
+        cross_sweep.main([str(a), str(b), "--arm", "criterion=all",
+                          "--out", str(tmp_path / "out")])  # fmt: skip
+
+
+def test_one_sweep_against_itself_needs_labels(tmp_path):
+    a = write_sweep(tmp_path / "a", grid=synthetic_grid("a"))
+    with pytest.raises(InputError, match="both sweeps are named a: tell them apart"):
+        cross_sweep.main([str(a), str(a), "--arm", "criterion=all"])
+    out = tmp_path / "out"
+    cross_sweep.main([str(a), str(a), "--arm", "criterion=all", "--labels", "x,y",
+                      "--out", str(out)])  # fmt: skip
+    table = pd.read_csv(out / cross_sweep.TABLE)
+    mine = table[table["against"] == "n_train=400 criterion=all"]
+    assert (mine["difference"] == 0).all() and len(mine) == 2

@@ -84,6 +84,28 @@ def writable_folder(path: str | os.PathLike, label: str) -> Path:
     return folder
 
 
+def report_folder(path: str | os.PathLike, label: str, marker: str,
+                  inputs=()) -> Path:  # fmt: skip
+    """A folder a report command replaces whole (vae_sweep.files.replaced_dir),
+    checked as `writable_folder` and, because the old folder is deleted, refused
+    where that would delete anything but an earlier report: an existing folder must
+    be empty or hold the command's `marker` file, and must be neither one of the
+    `inputs` (the sweeps or reports read) nor a folder holding one. `--out` set to a
+    sweep, or to the storage above it, would otherwise remove it."""
+    folder = writable_folder(path, label)
+    resolved = folder.resolve()
+    for given in inputs:
+        source = Path(given).expanduser().resolve()
+        if resolved == source or resolved in source.parents:
+            raise InputError(f"{label}: would replace {given}, which this command "
+                             "reads: name a new or empty folder")  # fmt: skip
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / marker).is_file():
+        raise InputError(f"{label}: a folder holding other files (no {marker}: not "
+                         "an earlier report, which this command replaces whole): "
+                         "name a new or empty folder")  # fmt: skip
+    return folder
+
+
 def data_folder(args: argparse.Namespace) -> None:
     """--data, when given, exists (or --download may create it)."""
     if args.data is None:
