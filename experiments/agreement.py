@@ -33,7 +33,7 @@ import pandas as pd
 from experiments.analysis import _markdown
 from experiments.significance import no_spread
 from experiments.tables import METRICS, interval_text
-from vae_sweep.checks import report_folder
+from vae_sweep.checks import report_folder, two_labels
 from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
@@ -146,14 +146,7 @@ def _summary(table: pd.DataFrame, labels: list[str], level: float) -> list[str]:
 
 def main(argv=None) -> None:
     args = _parser().parse_args(argv)
-    labels = [part.strip() for part in args.labels.split(",")]
-    if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
-        raise InputError(f"--labels {args.labels!r}: two different names, "
-                         "comma-separated")  # fmt: skip
-    taken = [name for name in labels if name in SHOWN or "|" in name]
-    if taken:
-        raise InputError(f"--labels {args.labels!r}: {taken[0]!r} is a column name "
-                         "of the table or holds '|'")  # fmt: skip
+    labels = two_labels(args.labels, SHOWN)
     a, b = (_read(folder) for folder in args.reports)
     _same_settings(a, b, args.reports)
     both = [m for m in METRICS if m in set(a["metric"]) & set(b["metric"])]

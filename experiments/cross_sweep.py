@@ -49,13 +49,14 @@ from experiments.significance import (
 )
 from experiments.tables import (
     METRICS,
+    _usable,
     generative,
     in_printed_units,
     interval_text,
     row_keys,
 )
 from sweep.reader import Sweep, comparable_key, load_sweep
-from vae_sweep.checks import report_folder
+from vae_sweep.checks import report_folder, two_labels
 from vae_sweep.cli import Parser, text
 from vae_sweep.errors import InputError, run_cli
 from vae_sweep.files import replaced_dir
@@ -247,9 +248,7 @@ def compare(a_rows: pd.DataFrame, b_rows: pd.DataFrame, b_keys: list[str],
 
 
 def _finished(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    rows = rows[(rows["status"] == "ok") & rows[metric].notna()]
-    rows = rows[np.isfinite(rows[metric].astype(float))]
-    return in_printed_units(rows, metric)
+    return in_printed_units(_usable(rows, metric), metric)
 
 
 def main(argv=None) -> None:
@@ -275,15 +274,7 @@ def main(argv=None) -> None:
     if args.labels is None and a.name == b.name:
         raise InputError(f"both sweeps are named {a.name}: tell them apart with "
                          "--labels A,B")  # fmt: skip
-    labels = ([p.strip() for p in args.labels.split(",")] if args.labels
-              else [a.name, b.name])  # fmt: skip
-    if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
-        raise InputError(f"--labels {args.labels!r}: two different names, "
-                         "comma-separated")  # fmt: skip
-    taken = [name for name in labels if name in SHOWN or "|" in name]
-    if taken:
-        raise InputError(f"--labels {args.labels!r}: {taken[0]!r} is a column name "
-                         "of the table or holds '|'")  # fmt: skip
+    labels = two_labels(args.labels if args.labels else f"{a.name},{b.name}", SHOWN)
     a_keys = row_keys(a.results, set(a.grid.grid))
     b_keys = row_keys(b.results, set(b.grid.grid))
     a_results = hashable_keys(a.results, a_keys)

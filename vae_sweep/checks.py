@@ -84,6 +84,20 @@ def writable_folder(path: str | os.PathLike, label: str) -> Path:
     return folder
 
 
+def two_labels(value: str, reserved=()) -> list[str]:
+    """`--labels A,B`: two different names, neither a column the report's table
+    already has (`reserved`) nor holding `|` (it would break the table)."""
+    labels = [part.strip() for part in value.split(",")]
+    if len(labels) != 2 or not all(labels) or labels[0] == labels[1]:
+        raise InputError(f"--labels {value!r}: two different names, "
+                         "comma-separated")  # fmt: skip
+    taken = [name for name in labels if name in reserved or "|" in name]
+    if taken:
+        raise InputError(f"--labels {value!r}: {taken[0]!r} is a column name "
+                         "of the table or holds '|'")  # fmt: skip
+    return labels
+
+
 def report_folder(path: str | os.PathLike, label: str, marker: str,
                   inputs=()) -> Path:  # fmt: skip
     """A folder a report command replaces whole (vae_sweep.files.replaced_dir),
