@@ -165,22 +165,27 @@ def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
 
 def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path,
                                                                      fresh_cache):
-    """x_train's features arrive slowly (10 s), so the random trial takes a CPU
-    first and leaves too few for a Mahalanobis task that asks for one. Once that
-    trial ends, nothing is pending or running, and Tune waits up to 10 minutes for
-    its searcher without handling the trial's stop: its CPU stays reserved, so such
-    a task waited 10 minutes (and this sweep ran past its timeout) while the
-    lowest_mahalanobis trial waited for its scores. A cache of its own: x_train's
-    features cached by another test would arrive at once."""
+    """x_train's features arrive only once the random trial has reported (a gated
+    stand-in network), so that trial holds a CPU and leaves too few for a
+    Mahalanobis task that asks for one. Once that trial ends, nothing is pending or
+    running, and Tune waits up to 10 minutes for its searcher without handling the
+    trial's stop: its CPU stays reserved, so such a task waited 10 minutes (and this
+    sweep ran past its timeout) while the lowest_mahalanobis trial waited for its
+    scores. The order is the gate's, not a race: a slow network (10 s) let a slowly
+    starting trial come after the task in CI, and the test no longer tested its case.
+    A cache of its own: x_train's features cached by another test would need no
+    network."""
+    gate = str(tmp_path / "smoke" / "trial_*" / "result.json")
     result = sweep(
         tmp_path,
-        "--set", "fid.extractor=tests.helpers.standin:make_slow_standin",
+        "--set", "fid.extractor=tests.helpers.standin:make_gated_standin",
         "--set", "grid.n_train=[100]",
         "--set", "grid.criterion=[random, lowest_mahalanobis]",
         "--set", "selection.space=inception",
         "--set", "priors=[gaussian]",
         "--set", "fid_service.cpu=0.5",  # with the trial's 1: 0.5 CPU left of 2
         check=False, timeout=150,
+        env=sweep_env(VAE_SWEEP_TEST_GATE=gate, VAE_SWEEP_TEST_GATE_AFTER="40"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results, _ = tables(tmp_path)
@@ -189,7 +194,7 @@ def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path,
     spans = json.loads((tmp_path / "smoke" / "timings.json").read_text())
     ran = spans["runs"][0]["prerequisites"]
     scores = next(span for key, span in ran.items() if key.startswith("mahalanobis"))
-    # it waited for the random trial, which had started before it could run
+    # the case under test: the task became runnable while the random trial held a CPU
     random_trial = results.set_index("criterion").loc["random"]
     assert scores["started_at"] >= random_trial["started_at"].timestamp()
 

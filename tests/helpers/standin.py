@@ -10,7 +10,7 @@ import numpy as np
 
 from fid.standin import StandInExtractor, make_standin
 
-__all__ = ["StandInExtractor", "make_standin", "make_slow_standin", "DyingStandIn",
+__all__ = ["StandInExtractor", "make_standin", "DyingStandIn",
            "make_dying_standin"]
 
 
@@ -51,12 +51,6 @@ class FailingFinals(StandInExtractor):
 
 def make_failing_finals() -> FailingFinals:
     return FailingFinals()
-
-
-def make_slow_standin() -> StandInExtractor:
-    """The stand-in at about 30 images/s: x_train's 300 features of the tiny sweeps
-    take 10 s, long enough for a trial to start, run and end meanwhile."""
-    return StandInExtractor(seconds_per_image=1 / 30)
 
 
 GATE_ENV = "VAE_SWEEP_TEST_GATE"  # a glob: calls wait until some path matches it
