@@ -167,12 +167,18 @@ def wait_for(condition, timeout=300, what="a condition"):
     # generous: beside another worker's sweep on 2 cores, a simulated cluster's
     # sweep may take minutes to get there; a condition met returns at once
     deadline = time.time() + timeout
+    torn = None
     while time.time() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except (ValueError, IndexError, OSError) as error:
+            # a result.json that Tune's sync rewrites in place, read half-written
+            # (JSONDecodeError is a ValueError): not yet
+            value, torn = None, error
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}; last read error: {torn!r}")
 
 
 def raw_epochs(trial: Path) -> list[int]:

@@ -18,6 +18,7 @@ from sweep.prerequisites import (
     Prerequisites,
     waiting_for,
 )
+from tests.helpers.standin import GATE_CAPPED
 from tests.helpers.sweeps import sweep, sweep_env, tables
 
 ray = pytest.importorskip("ray")
@@ -163,19 +164,30 @@ def test_trials_that_need_scores_are_handed_out_only_once_they_exist(tmp_path):
         GATES.pop("test-sweep")
 
 
+def _first_checkpoint(tmp_path) -> dict:
+    """The gated stand-in's environment: x_train's features wait for a trial's first
+    checkpoint, which its worker writes to the storage after its first epoch."""
+    gate = str(tmp_path / "smoke" / "trial_*" / "checkpoint_*" / "trial.pt")
+    return sweep_env(VAE_SWEEP_TEST_GATE=gate, VAE_SWEEP_TEST_GATE_AFTER="40")
+
+
+def _first_epoch_end(history, criterion: str) -> float:
+    rows = history[history["criterion"] == criterion]
+    return float(rows.loc[rows["epoch"] == 1, "finished_at"].min())
+
+
 def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path,
                                                                      fresh_cache):
-    """x_train's features arrive only once the random trial has reported (a gated
-    stand-in network), so that trial holds a CPU and leaves too few for a
-    Mahalanobis task that asks for one. Once that trial ends, nothing is pending or
-    running, and Tune waits up to 10 minutes for its searcher without handling the
-    trial's stop: its CPU stays reserved, so such a task waited 10 minutes (and this
-    sweep ran past its timeout) while the lowest_mahalanobis trial waited for its
-    scores. The order is the gate's, not a race: a slow network (10 s) let a slowly
-    starting trial come after the task in CI, and the test no longer tested its case.
-    A cache of its own: x_train's features cached by another test would need no
-    network."""
-    gate = str(tmp_path / "smoke" / "trial_*" / "result.json")
+    """x_train's features arrive only once the random trial has written its first
+    checkpoint (a gated stand-in network), so that trial holds a CPU and leaves too
+    few for a Mahalanobis task that asks for one. Once that trial ends, nothing is
+    pending or running, and Tune waits up to 10 minutes for its searcher without
+    handling the trial's stop: its CPU stays reserved, so such a task waited 10
+    minutes (and this sweep ran past its timeout) while the lowest_mahalanobis trial
+    waited for its scores. The order is the gate's, not a race: a slow network (10 s)
+    let a slowly starting trial come after the task in CI, and the test no longer
+    tested its case. A cache of its own: x_train's features cached by another test
+    would need no network."""
     result = sweep(
         tmp_path,
         "--set", "fid.extractor=tests.helpers.standin:make_gated_standin",
@@ -183,20 +195,22 @@ def test_a_score_task_that_waits_for_features_does_not_wait_for_cpus(tmp_path,
         "--set", "grid.criterion=[random, lowest_mahalanobis]",
         "--set", "selection.space=inception",
         "--set", "priors=[gaussian]",
+        "--set", "checkpoint_every=1",  # the gate: the first epoch's checkpoint
         "--set", "fid_service.cpu=0.5",  # with the trial's 1: 0.5 CPU left of 2
-        check=False, timeout=150,
-        env=sweep_env(VAE_SWEEP_TEST_GATE=gate, VAE_SWEEP_TEST_GATE_AFTER="40"),
+        check=False, timeout=400,  # the 10 minutes waited: red well before
+        env=_first_checkpoint(tmp_path),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    results, _ = tables(tmp_path)
+    results, history = tables(tmp_path)
     assert sorted(results["criterion"]) == ["lowest_mahalanobis", "random"]
     assert (results["status"] == "ok").all()
+    assert not (tmp_path / "smoke" / GATE_CAPPED).exists()
     spans = json.loads((tmp_path / "smoke" / "timings.json").read_text())
     ran = spans["runs"][0]["prerequisites"]
     scores = next(span for key, span in ran.items() if key.startswith("mahalanobis"))
-    # the case under test: the task became runnable while the random trial held a CPU
-    random_trial = results.set_index("criterion").loc["random"]
-    assert scores["started_at"] >= random_trial["started_at"].timestamp()
+    # the case under test: the task became runnable while the random trial ran
+    # (after its first epoch, with one of its two still to train)
+    assert scores["started_at"] >= _first_epoch_end(history, "random")
 
 
 def test_a_trial_that_measures_memorization_trains_before_the_features_exist(
@@ -204,21 +218,22 @@ def test_a_trial_that_measures_memorization_trains_before_the_features_exist(
 ):
     """Memorization reads x_train's features only for a trial's final metrics: the
     trial starts training at once and takes them at its end. The stand-in network
-    here extracts x_train only once a trial has reported a round, so a trial that
-    waited for the features would wait for itself (up to the gate's 120 s). A cache
-    of its own: features cached by an earlier test would need no network."""
-    gate = str(tmp_path / "smoke" / "trial_*" / "result.json")
+    here extracts x_train only once a trial has written its first checkpoint, so a
+    trial that waited for the features would wait for itself (until the gate gives
+    up, 120 s). A cache of its own: features cached by an earlier test would need no
+    network."""
     sweep(
         tmp_path,
         "--set", "fid.extractor=tests.helpers.standin:make_gated_standin",
         "--set", "grid.n_train=[100]", "--set", "grid.criterion=[random]",
         "--set", "priors=[gaussian]", "--set", "fid.metrics=[fid, memorization]",
-        "--set", "fid_service.cpu=0.5", timeout=400,
-        env=sweep_env(VAE_SWEEP_TEST_GATE=gate, VAE_SWEEP_TEST_GATE_AFTER="40"),
+        "--set", "checkpoint_every=1",  # the gate: the first epoch's checkpoint
+        "--set", "fid_service.cpu=0.5", timeout=400, env=_first_checkpoint(tmp_path),
     )  # fmt: skip
-    results, _ = tables(tmp_path)
+    results, history = tables(tmp_path)
     assert (results["status"] == "ok").all() and results["memorization"].notna().all()
     timings = json.loads((tmp_path / "smoke" / "timings.json").read_text())
     features = timings["runs"][0]["prerequisites"]["features"]
-    assert results["started_at"].iloc[0].timestamp() < features["finished_at"]
-    assert features["seconds"] < 100  # released by the trial's report, not the cap
+    # released by the trial's checkpoint, not by the gate giving up
+    assert not (tmp_path / "smoke" / GATE_CAPPED).exists()
+    assert _first_epoch_end(history, "random") < features["finished_at"]

@@ -125,6 +125,17 @@ def _expected_fid(reference, images):
     return frechet_distance(statistics(standin(reference)), statistics(standin(images)))
 
 
+def _wait_until_pending(client, name: str, seconds: float = 60) -> None:
+    """Until replica `name` reports work in hand; a test failure, not a hang, if the
+    call went elsewhere (its loads answer every 20 ms, not as fast as Ray can)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while client.loads().get(name, {}).get("pending_images", 0) == 0:
+        assert time.monotonic() < deadline, f"{name} never held the call"
+        time.sleep(0.02)
+
+
 def _call_frozen_midway(client, images, name: str, pid: int) -> dict:
     """client.fid(images) on a thread; once replica `name` holds it, that replica's
     process is frozen (SIGSTOP, like a lost node; the caller resumes it) and the
@@ -136,8 +147,7 @@ def _call_frozen_midway(client, images, name: str, pid: int) -> dict:
     answer = {}
     call = threading.Thread(target=lambda: answer.update(fid=client.fid(images)))
     call.start()
-    while client.loads().get(name, {}).get("pending_images", 0) == 0:
-        pass
+    _wait_until_pending(client, name)
     os.kill(pid, signal.SIGSTOP)
     call.join(30)
     return answer
@@ -151,8 +161,7 @@ def test_client_routes_each_call_to_the_least_loaded_replica(local_ray, tmp_path
     rng = np.random.default_rng(6)
     busy = actors[0].fid.remote(random_images(rng, 600))  # 6 s on replica 0
     client = FIDClient(names)
-    while client.loads()[names[0]]["pending_images"] == 0:
-        pass
+    _wait_until_pending(client, names[0])
     small = random_images(rng, 10)
     assert client.fid(small) == pytest.approx(_expected_fid(reference, small), 1e-9)
     assert client.last_replica == names[1]

@@ -47,7 +47,7 @@ def mlflow_server(tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     with started(command, cwd=folder, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL):  # fmt: skip
-        deadline = time.time() + 90
+        deadline = time.time() + 240  # at once when it is up; slow on a busy machine
         while True:
             try:
                 with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:

@@ -233,7 +233,7 @@ def test_ctrl_c_stops_at_once_with_one_line_and_resume_continues(fake_data, tmp_
         os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the group
         interrupted = time.time()
         _, error = process.communicate(timeout=60)
-    assert process.returncode == 130 and time.time() - interrupted < 10
+    assert process.returncode == 130 and time.time() - interrupted < 30
     lines = [line for line in error.splitlines() if line.strip()]
     assert len(lines) == 1
     expected = "interrupted: continue with the same command and --resume (stage 1"

@@ -23,5 +23,12 @@ python -m experiments.agreement $R/analysis $R/double_analysis \
 python -m experiments.cross_sweep $R/double $R/sweep --arm criterion=all \
     --against n_train=5000 --labels "all at 8000 steps,halves at 4000 steps" \
     --metric kid --out $R/equal_epochs
+# retention at equal steps: a quarter of the pool (160 epochs) against each half (80
+# epochs), for random and class_density, paired by seed
+for c in random class_density; do
+    python -m experiments.cross_sweep $R/quarter $R/sweep --arm criterion=$c \
+        --against n_train=5000 --labels "quarter $c,halves" --metric kid \
+        --out $R/retention_$c
+done
 python -m experiments.early_stopping $R/sweep --replay --prior gaussian --metric kid \
     --grace 1000,2000 --reduction 2,3,4 --out $R/early_stopping

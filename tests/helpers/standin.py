@@ -55,13 +55,17 @@ def make_failing_finals() -> FailingFinals:
 
 GATE_ENV = "VAE_SWEEP_TEST_GATE"  # a glob: calls wait until some path matches it
 GATE_AFTER_ENV = "VAE_SWEEP_TEST_GATE_AFTER"  # images served before the gate
+GATE_CAPPED = "gate-capped"  # written beside the first "*": the gate gave up waiting
 
 
 class GatedStandIn(StandInExtractor):
     """Serves its first $VAE_SWEEP_TEST_GATE_AFTER images (the x_test reference) at
     once, then holds every call until a path matches the glob $VAE_SWEEP_TEST_GATE
-    (at most 120 s): x_train's features that arrive only once, say, a trial has
-    reported."""
+    (at most 120 s; then it writes GATE_CAPPED in the folder above the glob's first
+    "*", for a test to look for): x_train's features that arrive only once, say, a
+    trial has written its first checkpoint. Gate on a file a trial's worker writes:
+    Tune's result.json reaches the sweep's storage only at the driver's next sync
+    (10 s or more), and from the trial's start, before any report."""
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import glob
@@ -73,6 +77,10 @@ class GatedStandIn(StandInExtractor):
         while (pattern and self.images_seen >= after and not glob.glob(pattern)
                and time.monotonic() < deadline):  # fmt: skip
             time.sleep(0.2)
+        if pattern and self.images_seen >= after and not glob.glob(pattern):
+            fixed = os.path.dirname(pattern.split("*")[0])
+            with open(os.path.join(fixed, GATE_CAPPED), "w") as file:
+                file.write(pattern)
         return super().__call__(images)
 
 
