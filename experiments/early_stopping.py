@@ -123,11 +123,14 @@ def _unit(grid) -> tuple[str, float]:
 
 def _hours(sweep: Sweep, trials: pd.DataFrame) -> float:
     """The honest accounting (timings.json: trials, FID replicas, prerequisites)
-    where the sweep wrote one and used GPUs; else the trials' own reserved time."""
+    where the sweep's last run finished and used GPUs; else the trials' own
+    reserved time."""
     unit, share = _unit(sweep.grid)
     timings = sweep.folder / TIMINGS_FILE
     if unit == "GPU-hours" and timings.is_file():
-        return float(json.loads(timings.read_text())["gpu_hours"])
+        hours = json.loads(timings.read_text()).get("gpu_hours")
+        if hours is not None:  # null: its last run stopped before the tables
+            return float(hours)
     return float(trials["wall_seconds"].sum()) * share / 3600
 
 

@@ -11,9 +11,14 @@ costs g * s, whether it computes or waits. So
   trial resources; the Mahalanobis task's features are computed by the FID replicas).
 
 A resumed sweep adds a run to `timings.json`; the sweep total sums the replicas and
-prerequisites of every run and the trials once. A trial's `fid_gpu_seconds` column
-(the FID network time spent on it x `fid_service.gpu`) attributes part of the
-replicas' time to it: it is inside the FID replicas' total, not added to it.
+prerequisites of every run and the trials once. A run that stops early (SIGTERM,
+Ctrl-C, an error) writes its own record too, marked `stopped`: its replicas' lifetime
+and its finished prerequisites count in the total of the run that finishes the
+sweep, and its `driver_seconds` say how long it ran. Until a run finishes, the
+trials' totals are unknown (null): Tune's cumulative times come with its results.
+A trial's `fid_gpu_seconds` column (the FID network time spent on it x
+`fid_service.gpu`) attributes part of the replicas' time to it: it is inside the
+FID replicas' total, not added to it.
 """
 
 from __future__ import annotations
@@ -90,9 +95,12 @@ class Accounting:
             + self._runs_gpu("prerequisites")
         )
 
-    def summary(self) -> dict:
+    def summary(self, stopped: str | None = None) -> dict:
+        """The record with this run added; `stopped`: why it ended early (then the
+        trials' totals are null)."""
         run = {
             "started_at": self.started_at,
+            "stopped": stopped,
             "driver_seconds": self.driver_seconds,
             "fid_replicas": self.replica_places,
             # per kind: when its task ran (unix times) and for how long; null when
@@ -101,18 +109,40 @@ class Accounting:
             "gpu_seconds": dict(self.run_gpu),
         }
         totals = {
-            "trials": self.trial_gpu_seconds,
+            "trials": None if stopped else self.trial_gpu_seconds,
             "fid_service": self._runs_gpu("fid_service"),
             "prerequisites": self._runs_gpu("prerequisites"),
         }
-        totals["total"] = sum(totals.values())
+        total = None if stopped else sum(totals.values())
         return {
             "runs": [*self.previous_runs, run],
-            "trials": self.trials,
-            "trial_seconds_sum": self.trial_seconds,
-            "gpu_seconds": totals,
-            "gpu_hours": totals["total"] / 3600,
+            "trials": None if stopped else self.trials,
+            "trial_seconds_sum": None if stopped else self.trial_seconds,
+            "gpu_seconds": {**totals, "total": total},
+            "gpu_hours": None if stopped else total / 3600,
         }
 
-    def write(self) -> None:
-        write_bytes(self.path, json.dumps(self.summary(), indent=2).encode())
+    def write(self, stopped: str | None = None) -> None:
+        summary = self.summary(stopped)
+        write_bytes(self.path, json.dumps(summary, indent=2).encode())
+
+    def write_stopped(self, stop: BaseException, prerequisites) -> None:
+        """The record of a run that `stop` ended before its tables: the replicas'
+        lifetime so far, the prerequisites that finished, how long it ran."""
+        self.lap("tune_fit")
+        self.services_stopped()
+        self.add_prerequisites(prerequisites)
+        self.write(stopped=stop_reason(stop))
+
+
+def stop_reason(stop: BaseException) -> str:
+    """"terminated" (SIGTERM), "interrupted" (Ctrl-C) or the error's type."""
+    from sweep.stopping import TERMINATED
+    from vae_sweep.errors import Terminated
+
+    if isinstance(stop, Terminated) or (isinstance(stop, KeyboardInterrupt)
+                                        and TERMINATED):  # fmt: skip
+        return "terminated"
+    if isinstance(stop, KeyboardInterrupt):
+        return "interrupted"
+    return f"error: {type(stop).__name__}"

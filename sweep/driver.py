@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from functools import partial
 
@@ -263,6 +264,17 @@ def _plan(config: GridConfig, kind: str, spec: dict, folder: str, data, client,
     ).remote(train_ref, options, checkpoint, checkpoint_rounds(config)), resources.gpu
 
 
+def _record_stopped_run(accounting: Accounting, stop: BaseException,
+                        prerequisites: Prerequisites) -> None:
+    """timings.json gets the stopped run's record; a storage that fails now costs
+    that record only, with a line saying so, never the stop's own message."""
+    try:
+        accounting.write_stopped(stop, prerequisites)
+    except Exception as error:  # noqa: BLE001 - the stop is what propagates
+        print(f"timings.json: this run's record was not written ({error})",
+              file=sys.stderr)  # fmt: skip
+
+
 def _after_features(reads_features: bool) -> float:
     """The CPUs a score task reserves: none when it waits for x_train's features.
     Such a task becomes runnable only after trials have started, and Tune, once no
@@ -478,6 +490,9 @@ def run_sweep(
     try:
         with stops_on_signals():  # SIGTERM: Tune saves its state, then Terminated
             results = list(tuner.fit())
+    except BaseException as stop:
+        _record_stopped_run(accounting, stop, prerequisites)
+        raise
     finally:
         GATES.pop(folder, None)
     accounting.lap("tune_fit")

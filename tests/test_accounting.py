@@ -68,6 +68,53 @@ def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
     assert [r["node"] for r in saved["runs"][1]["fid_replicas"]] == ["a", "c"]
 
 
+def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(tmp_path):
+    """Each resume of a stopped sweep kept only the last run's replicas: the stopped
+    runs never wrote. Now a stop writes its run, trials' totals unknown (null)."""
+    from vae_sweep.errors import Terminated
+
+    config = GridConfig.model_validate({
+        "name": "t", "resources": {"gpu": 0.5},
+        "fid_service": {"replicas": 2, "gpu": 0.25},
+    })  # fmt: skip
+    clock = Clock()
+    stopped = Accounting(config, str(tmp_path), clock=clock)
+    stopped.services_started([{"node": "a"}, {"node": "b"}])
+    clock.now = 5.0
+    stopped.lap("prerequisites")
+    clock.now = 80.0  # replicas 80 s: 2 x 0.25 x 80 = 40; fit 75 s
+    features = {"started_at": 0.0, "finished_at": 8.0, "seconds": 8.0}
+    stopped.write_stopped(Terminated("stop"), _prerequisites(
+        {"features": features, "recon": None}, gpu=0.5))  # 4 (recon not done)
+    saved = json.loads((tmp_path / "timings.json").read_text())
+    assert saved["runs"][0]["stopped"] == "terminated"
+    assert saved["runs"][0]["driver_seconds"]["tune_fit"] == pytest.approx(75.0)
+    assert saved["gpu_seconds"] == {"trials": None, "fid_service": 40.0,
+                                    "prerequisites": 4.0, "total": None}  # fmt: skip
+    assert saved["gpu_hours"] is None and saved["trial_seconds_sum"] is None
+
+    clock.now = 0.0  # a Ctrl-C'd run, then the run that finishes
+    interrupted = Accounting(config, str(tmp_path), clock=clock)
+    interrupted.services_started([{"node": "a"}, {"node": "b"}])
+    clock.now = 20.0  # 2 x 0.25 x 20 = 10
+    interrupted.write_stopped(KeyboardInterrupt(), _prerequisites({}, gpu=0.5))
+    clock.now = 0.0
+    last = Accounting(config, str(tmp_path), clock=clock)
+    last.services_started([{"node": "a"}, {"node": "c"}])
+    clock.now = 30.0  # 2 x 0.25 x 30 = 15
+    last.services_stopped()
+    last.add_prerequisites(_prerequisites({"features": None}, gpu=0.5))  # cached
+    last.add_trials(_results(100.0, 60.0))  # 160 x 0.5 = 80
+    last.write()
+    saved = json.loads((tmp_path / "timings.json").read_text())
+    assert [run["stopped"] for run in saved["runs"]] == [
+        "terminated", "interrupted", None]  # fmt: skip
+    assert saved["gpu_seconds"] == pytest.approx(
+        {"trials": 80, "fid_service": 40 + 10 + 15, "prerequisites": 4,
+         "total": 80 + 65 + 4})  # fmt: skip
+    assert saved["trial_seconds_sum"] == 160.0 and saved["trials"] == 2
+
+
 def test_result_rows_carry_the_trial_and_fid_gpu_seconds():
     from sweep.results import build_tables
 

@@ -222,6 +222,11 @@ def test_ctrl_c_or_sigterm_stops_the_sweep_with_one_line_and_resume_completes_it
     # no tables from a sweep that did not finish, and no half-written file
     assert not (folder / "results.parquet").exists()
     assert not [p for p in folder.rglob("*") if ".tmp" in p.name]
+    # the stopped run's accounting (its replicas' time counts in the sweep's total)
+    timings = json.loads((folder / "timings.json").read_text())
+    assert [run["stopped"] for run in timings["runs"]] == [word]
+    assert timings["runs"][0]["driver_seconds"]["tune_fit"] > 0
+    assert timings["gpu_hours"] is None
     recorded = _tune_statuses(folder)
     if stop == signal.SIGTERM:  # Tune's state, saved at the stop, has the trial done
         assert len(recorded) == 3 and "TERMINATED" in recorded.values(), recorded
@@ -233,6 +238,9 @@ def test_ctrl_c_or_sigterm_stops_the_sweep_with_one_line_and_resume_completes_it
     assert (results["status"] == "ok").all() and results["trial_id"].nunique() == 3
     assert len(history) == 3 * 6 and not history.duplicated(["trial_id", "epoch"]).any()
     assert_same_fids(results, uninterrupted)
+    timings = json.loads((folder / "timings.json").read_text())
+    assert [run["stopped"] for run in timings["runs"]] == [word, None]
+    assert timings["trials"] == 3
     # a trial recorded finished did not run again (one whose final report Tune had
     # logged, but not yet its end, may: sweep/stopping.py)
     for trial_id, status in recorded.items():
