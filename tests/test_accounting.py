@@ -30,12 +30,16 @@ def _results(*walls):
     return [SimpleNamespace(metrics={"time_total_s": wall}) for wall in walls]
 
 
-def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
-    config = GridConfig.model_validate({
+def _two_replicas() -> GridConfig:
+    """Trials on half a GPU; two FID replicas on a quarter each."""
+    return GridConfig.model_validate({
         "name": "t", "resources": {"gpu": 0.5},
         "fid_service": {"replicas": 2, "gpu": 0.25},
     })  # fmt: skip
-    clock = Clock()
+
+
+def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
+    config, clock = _two_replicas(), Clock()
     first = Accounting(config, str(tmp_path), clock=clock)
     first.services_started([{"node": "a"}, {"node": "b"}])
     clock.now = 100.0  # the replicas lived 100 s: 2 x 0.25 x 100 = 50 GPU-seconds
@@ -73,11 +77,7 @@ def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(tmp_path
     runs never wrote. Now a stop writes its run, trials' totals unknown (null)."""
     from vae_sweep.errors import Terminated
 
-    config = GridConfig.model_validate({
-        "name": "t", "resources": {"gpu": 0.5},
-        "fid_service": {"replicas": 2, "gpu": 0.25},
-    })  # fmt: skip
-    clock = Clock()
+    config, clock = _two_replicas(), Clock()
     stopped = Accounting(config, str(tmp_path), clock=clock)
     stopped.services_started([{"node": "a"}, {"node": "b"}])
     clock.now = 5.0
