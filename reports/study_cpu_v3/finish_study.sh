@@ -32,3 +32,11 @@ for c in random class_density; do
 done
 python -m experiments.early_stopping $R/sweep --replay --prior gaussian --metric kid \
     --grace 1000,2000 --reduction 2,3,4 --out $R/early_stopping
+# the sample grids: only the trials the reports show (best and worst by KID), so a
+# rebuild draws the same figures; the rest (about 25 MB for the main sweep) stay in
+# the run's storage
+keep=$(grep -ho 'trial: `[0-9a-f]*`' $R/*/report.md | sed 's/.*`\([0-9a-f]*\)`/\1/' | sort -u)
+for folder in $R/{sweep,quarter,ceiling,double}/samples/*/; do
+    echo "$keep" | grep -qx "$(basename "$folder")" || rm -rf "$folder"
+done
+echo "sample grids kept: $(echo $keep)"
