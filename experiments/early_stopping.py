@@ -123,14 +123,17 @@ def _unit(grid) -> tuple[str, float]:
 
 def _hours(sweep: Sweep, trials: pd.DataFrame) -> float:
     """The honest accounting (timings.json: trials, FID replicas, prerequisites)
-    where the sweep's last run finished and used GPUs; else the trials' own
-    reserved time."""
+    where the sweep used GPUs: its total, or where its last run stopped, the total
+    its tables recorded; else the trials' own reserved time."""
     unit, share = _unit(sweep.grid)
     timings = sweep.folder / TIMINGS_FILE
     if unit == "GPU-hours" and timings.is_file():
         hours = json.loads(timings.read_text()).get("gpu_hours")
         if hours is not None:  # null: its last run stopped before the tables
             return float(hours)
+        # the total as of the tables' last run (every column of a sweep's rows)
+        if "sweep_gpu_seconds" in trials and trials["sweep_gpu_seconds"].notna().any():
+            return float(trials["sweep_gpu_seconds"].max()) / 3600
     return float(trials["wall_seconds"].sum()) * share / 3600
 
 

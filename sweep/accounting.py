@@ -24,6 +24,8 @@ FID replicas' total, not added to it.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import time
 
 import pandas as pd
@@ -38,8 +40,7 @@ class Accounting:
         self.config = config
         self.clock = clock
         self.path = join(folder, TIMINGS_FILE)
-        saved = read_text(self.path)
-        self.previous_runs: list[dict] = json.loads(saved)["runs"] if saved else []
+        self.previous_runs: list[dict] = _earlier_runs(self.path)
         self.driver_seconds: dict[str, float] = {}
         self.started_at = pd.Timestamp.now(tz="UTC").isoformat()
         self._last = clock()
@@ -126,13 +127,29 @@ class Accounting:
         summary = self.summary(stopped)
         write_bytes(self.path, json.dumps(summary, indent=2).encode())
 
-    def write_stopped(self, stop: BaseException, prerequisites) -> None:
-        """The record of a run that `stop` ended before its tables: the replicas'
-        lifetime so far, the prerequisites that finished, how long it ran."""
-        self.lap("tune_fit")
+    def write_stopped(self, stop: BaseException, prerequisites, phase: str) -> None:
+        """The record of a run that `stop` ended in `phase`, before its record: the
+        replicas' lifetime so far, the prerequisites that finished, how long it ran
+        (the phase's seconds up to the stop)."""
+        self.lap(phase)
         self.services_stopped()
         self.add_prerequisites(prerequisites)
         self.write(stopped=stop_reason(stop))
+
+
+def _earlier_runs(path: str) -> list[dict]:
+    """The runs timings.json holds; none, with a line saying so, when it cannot be
+    read as such (an empty or cut file: its runs are lost to the totals either way,
+    and a resume goes on)."""
+    saved = read_text(path)
+    if saved is None:
+        return []
+    try:
+        return list(json.loads(saved)["runs"])
+    except (ValueError, KeyError, TypeError) as error:
+        print(f"timings.json: unreadable ({type(error).__name__}); the runs before "
+              f"this one are not counted", file=sys.stderr)  # fmt: skip
+        return []
 
 
 def stop_reason(stop: BaseException) -> str:
@@ -140,8 +157,10 @@ def stop_reason(stop: BaseException) -> str:
     from sweep.stopping import TERMINATED
     from vae_sweep.errors import Terminated
 
-    if isinstance(stop, Terminated) or (isinstance(stop, KeyboardInterrupt)
-                                        and TERMINATED):  # fmt: skip
+    # a second SIGTERM, Ray's own handler (sys.exit(15)), or anything raised while
+    # a SIGTERM stops the sweep
+    sigterm = isinstance(stop, SystemExit) and stop.code == signal.SIGTERM
+    if isinstance(stop, Terminated) or TERMINATED or sigterm:
         return "terminated"
     if isinstance(stop, KeyboardInterrupt):
         return "interrupted"

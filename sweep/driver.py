@@ -67,7 +67,7 @@ from sweep.prerequisites import (
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
 from sweep.stopping import ANALYSIS_LOGGER, stops_on_signals
-from sweep.storage import join, write_bytes
+from sweep.storage import _first_line, join, write_bytes
 from sweep.tracking import TrackingCallback, tracked
 from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
@@ -265,14 +265,15 @@ def _plan(config: GridConfig, kind: str, spec: dict, folder: str, data, client,
 
 
 def _record_stopped_run(accounting: Accounting, stop: BaseException,
-                        prerequisites: Prerequisites) -> None:
-    """timings.json gets the stopped run's record; a storage that fails now costs
-    that record only, with a line saying so, never the stop's own message."""
+                        prerequisites: Prerequisites, phase: str) -> None:
+    """timings.json gets the record of the run `stop` ended in `phase`; a storage
+    that fails now, or a second signal, costs that record only, with a line saying
+    so, never the stop's own message or exit code (the caller re-raises `stop`)."""
     try:
-        accounting.write_stopped(stop, prerequisites)
-    except Exception as error:  # noqa: BLE001 - the stop is what propagates
-        print(f"timings.json: this run's record was not written ({error})",
-              file=sys.stderr)  # fmt: skip
+        accounting.write_stopped(stop, prerequisites, phase)
+    except BaseException as error:  # noqa: BLE001 - the first stop is what propagates
+        print(f"timings.json: this run's record was not written "
+              f"({_first_line(error)})", file=sys.stderr)  # fmt: skip
 
 
 def _after_features(reads_features: bool) -> float:
@@ -455,65 +456,74 @@ def run_sweep(
     network = client.info()["extractor"]
     accounting.services_started(ray.get([actor.info.remote() for actor in actors]))
     accounting.lap("fid_services")
+    # from here a stop (SIGTERM, Ctrl-C, an error) leaves this run's record in
+    # timings.json: the replicas have started, and their time is the sweep's
     prerequisites = Prerequisites(ScoreBook({}))
-    features = None
-    if config.kind == "vae":
-        prerequisites = start_prerequisites(
-            config, trials, folder, (train, train_ref, test, test_ref), client, network
-        )
-        if not overlap:
-            prerequisites.wait_all()
-    if config.kind == "fid_repeated":
-        # every E1 size draws from x_train: extracted once, in chunks the actor caches
-        features = ray.put(
-            client.features_in_chunks(train.images, FEATURE_CHUNK, priority=BULK)
-        )
-    accounting.lap("prerequisites")
-    scores = prerequisites.refs()
-    data = SweepData(
-        train=train_ref,
-        test=test_ref,
-        scores={k: v for k, v in scores.items() if k != FEATURES},
-        services=service_names(config),
-        client=client.options,
-        # E1's, or (memorization) the features prerequisite's, read at a trial's end
-        train_features=scores.get(FEATURES, features),
-        folder=folder,
-    )
-    tuner = build_tuner(config, trials, folder, data, resume=resume,
-                        retry_errored=retry_errored, address=address,
-                        verbose=verbose)  # fmt: skip
-    GATES[folder] = prerequisites
-    # Tune's new output prints its experiment box and paths even at verbose=0; its
-    # older reporter at 0 prints nothing, leaving the console to sweep/console.py
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
+    phase: str | None = "prerequisites"
     try:
-        with stops_on_signals():  # SIGTERM: Tune saves its state, then Terminated
-            results = list(tuner.fit())
+        features = None
+        if config.kind == "vae":
+            images = (train, train_ref, test, test_ref)
+            prerequisites = start_prerequisites(config, trials, folder, images, client,
+                                                network)  # fmt: skip
+            if not overlap:
+                prerequisites.wait_all()
+        if config.kind == "fid_repeated":
+            # every E1 size draws from x_train: extracted once, in chunks the actor
+            # caches
+            features = ray.put(
+                client.features_in_chunks(train.images, FEATURE_CHUNK, priority=BULK)
+            )
+        accounting.lap("prerequisites")
+        scores = prerequisites.refs()
+        data = SweepData(
+            train=train_ref,
+            test=test_ref,
+            scores={k: v for k, v in scores.items() if k != FEATURES},
+            services=service_names(config),
+            client=client.options,
+            # E1's, or (memorization) the features prerequisite's, read at a trial's end
+            train_features=scores.get(FEATURES, features),
+            folder=folder,
+        )
+        tuner = build_tuner(config, trials, folder, data, resume=resume,
+                            retry_errored=retry_errored, address=address,
+                            verbose=verbose)  # fmt: skip
+        GATES[folder] = prerequisites
+        # Tune's new output prints its experiment box and paths even at verbose=0; its
+        # older reporter at 0 prints nothing, leaving the console to sweep/console.py
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "1" if verbose else "0"
+        phase = "tune_fit"
+        try:
+            with stops_on_signals():  # SIGTERM: Tune saves its state, then Terminated
+                results = list(tuner.fit())
+        finally:
+            GATES.pop(folder, None)
+        accounting.lap("tune_fit")
+        phase = "tables"
+        prerequisites.wait_all()
+        accounting.services_stopped()
+        accounting.add_prerequisites(prerequisites)
+        accounting.add_trials(results)
+        meta = {
+            "package_version": package_version(),
+            "dataset_sha256": train.sha256,
+            "test_sha256": test.sha256,
+            # lossless python batches, or a re-encoded copy whose FIDs are shifted
+            "data_encoding": train.encoding,
+            "data_lossless": train.lossless and test.lossless,
+            "fid_network": network,
+            "sweep_gpu_seconds": accounting.sweep_gpu_seconds(),
+        }
+        table, history = build_tables(results, config, meta)
+        write_tables(folder, table, history)
+        accounting.lap("tables")
+        accounting.write()
+        phase = None
     except BaseException as stop:
-        _record_stopped_run(accounting, stop, prerequisites)
+        if phase is not None:
+            _record_stopped_run(accounting, stop, prerequisites, phase)
         raise
-    finally:
-        GATES.pop(folder, None)
-    accounting.lap("tune_fit")
-    prerequisites.wait_all()
-    accounting.services_stopped()
-    accounting.add_prerequisites(prerequisites)
-    accounting.add_trials(results)
-    meta = {
-        "package_version": package_version(),
-        "dataset_sha256": train.sha256,
-        "test_sha256": test.sha256,
-        # lossless python batches, or a re-encoded copy whose FIDs are shifted
-        "data_encoding": train.encoding,
-        "data_lossless": train.lossless and test.lossless,
-        "fid_network": network,
-        "sweep_gpu_seconds": accounting.sweep_gpu_seconds(),
-    }
-    table, history = build_tables(results, config, meta)
-    write_tables(folder, table, history)
-    accounting.lap("tables")
-    accounting.write()
     del actors, standbys
     print(summary(table))
     print(f"results: {folder}/{RESULTS_FILE}, {folder}/{HISTORY_FILE}")

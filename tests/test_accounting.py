@@ -72,10 +72,14 @@ def test_gpu_seconds_of_trials_replicas_and_prerequisites(tmp_path):
     assert [r["node"] for r in saved["runs"][1]["fid_replicas"]] == ["a", "c"]
 
 
-def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(tmp_path):
+def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(
+    tmp_path, monkeypatch
+):
     """Each resume of a stopped sweep kept only the last run's replicas: the stopped
     runs never wrote. Now a stop writes its run, trials' totals unknown (null)."""
     from vae_sweep.errors import Terminated
+
+    monkeypatch.setattr("sweep.stopping.TERMINATED", [])  # no SIGTERM in this process
 
     config, clock = _two_replicas(), Clock()
     stopped = Accounting(config, str(tmp_path), clock=clock)
@@ -84,8 +88,8 @@ def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(tmp_path
     stopped.lap("prerequisites")
     clock.now = 80.0  # replicas 80 s: 2 x 0.25 x 80 = 40; fit 75 s
     features = {"started_at": 0.0, "finished_at": 8.0, "seconds": 8.0}
-    stopped.write_stopped(Terminated("stop"), _prerequisites(
-        {"features": features, "recon": None}, gpu=0.5))  # 4 (recon not done)
+    done = {"features": features, "recon": None}  # 8 x 0.5 = 4 (recon not done)
+    stopped.write_stopped(Terminated("stop"), _prerequisites(done, gpu=0.5), "tune_fit")
     saved = json.loads((tmp_path / "timings.json").read_text())
     assert saved["runs"][0]["stopped"] == "terminated"
     assert saved["runs"][0]["driver_seconds"]["tune_fit"] == pytest.approx(75.0)
@@ -97,7 +101,8 @@ def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(tmp_path
     interrupted = Accounting(config, str(tmp_path), clock=clock)
     interrupted.services_started([{"node": "a"}, {"node": "b"}])
     clock.now = 20.0  # 2 x 0.25 x 20 = 10
-    interrupted.write_stopped(KeyboardInterrupt(), _prerequisites({}, gpu=0.5))
+    interrupted.write_stopped(KeyboardInterrupt(), _prerequisites({}, gpu=0.5),
+                              "prerequisites")  # fmt: skip
     clock.now = 0.0
     last = Accounting(config, str(tmp_path), clock=clock)
     last.services_started([{"node": "a"}, {"node": "c"}])
@@ -113,6 +118,49 @@ def test_a_stopped_run_is_recorded_and_counted_by_the_run_that_finishes(tmp_path
         {"trials": 80, "fid_service": 40 + 10 + 15, "prerequisites": 4,
          "total": 80 + 65 + 4})  # fmt: skip
     assert saved["trial_seconds_sum"] == 160.0 and saved["trials"] == 2
+
+
+def test_why_a_run_stopped(monkeypatch):
+    from sweep.accounting import stop_reason
+    from vae_sweep.errors import Terminated
+
+    monkeypatch.setattr("sweep.stopping.TERMINATED", [])
+    assert stop_reason(Terminated("x")) == "terminated"
+    assert stop_reason(SystemExit(15)) == "terminated"  # Ray's handler: sys.exit(15)
+    assert stop_reason(KeyboardInterrupt()) == "interrupted"
+    assert stop_reason(ValueError("x")) == "error: ValueError"
+    # Tune turns the driver's SIGTERM stop into its own KeyboardInterrupt
+    monkeypatch.setattr("sweep.stopping.TERMINATED", [15])
+    assert stop_reason(KeyboardInterrupt()) == "terminated"
+
+
+@pytest.mark.parametrize("text", ["", "{\"runs\": [", "[]"])
+def test_an_unreadable_record_costs_its_runs_not_the_resume(tmp_path, capsys, text):
+    (tmp_path / "timings.json").write_text(text)
+    config, clock = _two_replicas(), Clock()
+    again = Accounting(config, str(tmp_path), clock=clock)
+    assert again.previous_runs == []
+    assert capsys.readouterr().err == (
+        "timings.json: unreadable ("
+        + {"": "JSONDecodeError", "[]": "TypeError"}.get(text, "JSONDecodeError")
+        + "); the runs before this one are not counted\n")  # fmt: skip
+    again.add_trials(_results(10.0))
+    again.write()
+    assert len(json.loads((tmp_path / "timings.json").read_text())["runs"]) == 1
+
+
+def test_a_record_that_fails_to_write_leaves_the_stop_as_it_was(capsys):
+    """A second signal (or a storage error) while the stopped run's record is
+    written: one line, and the first stop is what the driver re-raises."""
+    from sweep.driver import _record_stopped_run
+
+    class Interrupted:
+        def write_stopped(self, stop, prerequisites, phase):
+            raise KeyboardInterrupt  # the second Ctrl-C
+
+    _record_stopped_run(Interrupted(), SystemExit(15), None, "tune_fit")
+    assert capsys.readouterr().err == (
+        "timings.json: this run's record was not written (KeyboardInterrupt)\n")
 
 
 def test_result_rows_carry_the_trial_and_fid_gpu_seconds():

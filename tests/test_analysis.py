@@ -897,6 +897,28 @@ def test_concurrency_allows_for_whole_second_clocks_only_where_they_are():
     assert _concurrency(SimpleNamespace(trials=precise)) == 2
 
 
+def test_a_gpu_sweeps_hours_come_from_its_accounting_even_after_a_stopped_run(
+    tmp_path,
+):
+    """GPU-hours: timings.json's total; null there (its last run stopped), the
+    total its tables recorded; no accounting, the trials' reserved time."""
+    import json
+    from types import SimpleNamespace
+
+    from experiments.early_stopping import _hours
+    from sweep.config import GridConfig
+
+    grid = GridConfig.model_validate({"name": "t", "resources": {"gpu": 0.5}})
+    sweep = SimpleNamespace(folder=tmp_path, grid=grid)
+    trials = pd.DataFrame({"wall_seconds": [3600.0, 7200.0],
+                           "sweep_gpu_seconds": [9000.0, 9000.0]})  # fmt: skip
+    assert _hours(sweep, trials) == pytest.approx(1.5)  # (1 + 2) h x 0.5
+    (tmp_path / "timings.json").write_text(json.dumps({"gpu_hours": 4.0}))
+    assert _hours(sweep, trials) == 4.0
+    (tmp_path / "timings.json").write_text(json.dumps({"gpu_hours": None}))
+    assert _hours(sweep, trials) == pytest.approx(2.5)  # 9,000 s
+
+
 def test_a_replay_of_a_partial_run_counts_its_unfinished_trials_apart(tmp_path):
     """A sweep read while it runs (or stopped): a trial without its end is not
     finished in a replay that does not stop it, as in the run's own row. Before,
