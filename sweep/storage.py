@@ -1,5 +1,5 @@
 """Files in the sweep's storage: a local/NFS folder (atomic rename) or a URI such as
-s3://bucket/prefix (through pyarrow's file systems, where one object put is atomic).
+s3://bucket/prefix (through pyarrow's file systems: a temporary key, then a move).
 
 On a cluster every node writes here (Tune's trial folders and checkpoints, the
 reference VAE's checkpoint), so it must be storage every node sees: a URI, or a path
@@ -12,6 +12,8 @@ reads in every process.
 from __future__ import annotations
 
 import shutil
+import uuid
+from contextlib import suppress
 from pathlib import Path
 
 from pyarrow import fs
@@ -45,10 +47,21 @@ def _first_line(error: BaseException) -> str:
 
 
 def write_bytes(path: str, data: bytes) -> None:
+    """The whole of `data` at `path`, or nothing new there. A URI's stream commits
+    its object when closed, even by an exception (pyarrow's `with` closes it, and so
+    does its destructor), so an interrupted write would publish a cut object: it
+    goes to a temporary key, moved into place once whole."""
     if is_uri(path):
         filesystem, inner = _resolve(path)
-        with filesystem.open_output_stream(inner) as stream:
-            stream.write(data)
+        tmp = f"{inner}.tmp-{uuid.uuid4().hex}"
+        try:
+            with filesystem.open_output_stream(tmp) as stream:
+                stream.write(data)
+            filesystem.move(tmp, inner)
+        except BaseException:
+            with suppress(Exception):
+                filesystem.delete_file(tmp)
+            raise
         return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

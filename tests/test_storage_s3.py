@@ -242,3 +242,57 @@ def test_a_trial_finds_its_stage2_state_in_the_bucket(s3, monkeypatch):
     again = trainable.stage2_checkpoint(folder, trainer, grid)
     assert again.saved["epoch"] == 3 and again.saved["resume_key"] == "k"
     assert torch.equal(again.saved["weights"], torch.arange(4.0))
+
+
+def test_a_write_cut_short_on_s3_leaves_the_old_object_and_no_temporary(
+    s3, monkeypatch
+):
+    """pyarrow's S3 stream commits its object when closed, by `with` or by its
+    destructor, even after an exception: a Ctrl-C in the middle of write_bytes
+    published the part written so far under the real key (a cut timings.json)."""
+    from sweep import storage
+
+    endpoint, filesystem = s3
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    path = f"s3://{BUCKET}/cut/timings.json"  # moto keeps other tests' objects
+    storage.write_bytes(path, b'{"runs": []}')
+    resolve = storage._resolve
+
+    class CutStream:  # writes 5 bytes of it, then the Ctrl-C
+        def __init__(self, stream):
+            self.stream = stream
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.stream.__exit__(*exc)
+
+        def write(self, data):
+            self.stream.write(data[:5])
+            raise KeyboardInterrupt
+
+    class CutFileSystem:
+        def __init__(self, real):
+            self.real = real
+
+        def open_output_stream(self, inner):
+            return CutStream(self.real.open_output_stream(inner))
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    def cut(uri):
+        real, inner = resolve(uri)
+        return CutFileSystem(real), inner
+
+    monkeypatch.setattr(storage, "_resolve", cut)
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_bytes(path, b'{"runs": [{"stopped": "terminated"}]}')
+    monkeypatch.setattr(storage, "_resolve", resolve)
+    assert storage.read_text(path) == '{"runs": []}'
+    selector = fs.FileSelector(f"{BUCKET}/cut", recursive=True)
+    assert [info.path for info in filesystem.get_file_info(selector)] == [
+        f"{BUCKET}/cut/timings.json"]  # fmt: skip
+    storage.write_bytes(path, b"whole")  # and an uncut write replaces it
+    assert storage.read_text(path) == "whole"
