@@ -24,12 +24,12 @@ FID replicas' total, not added to it.
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 
 import pandas as pd
 
+from sweep import stopping
 from sweep.config import GridConfig
 from sweep.folder import TIMINGS_FILE
 from sweep.storage import join, read_text, write_bytes
@@ -154,13 +154,7 @@ def _earlier_runs(path: str) -> list[dict]:
 
 def stop_reason(stop: BaseException) -> str:
     """"terminated" (SIGTERM), "interrupted" (Ctrl-C) or the error's type."""
-    from sweep.stopping import TERMINATED
-    from vae_sweep.errors import Terminated
-
-    # a second SIGTERM, Ray's own handler (sys.exit(15)), or anything raised while
-    # a SIGTERM stops the sweep
-    sigterm = isinstance(stop, SystemExit) and stop.code == signal.SIGTERM
-    if isinstance(stop, Terminated) or TERMINATED or sigterm:
+    if stopping.stopped_by_sigterm(stop):
         return "terminated"
     if isinstance(stop, KeyboardInterrupt):
         return "interrupted"

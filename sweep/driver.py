@@ -67,12 +67,12 @@ from sweep.prerequisites import (
 from sweep.results import build_tables, package_version, summary, write_tables
 from sweep.schedulers import scheduler
 from sweep.stopping import ANALYSIS_LOGGER, stops_on_signals
-from sweep.storage import _first_line, join, write_bytes
+from sweep.storage import join, write_bytes
 from sweep.tracking import TrackingCallback, tracked
 from sweep.trainable import SweepData, share, vae_trial
 from sweep.trials import settings, trial_name
 from vae.recon_scores import reference_key
-from vae_sweep.errors import InputError
+from vae_sweep.errors import InputError, first_line
 from vae_sweep.files import content_key
 
 
@@ -273,7 +273,7 @@ def _record_stopped_run(accounting: Accounting, stop: BaseException,
         accounting.write_stopped(stop, prerequisites, phase)
     except BaseException as error:  # noqa: BLE001 - the first stop is what propagates
         print(f"timings.json: this run's record was not written "
-              f"({_first_line(error)})", file=sys.stderr)  # fmt: skip
+              f"({first_line(error)})", file=sys.stderr)  # fmt: skip
 
 
 def _after_features(reads_features: bool) -> float:

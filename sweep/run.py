@@ -271,7 +271,7 @@ def main(argv=None) -> None:
     # validation; torch and Ray do not wait that long yet: sweep.cluster and
     # sweep.config import them, so a bad grid takes about 4 s to refuse
     from sweep.driver import check_local_resources, load_data, run_sweep
-    from sweep.stopping import TERMINATED
+    from sweep.stopping import stopped_by_sigterm
 
     if args.address is None:
         check_local_resources(config)
@@ -295,8 +295,7 @@ def main(argv=None) -> None:
         )
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Terminated)
         started = read_text(join(folder, GRID_FILE)) is not None
-        terminated = isinstance(stop, Terminated) or bool(TERMINATED)
-        raise (Terminated if terminated else KeyboardInterrupt)(
+        raise (Terminated if stopped_by_sigterm(stop) else KeyboardInterrupt)(
             f"continue with the same command and --resume ({folder})"
             if started
             else "nothing was written; the same command starts afresh"

@@ -49,6 +49,14 @@ ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"  # lists trials sans r
 TUNE_LOGGERS = (TUNE_MODULE, ANALYSIS_LOGGER)
 
 
+def stopped_by_sigterm(stop: BaseException) -> bool:
+    """Whether `stop` ends a sweep a SIGTERM stopped: our Terminated, Ray's own
+    handler's sys.exit(15), or anything raised once a SIGTERM arrived (Tune turns
+    the stop into its own KeyboardInterrupt)."""
+    sigterm_exit = isinstance(stop, SystemExit) and stop.code == signal.SIGTERM
+    return isinstance(stop, Terminated) or sigterm_exit or bool(TERMINATED)
+
+
 class _TunesStopWords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

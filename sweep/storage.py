@@ -19,7 +19,7 @@ from pathlib import Path
 from pyarrow import fs
 
 from vae_sweep.checks import writable_folder
-from vae_sweep.errors import InputError
+from vae_sweep.errors import InputError, first_line
 from vae_sweep.files import atomic_path
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
@@ -39,11 +39,7 @@ def _resolve(path: str) -> tuple[fs.FileSystem, str]:
     try:
         return fs.FileSystem.from_uri(path)
     except (OSError, ValueError) as error:  # ArrowInvalid is a ValueError
-        raise InputError(f"storage {path!r}: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(f"storage {path!r}: {first_line(error)}") from None
 
 
 def write_bytes(path: str, data: bytes) -> None:
@@ -119,7 +115,7 @@ def check_storage_reachable(root: str) -> None:
         try:
             info = filesystem.get_file_info(bucket)
         except OSError as error:
-            raise InputError(f"storage {root!r}: {_first_line(error)}") from None
+            raise InputError(f"storage {root!r}: {first_line(error)}") from None
         if info.type == fs.FileType.NotFound:
             raise InputError(f"storage {root!r}: {bucket!r} does not exist")
         return

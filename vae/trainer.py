@@ -32,7 +32,7 @@ from vae.train_config import (
     TrainResult,
 )
 from vae_sweep.devices import resolve_device
-from vae_sweep.errors import InputError
+from vae_sweep.errors import InputError, first_line
 from vae_sweep.files import atomic_path
 
 CHECKPOINT_FORMAT = 2  # 1: before step budgets (read too: whole epochs only)
@@ -333,8 +333,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except FileNotFoundError:
         raise InputError(f"{path}: no such checkpoint") from None
     except Exception as error:  # a truncated or foreign file
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise InputError(f"{path}: not a readable checkpoint ({reason})") from None
+        raise InputError(f"{path}: not a readable checkpoint ({first_line(error)})"
+                         ) from None
 
 
 def load_model(path_or_state, device: str | torch.device = "cpu") -> VAE:

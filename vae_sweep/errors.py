@@ -25,6 +25,11 @@ class InputError(ValueError):
     """A problem with what the user supplied; its message is the whole report."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error's message cut to one line; its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def fail(message: str) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_USAGE)

@@ -72,15 +72,16 @@ class GatedStandIn(StandInExtractor):
         import time
 
         pattern = os.environ.get(GATE_ENV)
-        after = int(os.environ.get(GATE_AFTER_ENV, "0"))
+        gated = bool(pattern) and self.images_seen >= int(
+            os.environ.get(GATE_AFTER_ENV, "0"))  # fmt: skip
         deadline = time.monotonic() + 120
-        while (pattern and self.images_seen >= after and not glob.glob(pattern)
-               and time.monotonic() < deadline):  # fmt: skip
+        while gated and not glob.glob(pattern):
+            if time.monotonic() >= deadline:  # gave up: say so where tests look
+                fixed = os.path.dirname(pattern.split("*")[0])
+                with open(os.path.join(fixed, GATE_CAPPED), "w") as file:
+                    file.write(pattern)
+                break
             time.sleep(0.2)
-        if pattern and self.images_seen >= after and not glob.glob(pattern):
-            fixed = os.path.dirname(pattern.split("*")[0])
-            with open(os.path.join(fixed, GATE_CAPPED), "w") as file:
-                file.write(pattern)
         return super().__call__(images)
 
 
