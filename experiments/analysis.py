@@ -300,6 +300,8 @@ def _precision_recall_lines(results, keys, priors, level, out: Path) -> list[str
     recon ceiling left out): precision against recall, and density against coverage
     (Naeem et al.'s versions, which outliers among the real images sway less)."""
     generative = tables.generative(priors)
+    if not generative:  # a sweep of the ceiling alone
+        return []
     lines = []
     for (fidelity, diversity), name, told in (
         (("precision", "recall"), "precision_recall.png",

@@ -326,6 +326,29 @@ def test_recon_is_kept_apart_as_the_decoders_ceiling(tmp_path):
     assert (compared.loc[compared["family"] == "ceiling", "prior"] == "recon").all()
 
 
+def test_a_sweep_of_the_ceiling_alone_is_analysed(tmp_path):
+    """The study's ceiling sweep (`priors: [recon]`, fidelity metrics measured): its
+    report tabulates the ceiling and draws no fidelity-against-diversity figure, which
+    is of generative priors only (it had one column per prior: none, and a crash)."""
+    both = _with_recon_and_kid(synthetic_results())
+    ceiling = both[both["prior"] == "recon"]
+    ceiling = ceiling.assign(precision=0.1 + 0.01 * ceiling["seed"], recall=0.001,
+                             density=0.05, coverage=0.002)  # fmt: skip
+    grid = synthetic_grid(priors=["recon"])
+    folder = write_sweep(tmp_path / "ceiling", grid=grid, results=ceiling)
+    analysis.main([str(folder), "--metric", "kid", "--out", str(tmp_path / "r")])
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "The decoder's ceiling (`recon`" in report
+    assert "precision_recall.png" not in report
+    assert not list((tmp_path / "r").glob("*_recall.png"))
+    compared = pd.read_csv(tmp_path / "r" / "comparisons.csv")
+    assert set(compared["family"]) == {"ceiling"}
+    # lowest_recon against random and against the full pool, on recon rows: KID is
+    # (1 + seed) / 1000 + 0.001 seed on every side, so every difference is 0
+    rows = compared[compared["criterion"] == "lowest_recon"]
+    assert len(rows) == 2 and rows["difference"].to_numpy() == pytest.approx([0, 0])
+
+
 def test_the_best_and_worst_trials_memorization_grids_are_shown(tmp_path):
     """Where the sweep measured memorization, the report copies the best and the
     worst trial's memorization grid (samples/<trial>/memorization_<prior>.png) beside
