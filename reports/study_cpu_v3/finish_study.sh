@@ -30,6 +30,10 @@ for c in random class_density; do
         --against n_train=5000 --labels "quarter $c,halves" --metric kid \
         --out $R/retention_$c
 done
+# every arm's KID against its stage-1 steps: the main and quarter sweeps at 4,000,
+# the double sweep at 8,000
+python -m experiments.budget_curves $R/sweep $R/quarter $R/double --metric kid \
+    --out $R/budget_curves
 python -m experiments.early_stopping $R/sweep --replay --prior gaussian --metric kid \
     --grace 1000,2000 --reduction 2,3,4 --out $R/early_stopping
 # the sample grids: only the trials the reports show (best and worst by KID), so a
