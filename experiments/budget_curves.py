@@ -117,6 +117,9 @@ def main(argv=None) -> None:
     for folder, sweep in zip(args.sweeps, sweeps, strict=True):
         if args.metric not in sweep.results:
             raise InputError(f"--metric {args.metric}: {folder} did not measure it")
+        if STEPS not in sweep.results:
+            raise InputError(f"{folder}: its results record no {STEPS} (a sweep "
+                             "from before the step count was recorded)")  # fmt: skip
     # n_train, criterion, then any other axis one of the sweeps varied
     keys = row_keys(pd.concat([s.results for s in sweeps]),
                     {axis for s in sweeps for axis in s.grid.grid})  # fmt: skip

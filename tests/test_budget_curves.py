@@ -75,6 +75,18 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case, extra, needle)
     assert not out.exists()
 
 
+def test_a_sweep_that_recorded_no_steps_is_one_line(tmp_path):
+    """Sweeps from before `steps_run` was recorded (reports/study_cpu) have none."""
+    a = write_sweep(tmp_path / "a", grid=synthetic_grid("a"),
+                    results=synthetic_results().drop(columns="steps_run",
+                                                     errors="ignore"))  # fmt: skip
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="results record no steps_run") as raised:
+        budget_curves.main([str(a), "--metric", "fid", "--out", str(out)])
+    assert "\n" not in str(raised.value)
+    assert not out.exists()
+
+
 def test_the_command_exits_2_with_one_line(tmp_path):
     a = write_sweep(tmp_path / "a", grid=synthetic_grid("a"))
     result = run_command("experiments.budget_curves", str(a), "--level", "2")
