@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from experiments.cross_sweep import hashable_keys, score_differences
+from experiments.cross_sweep import check_comparable, hashable_keys
 from experiments.figures import _colour
 from experiments.tables import (
     METRICS,
@@ -105,26 +105,17 @@ def main(argv=None) -> None:
     out = Path(args.out) if args.out else Path(args.sweeps[0]) / "budget_curves"
     report_folder(out, f"--out {out}", "budget_curves.csv", inputs=args.sweeps)
     sweeps = [load_sweep(folder) for folder in args.sweeps]
-    for folder, sweep in zip(args.sweeps, sweeps, strict=True):
-        if sweep.grid.kind != "vae":
-            raise InputError(f"{folder}: a {sweep.grid.kind} sweep; budget_curves "
-                             "reads VAE sweeps (kind vae)")  # fmt: skip
-        differing = score_differences(sweeps[0], sweep)
-        if differing:
-            raise InputError(f"{folder}: its scores do not compare with "
-                             f"{args.sweeps[0]}'s (their grids differ in "
-                             f"{', '.join(differing)})")  # fmt: skip
+    check_comparable(args.sweeps, sweeps, "budget_curves reads")
     for folder, sweep in zip(args.sweeps, sweeps, strict=True):
         if args.metric not in sweep.results:
             raise InputError(f"--metric {args.metric}: {folder} did not measure it")
         if STEPS not in sweep.results:
             raise InputError(f"{folder}: its results record no {STEPS} (a sweep "
                              "from before the step count was recorded)")  # fmt: skip
+    results = pd.concat([s.results for s in sweeps], ignore_index=True)
     # n_train, criterion, then any other axis one of the sweeps varied
-    keys = row_keys(pd.concat([s.results for s in sweeps]),
-                    {axis for s in sweeps for axis in s.grid.grid})  # fmt: skip
-    results = pd.concat([hashable_keys(s.results, keys) for s in sweeps],
-                        ignore_index=True)  # fmt: skip
+    keys = row_keys(results, {axis for s in sweeps for axis in s.grid.grid})
+    results = hashable_keys(results, keys)
     table = budget_table(results, keys, args.metric, args.level)
     if table.empty:
         raise InputError(f"{', '.join(args.sweeps)}: no finished trial with a "

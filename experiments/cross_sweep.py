@@ -146,6 +146,21 @@ def score_differences(a: Sweep, b: Sweep) -> list[str]:
             if key.split(".")[0] in SCORE_KEYS and key not in UNSCORED]
 
 
+def check_comparable(folders: list[str], sweeps: list[Sweep], command: str) -> None:
+    """One line (InputError) unless every sweep is a VAE sweep that scores as the
+    first does; `command` begins the kind's message ("cross_sweep compares")."""
+    for folder, sweep in zip(folders, sweeps, strict=True):
+        if sweep.grid.kind != "vae":
+            raise InputError(f"{folder}: a {sweep.grid.kind} sweep; {command} VAE "
+                             "sweeps (kind vae)")  # fmt: skip
+    for folder, sweep in zip(folders[1:], sweeps[1:], strict=True):
+        differing = score_differences(sweeps[0], sweep)
+        if differing:
+            raise InputError(f"{folder}: its scores do not compare with "
+                             f"{folders[0]}'s (their grids differ in "
+                             f"{', '.join(differing)})")  # fmt: skip
+
+
 def recipe_differences(a: Sweep, b: Sweep) -> list[str]:
     """`key: A value / B value` for each other base setting in which they differ
     (grid axes, which set them per arm, are not among them)."""
@@ -262,15 +277,7 @@ def main(argv=None) -> None:
     out = Path(args.out) if args.out else Path(args.sweeps[0]) / "cross_sweep"
     report_folder(out, f"--out {out}", "cross_sweep.md", inputs=args.sweeps)
     a, b = (load_sweep(folder) for folder in args.sweeps)
-    for folder, sweep in zip(args.sweeps, (a, b), strict=True):
-        if sweep.grid.kind != "vae":
-            raise InputError(f"{folder}: a {sweep.grid.kind} sweep; cross_sweep "
-                             "compares VAE sweeps (kind vae)")  # fmt: skip
-    differing = score_differences(a, b)
-    if differing:
-        raise InputError(f"{args.sweeps[1]}: its scores do not compare with "
-                         f"{args.sweeps[0]}'s (their grids differ in "
-                         f"{', '.join(differing)})")  # fmt: skip
+    check_comparable(args.sweeps, [a, b], "cross_sweep compares")
     if args.labels is None and a.name == b.name:
         raise InputError(f"both sweeps are named {a.name}: tell them apart with "
                          "--labels A,B")  # fmt: skip
